@@ -1,0 +1,100 @@
+"""Settings: conf/pipeline.toml, overridden by MARKETPULSE_<SECTION>_<KEY> environment variables.
+
+Every component reads its endpoints through this module, so no address is written twice in the repo:
+
+    from marketpulse.config import load_settings
+    settings = load_settings()
+    settings.kafka.bootstrap_servers   # "127.0.0.1:9092", or $MARKETPULSE_KAFKA_BOOTSTRAP_SERVERS
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+DEFAULT_CONFIG_FILE = CONF_DIR / "pipeline.toml"
+ENV_PREFIX = "MARKETPULSE_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or an override cannot be read as the type of its default."""
+
+
+def _coerce(raw: str, default: Any, name: str) -> Any:
+    """Reads an environment string as the type of the value it overrides."""
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, list):
+            return [item.strip() for item in raw.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a valid {type(default).__name__} (default {default!r})"
+        ) from None
+    return raw
+
+
+def apply_env_overrides(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> list[str]:
+    """Overrides settings in place from MARKETPULSE_<SECTION>_<KEY>; returns the names applied."""
+    applied = []
+    for section, values in data.items():
+        for key, default in values.items():
+            name = f"{ENV_PREFIX}{section}_{key}".upper()
+            if name in environ:
+                values[key] = _coerce(environ[name], default, name)
+                applied.append(name)
+    return applied
+
+
+class Settings(SimpleNamespace):
+    """Sections as attributes (settings.kafka.trades_topic); `as_dict()` for templates."""
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dict(vars(section)) for name, section in vars(self).items()}
+
+    def flat(self) -> dict[str, Any]:
+        """{"kafka_bootstrap_servers": ..., ...}: the names SQL templates use as ${...}."""
+        return {
+            f"{section}_{key}": value
+            for section, values in self.as_dict().items()
+            for key, value in values.items()
+        }
+
+
+def load_settings(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    config_file = Path(path or environ.get("MARKETPULSE_CONFIG") or DEFAULT_CONFIG_FILE)
+    try:
+        data = tomllib.loads(config_file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {config_file}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{config_file} is not valid TOML: {err}") from None
+    apply_env_overrides(data, environ)
+    return Settings(**{name: SimpleNamespace(**values) for name, values in data.items()})
+
+
+def postgres_dsn(settings: Settings) -> str:
+    """A libpq connection string (psycopg2)."""
+    pg = settings.postgres
+    return f"host={pg.host} port={pg.port} dbname={pg.database} user={pg.user} password={pg.password}"
+
+
+def postgres_jdbc_url(settings: Settings) -> str:
+    """The same database as a JDBC URL (Flink's JDBC connector)."""
+    pg = settings.postgres
+    return f"jdbc:postgresql://{pg.host}:{pg.port}/{pg.database}"
