@@ -75,7 +75,9 @@ class Settings(SimpleNamespace):
         }
 
 
-def load_settings(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
     environ = os.environ if environ is None else environ
     config_file = Path(path or environ.get("MARKETPULSE_CONFIG") or DEFAULT_CONFIG_FILE)
     try:

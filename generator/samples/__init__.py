@@ -1,0 +1,1 @@
+"""Sample data shipped with the generator (sample_trades.csv, rebuilt by make_sample.py)."""

@@ -1,0 +1,174 @@
+"""The synthetic market as a pure stream of events: no clock, no I/O.
+
+Each symbol is an independent Poisson process of trades (rate = event rate x the symbol's weight share)
+driven only by random streams seeded from (seed, symbol), so the single-instance stream is the merge of the
+per-symbol streams and a shard is the merge of its own symbols' streams: n shards split the stream exactly.
+
+An event is one trade slot, as a tuple
+    (offset_s, symbol_index, n, messages)
+offset_s: seconds of event time since the start (when to emit it: a held-back trade is emitted at its
+release time); n: emission counter within the symbol (breaks ties); messages: ((topic, key, value), ...)
+whose first entry is the trade-topic message (a good or a bad trade) and the rest are its labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from marketpulse.trade import InvalidTrade, parse_trade
+
+from .anomalies import AnomalyOptions, AnomalyPlan
+from .bad_records import BadOptions, make_bad
+from .disorder import DelayPlan, DisorderOptions
+from .labels import label
+from .price_model import GbmPriceModel
+from .seeding import derived_rng
+from .sharding import owns
+from .size_model import LognormalSizes
+from .universe import SymbolSpec
+
+SIZE_SIGMA = 1.0  # lognormal sigma of trade sizes: most trades near 100 shares, a long tail of blocks
+
+Event = tuple[float, int, int, tuple[tuple[str, bytes, bytes], ...]]
+
+
+@dataclass(frozen=True)
+class Topics:
+    trades: str = "trades"
+    injected: str = "trades.injected"
+    reference: str = "symbols"
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    universe: list[SymbolSpec]  # the FULL universe: shard ownership and rate shares depend on it
+    seed: int
+    start_ms: int  # event time of offset 0
+    event_rate: float  # trades per second of event time, all symbols together (whole universe)
+    run: str  # run token in every trade id
+    shard: tuple[int, int] = (0, 1)
+    end_offset_s: float | None = None  # stop each symbol's stream at this event-time offset
+    vol_scale: float = 1.0
+    anomalies: AnomalyOptions = field(default_factory=AnomalyOptions)
+    disorder: DisorderOptions = field(default_factory=DisorderOptions)
+    bad: BadOptions = field(default_factory=BadOptions)
+    topics: Topics = field(default_factory=Topics)
+    # Event time of a trade from its offset; the default is start_ms + offset. The wall-clock unpaced mode
+    # passes a function that reads the clock instead.
+    event_time_of: Callable[[float], int] | None = None
+
+
+def owned_symbols(opts: StreamOptions) -> list[tuple[int, SymbolSpec]]:
+    return [(i, spec) for i, spec in enumerate(opts.universe) if owns(i, opts.shard)]
+
+
+def symbol_events(opts: StreamOptions, index: int, spec: SymbolSpec) -> Iterator[Event]:
+    """All events of one symbol, in emission order."""
+    seed, sym = opts.seed, spec.symbol
+    total_weight = sum(s.weight for s in opts.universe)
+    lam = opts.event_rate * spec.weight / total_weight
+    arrivals = derived_rng(seed, sym, "arrivals")
+    model = GbmPriceModel(spec.start_price, spec.drift, spec.volatility * opts.vol_scale,
+                          derived_rng(seed, sym, "price"))
+    flow = derived_rng(seed, sym, "flow")  # size and side
+    sizes = LognormalSizes(spec.median_size, SIZE_SIGMA, flow)
+    anomaly_plan = AnomalyPlan(opts.anomalies, derived_rng(seed, sym, "anomalies")) \
+        if opts.anomalies.enabled else None
+    delay_plan = DelayPlan(opts.disorder, derived_rng(seed, sym, "disorder")) \
+        if opts.disorder.enabled else None
+    bad_rng = derived_rng(seed, sym, "bad") if opts.bad.enabled else None
+    bad_fraction, bad_kinds = opts.bad.fraction, opts.bad.kinds
+
+    trades_topic, injected_topic = opts.topics.trades, opts.topics.injected
+    key = sym.encode()
+    prefix = f"{sym}-{opts.run}-"
+    start_ms = opts.start_ms
+    event_time_of = opts.event_time_of
+    end = opts.end_offset_s
+    random_ = flow.random
+    expovariate = arrivals.expovariate
+
+    held: list[tuple[float, int, tuple]] = []  # (release offset, seq, messages) of held-back trades
+    offset = 0.0
+    seq = 0
+    n = 0
+    while True:
+        dt = expovariate(lam)
+        offset += dt
+        if end is not None and offset >= end:
+            break
+        while held and held[0][0] <= offset:
+            release, _, messages = heapq.heappop(held)
+            n += 1
+            yield (release, index, n, messages)
+        seq += 1
+        exact = model.advance(dt)
+        price = model.quote(exact)
+        size = sizes.draw()
+        side = "BUY" if random_() < 0.5 else "SELL"
+        trade_id = prefix + str(seq)
+        event_time = start_ms + int(offset * 1000) if event_time_of is None else event_time_of(offset)
+
+        # Each decision is drawn for every slot from its own stream, so the options stay independent.
+        anomaly = anomaly_plan.decide(seq) if anomaly_plan else None
+        delay = delay_plan.decide() if delay_plan else 0
+        is_bad = bad_rng is not None and bad_rng.random() < bad_fraction
+
+        if is_bad:
+            kind = bad_kinds[bad_rng.randrange(len(bad_kinds))]
+            trade = {"trade_id": trade_id, "symbol": sym, "price": price, "size": size, "side": side,
+                     "event_time": event_time}
+            value = make_bad(kind, trade, bad_rng)
+            try:
+                parse_trade(value)
+                raise AssertionError(f"bad record of kind {kind} parses: {value!r}")
+            except InvalidTrade as err:
+                reason = str(err)
+            messages = (
+                (trades_topic, key, value),
+                (injected_topic, key, label("bad", trade_id, sym, event_time, None, bad_kind=kind,
+                                            reason=reason, payload_sha1=hashlib.sha1(value).hexdigest())),
+            )
+            n += 1
+            yield (offset, index, n, messages)
+            continue
+
+        labels = ()
+        if anomaly is not None:
+            if anomaly.kind == "volume_spike":
+                model_size = size
+                size = max(2, int(size * anomaly.magnitude + 0.5))
+                labels = ((injected_topic, key, label(anomaly.kind, trade_id, sym, event_time,
+                                                      anomaly.magnitude, model_size=model_size, size=size)),)
+            else:
+                model_price = price
+                price = model.quote(exact * (1.0 + anomaly.magnitude))
+                labels = ((injected_topic, key, label(anomaly.kind, trade_id, sym, event_time,
+                                                      anomaly.magnitude, model_price=model_price,
+                                                      price=price)),)
+        # Same bytes as marketpulse.trade.Trade(...).to_json(), without building the dataclass.
+        value = (f'{{"trade_id":"{trade_id}","symbol":"{sym}","price":{price!r},"size":{size},'
+                 f'"side":"{side}","event_time":{event_time}}}').encode()
+        if delay:
+            labels += ((injected_topic, key, label("late", trade_id, sym, event_time, delay,
+                                                   delay_ms=delay)),)
+            heapq.heappush(held, (offset + delay / 1000.0, seq, ((trades_topic, key, value), *labels)))
+            continue
+        n += 1
+        yield (offset, index, n, ((trades_topic, key, value), *labels))
+
+    while held:  # the stream ends: release what is still held back, in release order
+        release, _, messages = heapq.heappop(held)
+        n += 1
+        yield (release, index, n, messages)
+
+
+def generate(opts: StreamOptions) -> Iterator[Event]:
+    """The merged stream of the shard's symbols, ordered by (emission offset, symbol index, n)."""
+    streams = [symbol_events(opts, i, spec) for i, spec in owned_symbols(opts)]
+    if len(streams) == 1:
+        return streams[0]
+    return heapq.merge(*streams)

@@ -1,0 +1,160 @@
+"""A Flink session cluster (one JobManager, one TaskManager) from the apache-flink pip package.
+
+Nothing is written into site-packages: bin/config.sh is pointed at project folders through FLINK_CONF_DIR
+(.stack/flink/conf, rendered from conf/flink), FLINK_LIB_DIR / FLINK_OPT_DIR (.deps, pyflink's jars plus
+the connectors) and FLINK_LOG_DIR / FLINK_PID_DIR (.stack/flink). The same environment serves `flink run`
+and `sql-client.sh`, so the client, the SQL client and the cluster all see the connector jars."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from marketpulse.config import Settings
+from stack import paths
+from stack.errors import StackError
+from stack.log import say
+from stack.proc import ensure_port_free, pid_alive, require_java, stop_pid, wait_until
+
+NAME = "flink"
+HOME = paths.STACK_DIR / "flink"
+CONF_DIR = HOME / "conf"
+LOG_DIR = HOME / "log"
+PID_DIR = HOME / "pids"
+CHECKPOINT_DIR = HOME / "checkpoints"
+SAVEPOINT_DIR = HOME / "savepoints"
+DAEMONS = ("standalonesession", "taskexecutor")
+
+
+def rest_host_port(settings: Settings) -> tuple[str, int]:
+    url = urlparse(settings.flink.rest_url)
+    return url.hostname or "127.0.0.1", url.port or 8081
+
+
+def render_conf(settings: Settings) -> Path:
+    """conf/flink/* plus the machine-specific keys (see the header of conf/flink/config.yaml)."""
+    host, rest_port = rest_host_port(settings)
+    CONF_DIR.mkdir(parents=True, exist_ok=True)
+    for source in (paths.CONF_DIR / "flink").iterdir():
+        shutil.copy(source, CONF_DIR / source.name)
+    machine = {
+        "jobmanager.bind-host": host,
+        "jobmanager.rpc.address": host,
+        "jobmanager.rpc.port": settings.flink.rpc_port,
+        "taskmanager.bind-host": host,
+        "taskmanager.host": host,
+        "rest.address": host,
+        "rest.bind-address": host,
+        "rest.port": rest_port,
+        "taskmanager.numberOfTaskSlots": settings.flink.taskmanager_slots,
+        "parallelism.default": settings.flink.parallelism,
+        "state.checkpoints.dir": f"file://{CHECKPOINT_DIR}",
+        "state.savepoints.dir": f"file://{SAVEPOINT_DIR}",
+        "python.executable": str(paths.PYTHON),
+        "python.client.executable": str(paths.PYTHON),
+        "env.pid.dir": str(PID_DIR),
+        "env.log.dir": str(LOG_DIR),
+    }
+    with open(CONF_DIR / "config.yaml", "a") as config:
+        config.write("\n# --- appended by python -m stack for this machine ---\n")
+        for key, value in machine.items():
+            config.write(f"{key}: {value}\n")
+    (CONF_DIR / "masters").write_text(f"{host}:{rest_port}\n")
+    (CONF_DIR / "workers").write_text(f"{host}\n")
+    return CONF_DIR
+
+
+def flink_env() -> dict[str, str]:
+    """The environment for Flink's bin/ scripts (cluster daemons, `flink`, `sql-client.sh`)."""
+    env = dict(os.environ)
+    env.update({
+        "FLINK_HOME": str(paths.pyflink_home()),
+        "FLINK_CONF_DIR": str(CONF_DIR),
+        "FLINK_LIB_DIR": str(paths.FLINK_LIB_DIR),
+        "FLINK_OPT_DIR": str(paths.FLINK_OPT_DIR),
+        "FLINK_LOG_DIR": str(LOG_DIR),
+        "FLINK_PID_DIR": str(PID_DIR),
+        # `flink run -py` starts the client-side Python from PATH unless told otherwise.
+        "PATH": f"{paths.PYTHON.parent}{os.pathsep}{env.get('PATH', '')}",
+    })
+    return env
+
+
+def bin_path(script: str) -> str:
+    return str(paths.pyflink_home() / "bin" / script)
+
+
+def _pid_files() -> list[Path]:
+    return sorted(PID_DIR.glob("flink-*.pid")) if PID_DIR.exists() else []
+
+
+def pids() -> list[int]:
+    """Live JobManager/TaskManager pids from Flink's own pid files."""
+    found = []
+    for pid_file in _pid_files():
+        found += [int(token) for token in pid_file.read_text().split()
+                  if token.isdigit() and pid_alive(int(token))]
+    return found
+
+
+def rest(settings: Settings, path: str, method: str = "GET", body: dict | None = None, timeout: float = 5):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(settings.flink.rest_url.rstrip("/") + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read() or b"null")
+
+
+def overview(settings: Settings) -> dict | None:
+    try:
+        return rest(settings, "/overview", timeout=2)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def start(settings: Settings) -> None:
+    require_java()
+    host, rest_port = rest_host_port(settings)
+    ensure_port_free(rest_port, "Flink REST / web UI")
+    ensure_port_free(settings.flink.rpc_port, "Flink JobManager RPC")
+    if not any(paths.FLINK_LIB_DIR.glob("flink-dist*.jar")):
+        raise StackError("Flink lib folder .deps/flink-lib is not assembled: run `make setup`")
+    render_conf(settings)
+    for folder in (LOG_DIR, PID_DIR, CHECKPOINT_DIR, SAVEPOINT_DIR):
+        folder.mkdir(parents=True, exist_ok=True)
+    for stale in _pid_files():
+        stale.unlink()
+    say(f"Flink: starting JobManager + TaskManager ({settings.flink.taskmanager_slots} slots), "
+        f"web UI {settings.flink.rest_url}")
+    env = flink_env()
+    for script in ("jobmanager.sh", "taskmanager.sh"):
+        result = subprocess.run([bin_path(script), "start"], env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"Flink {script} failed: {result.stderr.strip()[-300:]}; logs in {LOG_DIR}")
+    slots = settings.flink.taskmanager_slots
+
+    def ready() -> bool:
+        info = overview(settings)
+        return bool(info) and info.get("taskmanagers", 0) >= 1 and info.get("slots-total", 0) >= slots
+
+    wait_until(ready, 120, "Flink cluster", LOG_DIR, alive=lambda: len(pids()) == len(DAEMONS), interval=0.5)
+
+
+def stop(settings: Settings) -> bool:
+    running = pids()
+    for pid in running:
+        stop_pid(pid, timeout=20)
+    for pid_file in _pid_files():
+        pid_file.unlink()
+    return bool(running)
+
+
+def healthy(settings: Settings) -> bool:
+    info = overview(settings)
+    return bool(info) and info.get("taskmanagers", 0) >= 1

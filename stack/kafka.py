@@ -1,0 +1,156 @@
+"""Apache Kafka 4.x in KRaft combined mode (broker + controller, one node), run from the Maven Central jars
+in .deps/kafka with conf/kafka/server.properties. Storage is formatted on first start; topics are created
+with the partition counts of conf/pipeline.toml."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from marketpulse.config import Settings
+from stack import paths
+from stack.errors import StackError
+from stack.log import say
+from stack.proc import ensure_port_free, port_open, read_pid, require_java, start_daemon, stop_pid, wait_until
+
+NAME = "kafka"
+HOME = paths.STACK_DIR / "kafka"
+DATA_DIR = HOME / "data"
+LOG_DIR = HOME / "logs"
+PID_FILE = HOME / "kafka.pid"
+LOG_FILE = LOG_DIR / "server.log"
+STDOUT_LOG = LOG_DIR / "stdout.log"
+
+
+def broker_port(settings: Settings) -> int:
+    return int(settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+
+def _host(settings: Settings) -> str:
+    return settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[0]
+
+
+def _render_properties(settings: Settings) -> Path:
+    """conf/kafka/server.properties with the listeners and log.dirs of this machine."""
+    host, port, controller = _host(settings), broker_port(settings), settings.kafka.controller_port
+    overrides = {
+        "log.dirs": str(DATA_DIR),
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.quorum.voters": f"1@{host}:{controller}",
+    }
+    lines = []
+    for line in (paths.CONF_DIR / "kafka" / "server.properties").read_text().splitlines():
+        key = line.split("=", 1)[0].strip()
+        lines.append(f"{key}={overrides.pop(key)}" if key in overrides else line)
+    lines += [f"{key}={value}" for key, value in overrides.items()]
+    rendered = HOME / "server.properties"
+    rendered.write_text("\n".join(lines) + "\n")
+    return rendered
+
+
+def _java(main_class: str, *args: str, heap: str = "256m") -> list[str]:
+    return [require_java(), f"-Xmx{heap}", f"-Xms{heap}" if heap != "256m" else "-Xms64m",
+            "-cp", f"{paths.KAFKA_JARS}/*",
+            f"-Dkafka.logs.dir={LOG_DIR}",
+            f"-Dlog4j2.configurationFile={paths.CONF_DIR / 'kafka' / 'log4j2.yaml'}",
+            main_class, *args]
+
+
+def pid() -> int | None:
+    return read_pid(PID_FILE)
+
+
+def start(settings: Settings) -> None:
+    port, controller = broker_port(settings), settings.kafka.controller_port
+    ensure_port_free(port, "Kafka broker")
+    ensure_port_free(controller, "Kafka controller")
+    if not any(paths.KAFKA_JARS.glob("kafka_*.jar")):
+        raise StackError("Kafka jars missing in .deps/kafka: run `make setup`")
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    properties = _render_properties(settings)
+    if not (DATA_DIR / "meta.properties").exists():
+        say("Kafka: formatting KRaft storage (first start)")
+        cluster_id = uuid.uuid4().hex[:22]
+        result = subprocess.run(
+            _java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)),
+            capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"Kafka storage format failed: {(result.stdout + result.stderr).strip()[-400:]}")
+    say(f"Kafka: starting broker on {settings.kafka.bootstrap_servers} (controller :{controller})")
+    start_daemon(_java("kafka.Kafka", str(properties), heap="1g"), STDOUT_LOG, PID_FILE)
+    wait_until(lambda: _metadata_ready(settings), 90, "Kafka broker", LOG_FILE,
+               alive=lambda: pid() is not None, interval=0.5)
+    ensure_topics(settings)
+
+
+def _admin(settings: Settings):
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers,
+                            client_id="marketpulse-stack", request_timeout_ms=5000)
+
+
+def _metadata_ready(settings: Settings) -> bool:
+    if not port_open(broker_port(settings), _host(settings)):
+        return False
+    try:
+        admin = _admin(settings)
+        try:
+            admin.list_topics()
+            return True
+        finally:
+            admin.close()
+    except Exception:  # the broker answers TCP before it serves metadata: keep polling
+        return False
+
+
+def wanted_topics(settings: Settings) -> dict[str, int]:
+    k = settings.kafka
+    return {
+        k.trades_topic: k.trades_partitions,
+        k.anomalies_topic: k.anomalies_partitions,
+        k.injected_topic: k.injected_partitions,
+        k.reference_topic: 1,
+    }
+
+
+def ensure_topics(settings: Settings) -> None:
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = _admin(settings)
+    try:
+        existing = set(admin.list_topics())
+        missing = {name: n for name, n in wanted_topics(settings).items() if name not in existing}
+        for name, partitions in missing.items():
+            # symbols is a table of the latest row per key: compact it.
+            configs = {"cleanup.policy": "compact"} if name == settings.kafka.reference_topic else {}
+            try:
+                admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+            except TopicAlreadyExistsError:
+                pass
+        if missing:
+            say("Kafka: created topics " + ", ".join(f"{n}({p})" for n, p in missing.items()))
+        deadline = time.monotonic() + 30
+        while set(wanted_topics(settings)) - set(admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise StackError(f"Kafka topics were not created in time; see {LOG_FILE}")
+            time.sleep(0.2)
+    finally:
+        admin.close()
+
+
+def stop(settings: Settings) -> bool:
+    running = pid()
+    if running is None:
+        return False
+    stop_pid(running, timeout=30)
+    PID_FILE.unlink(missing_ok=True)
+    return True
+
+
+def healthy(settings: Settings) -> bool:
+    return pid() is not None and port_open(broker_port(settings), _host(settings))

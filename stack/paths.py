@@ -1,0 +1,29 @@
+"""Where things live. Everything the stack writes is under STACK_DIR; downloads are under DEPS_DIR."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STACK_DIR = Path(os.environ.get("MARKETPULSE_STACK_DIR", REPO / ".stack"))
+DEPS_DIR = REPO / ".deps"
+POM = REPO / "deps" / "pom.xml"
+SCHEMA_DIR = REPO / "db" / "schema"
+CONF_DIR = REPO / "conf"
+
+KAFKA_JARS = DEPS_DIR / "kafka"
+FLINK_CONNECTOR_JARS = DEPS_DIR / "flink-connectors"
+FLINK_LIB_DIR = DEPS_DIR / "flink-lib"
+FLINK_OPT_DIR = DEPS_DIR / "flink-opt"
+
+# The interpreter of the project's venv: Flink's Python workers must use the same one as the client.
+PYTHON = Path(sys.executable)
+
+
+def pyflink_home() -> Path:
+    """The apache-flink pip package carries a full Flink distribution (bin/ lib/ opt/ conf/)."""
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent

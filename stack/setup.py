@@ -1,0 +1,107 @@
+"""One-time (and idempotent) machine set-up: JVM jars from Maven Central, PostgreSQL and Chromium from
+Debian's packages. A second run only checks stamps and takes well under a second."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from stack import paths
+from stack.errors import StackError
+from stack.log import say
+from stack.proc import require_java
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _run(cmd: list[str], what: str, log_file: Path) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "wb") as log:
+        result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
+        raise StackError(f"{what} failed (exit {result.returncode}); see {log_file}\n  " + "\n  ".join(tail))
+
+
+def _apt_install(*packages: str) -> None:
+    if os.geteuid() != 0:
+        names = " ".join(packages)
+        raise StackError(f"missing Debian packages {names}: run `sudo apt-get install {names}`")
+    say(f"installing Debian packages: {' '.join(packages)} (apt-get, about a minute)")
+    log = paths.STACK_DIR / "setup" / "apt.log"
+    env_cmd = ["env", "DEBIAN_FRONTEND=noninteractive"]
+    _run(env_cmd + ["apt-get", "update", "-q"], "apt-get update", log)
+    _run(env_cmd + ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+         f"apt-get install {' '.join(packages)}", log)
+
+
+def ensure_jars() -> None:
+    """Resolves deps/pom.xml into .deps/ when the pom changed since the last resolve."""
+    stamp = paths.DEPS_DIR / ".pom.sha"
+    want = _sha(paths.POM)
+    if stamp.exists() and stamp.read_text() == want and any(paths.KAFKA_JARS.glob("kafka_*.jar")):
+        return
+    if not shutil.which("mvn"):
+        _apt_install("maven")
+    say("resolving JVM artifacts from Maven Central (deps/pom.xml): Flink connectors, Kafka broker")
+    log = paths.STACK_DIR / "setup" / "maven.log"
+    for profile, target in (("flink", paths.FLINK_CONNECTOR_JARS), ("kafka", paths.KAFKA_JARS)):
+        shutil.rmtree(target, ignore_errors=True)
+        _run(["mvn", "-B", "-q", "-f", str(paths.POM), "-P", profile, "dependency:copy-dependencies",
+              f"-DoutputDirectory={target}", "-DincludeScope=runtime"],
+             f"Maven resolve of the '{profile}' jars", log)
+    stamp.write_text(want)
+    jars = len(list(paths.FLINK_CONNECTOR_JARS.glob("*.jar"))) + len(list(paths.KAFKA_JARS.glob("*.jar")))
+    say(f"  {jars} jars in {paths.DEPS_DIR.relative_to(paths.REPO)}/")
+
+
+def assemble_flink_dirs() -> None:
+    """FLINK_LIB_DIR / FLINK_OPT_DIR for bin/config.sh: pyflink's own jars plus ours, as symlinks, so
+    site-packages is never written to. Rebuilt each time: cheap, and follows a re-created venv."""
+    home = paths.pyflink_home()
+    for target in (paths.FLINK_LIB_DIR, paths.FLINK_OPT_DIR):
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+    for jar in sorted((home / "lib").glob("*.jar")):
+        (paths.FLINK_LIB_DIR / jar.name).symlink_to(jar)
+    for jar in sorted((home / "opt").glob("*.jar")):
+        (paths.FLINK_OPT_DIR / jar.name).symlink_to(jar)
+    for jar in sorted(paths.FLINK_CONNECTOR_JARS.glob("*.jar")):
+        # The SQL gateway belongs in opt/ (sql-client.sh looks there); connectors and the driver in lib/.
+        folder = paths.FLINK_OPT_DIR if jar.name.startswith("flink-sql-gateway") else paths.FLINK_LIB_DIR
+        (folder / jar.name).symlink_to(jar.resolve())
+
+
+def postgres_bin_dir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(found[-1]).parent if found else None
+
+
+def ensure_postgres() -> Path:
+    if postgres_bin_dir() is None:
+        _apt_install("postgresql")
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        raise StackError("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin after install")
+    return bin_dir
+
+
+def ensure_browser() -> None:
+    """Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser)."""
+    if not Path("/usr/bin/chromium").exists():
+        _apt_install("chromium")
+
+
+def setup(browser: bool = False) -> None:
+    require_java()
+    ensure_jars()
+    assemble_flink_dirs()
+    ensure_postgres()
+    if browser:
+        ensure_browser()

@@ -1,0 +1,124 @@
+"""Slow, obviously-correct reference results for the tests to compare the pipeline against.
+
+Written apart from marketpulse.analytics on purpose (no import from it): windows are plain lists grouped in a
+dict, sums are exact (math.fsum), the standard deviation is statistics.pstdev (exact rational arithmetic), and
+the detector recomputes its baselines from scratch for every trade. A mistake shared by both would have to be
+made twice in two different ways.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+
+from marketpulse.trade import Trade
+
+
+def reference_windows(trades: Iterable[Trade], size_seconds: int) -> list[dict]:
+    """One dict per (symbol, tumbling window), keyed by window_metrics column, sorted by (symbol, start)."""
+    size_ms = size_seconds * 1000
+    groups: dict[tuple[str, int], list[Trade]] = defaultdict(list)
+    for trade in trades:
+        groups[(trade.symbol, trade.event_time // size_ms * size_ms)].append(trade)
+
+    rows = []
+    for (symbol, start), members in sorted(groups.items()):
+        in_time_order = sorted(members, key=lambda trade: (trade.event_time, trade.trade_id))
+        prices = [trade.price for trade in members]
+        volume = sum(trade.size for trade in members)
+        notional = math.fsum(trade.price * trade.size for trade in members)
+        rows.append(
+            {
+                "symbol": symbol,
+                "window_seconds": size_seconds,
+                "window_start": start,
+                "window_end": start + size_ms,
+                "open": in_time_order[0].price,
+                "high": max(prices),
+                "low": min(prices),
+                "close": in_time_order[-1].price,
+                "vwap": notional / volume,
+                "volume": volume,
+                "notional": notional,
+                "trade_count": len(members),
+                "buy_count": sum(1 for trade in members if trade.side == "BUY"),
+                "sell_count": sum(1 for trade in members if trade.side == "SELL"),
+                "min_price": min(prices),
+                "max_price": max(prices),
+                "avg_price": statistics.fmean(prices),
+                "stddev_price": statistics.pstdev(prices),
+            }
+        )
+    return rows
+
+
+def reference_anomalies(
+    trades: Iterable[Trade],
+    *,
+    lookback: int,
+    warmup: int,
+    z_threshold: float,
+    min_stddev: float,
+    price_jump_pct: float,
+    volume_z_threshold: float,
+) -> list[tuple[str, str, float]]:
+    """(trade_id, rule, statistic) per anomaly, for the trades of ONE symbol in event-time order.
+
+    The rules of marketpulse/analytics/detector.py as its docstring states them, baselines recomputed from
+    plain lists each time: price returns against the last price that broke no price rule, flagged returns
+    kept out, a trade that is ordinary from the flagged price just before it accepted as a new level, and a
+    flagged ln(size) learnt clipped to mean + volume_z_threshold * stddev.
+    """
+    returns: list[float] = []
+    log_sizes: list[float] = []
+    reference_price = None
+    flagged_price = None
+    found = []
+
+    def price_rules(price: float, base: float) -> list[tuple[str, float]]:
+        broken = []
+        log_return = math.log(price / base)
+        if statistics.pstdev(returns) > min_stddev:
+            z_score = (log_return - statistics.fmean(returns)) / statistics.pstdev(returns)
+            if abs(z_score) > z_threshold:
+                broken.append(("price_zscore", z_score))
+        move_pct = (price / base - 1) * 100
+        if abs(move_pct) >= price_jump_pct:
+            broken.append(("price_jump", move_pct))
+        return broken
+
+    for trade in trades:
+        log_size = math.log(trade.size)
+        if reference_price is None:
+            reference_price = trade.price
+            log_sizes.append(log_size)
+            continue
+        if len(returns) < warmup:
+            returns.append(math.log(trade.price / reference_price))
+            reference_price = trade.price
+            log_sizes.append(log_size)
+            del returns[:-lookback], log_sizes[:-lookback]
+            continue
+
+        broken = price_rules(trade.price, reference_price)
+        base = reference_price
+        if broken and flagged_price is not None and not price_rules(trade.price, flagged_price):
+            broken, base = [], flagged_price
+        if broken:
+            flagged_price = trade.price
+        else:
+            returns.append(math.log(trade.price / base))
+            reference_price, flagged_price = trade.price, None
+
+        size_mean, size_stddev = statistics.fmean(log_sizes), statistics.pstdev(log_sizes)
+        learnt_size = log_size
+        if size_stddev > min_stddev and (log_size - size_mean) / size_stddev > volume_z_threshold:
+            broken.append(("volume_zscore", (log_size - size_mean) / size_stddev))
+            learnt_size = size_mean + volume_z_threshold * size_stddev
+        log_sizes.append(learnt_size)
+        del returns[:-lookback], log_sizes[:-lookback]
+
+        found.extend((trade.trade_id, rule, statistic) for rule, statistic in broken)
+    return found
