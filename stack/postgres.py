@@ -104,7 +104,8 @@ def _ensure_app_database(settings: Settings) -> None:
     pg = settings.postgres
     role_exists = _psql_admin(settings, f"SELECT 1 FROM pg_roles WHERE rolname = '{pg.user}'")
     if not role_exists:
-        _psql_admin(settings, f"CREATE ROLE \"{pg.user}\" LOGIN PASSWORD '{pg.password}'")
+        # CREATEDB: tests build throw-away databases from the same schema files.
+        _psql_admin(settings, f"CREATE ROLE \"{pg.user}\" LOGIN CREATEDB PASSWORD '{pg.password}'")
     db_exists = _psql_admin(settings, f"SELECT 1 FROM pg_database WHERE datname = '{pg.database}'")
     if not db_exists:
         _psql_admin(settings, f"CREATE DATABASE \"{pg.database}\" OWNER \"{pg.user}\"")

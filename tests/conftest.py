@@ -1,0 +1,57 @@
+"""Shared fixtures. Integration tests request `stack`: the real local stack (PostgreSQL, Kafka, Flink),
+brought up once per test run by `python -m stack up` (a no-op when it is already up) and left running
+for the next run; `make down` stops it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from marketpulse.config import Settings, load_settings
+from tests import support
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def stack(settings) -> Settings:
+    result = subprocess.run([sys.executable, "-m", "stack", "up"], cwd=support.REPO,
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        pytest.fail(f"`python -m stack up` failed:\n{result.stderr[-3000:]}", pytrace=False)
+    return settings
+
+
+@pytest.fixture
+def kafka_topic(stack):
+    """Factory: a topic unique to this test, deleted afterwards. kafka_topic("trades", partitions=4)."""
+    created = []
+
+    def make(prefix: str = "test", partitions: int = 1) -> str:
+        name = support.create_topic(stack, support.unique_name(prefix), partitions)
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        support.delete_topic(stack, name)
+
+
+@pytest.fixture
+def pg(stack):
+    conn = support.pg_connect(stack)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def scratch_db(stack):
+    """Settings for a fresh database with the full schema, dropped after the test."""
+    scratch = support.create_scratch_database(stack)
+    yield scratch
+    support.drop_scratch_database(stack, scratch)

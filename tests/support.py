@@ -1,0 +1,161 @@
+"""Helpers for the integration and end-to-end tests: unique Kafka topics, Postgres access, submitting
+PyFlink jobs and SQL scripts to the running cluster and waiting on Flink's REST API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+import psycopg2
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+
+from marketpulse.config import Settings, postgres_dsn
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.5):
+    """Polls until check() returns something truthy, which is returned; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
+
+
+# --- Kafka -------------------------------------------------------------------------------------------
+
+def create_topic(settings: Settings, name: str, partitions: int = 1) -> str:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, client_id="tests")
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+        wait_for(lambda: name in admin.list_topics(), 30, f"topic {name}")
+    finally:
+        admin.close()
+    return name
+
+
+def delete_topic(settings: Settings, name: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, client_id="tests")
+    try:
+        admin.delete_topics([name])
+    except Exception:  # already gone: nothing to clean
+        pass
+    finally:
+        admin.close()
+
+
+def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    try:
+        for key, value in records:
+            producer.send(topic, value=value, key=key)
+        producer.flush(30)
+    finally:
+        producer.close()
+
+
+# --- Postgres ----------------------------------------------------------------------------------------
+
+def pg_connect(settings: Settings):
+    """An autocommit connection (use contextlib.closing: psycopg2's `with conn` opens a transaction)."""
+    conn = psycopg2.connect(postgres_dsn(settings))
+    conn.autocommit = True
+    return conn
+
+
+def query(settings: Settings, sql: str, params=None) -> list[tuple]:
+    with closing(pg_connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+# --- Flink -------------------------------------------------------------------------------------------
+
+def flink_rest(settings: Settings, path: str, method: str = "GET"):
+    request = urllib.request.Request(settings.flink.rest_url.rstrip("/") + path, method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def flink_jobs(settings: Settings) -> list[dict]:
+    return flink_rest(settings, "/jobs/overview")["jobs"]
+
+
+def flink_run(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`flink run ARGS` against the session cluster, through the stack's environment and jars."""
+    return subprocess.run([sys.executable, "-m", "stack", "flink", "run", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def job_id_from_output(output: str) -> str:
+    for line in output.splitlines():
+        if "JobID" in line:
+            return line.split()[-1]
+    raise AssertionError(f"no JobID in flink run output:\n{output[-2000:]}")
+
+
+def cancel_job(settings: Settings, job_id: str) -> None:
+    try:
+        flink_rest(settings, f"/jobs/{job_id}?mode=cancel", method="PATCH")
+    except Exception:  # already finished
+        pass
+
+
+def job_exceptions(settings: Settings, job_id: str) -> str:
+    """The root exception of a job, for assertion messages."""
+    try:
+        history = flink_rest(settings, f"/jobs/{job_id}/exceptions").get("exceptionHistory", {})
+        entries = history.get("entries")
+    except Exception as err:
+        return f"(no exceptions available: {err})"
+    return entries[0]["stacktrace"][-3000:] if entries else "(none)"
+
+
+def create_scratch_database(settings: Settings, prefix: str = "mp_test") -> Settings:
+    """A new, empty database with the project's schema applied (db/schema/*.sql), for tests that need
+    exact table contents; returns settings pointing at it. Drop it with drop_scratch_database."""
+    import copy
+
+    from stack.postgres import apply_schema
+
+    name = unique_name(prefix)
+    with closing(pg_connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    scratch = copy.deepcopy(settings)
+    scratch.postgres.database = name
+    apply_schema(scratch)
+    return scratch
+
+
+def drop_scratch_database(settings: Settings, scratch: Settings) -> None:
+    with closing(pg_connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{scratch.postgres.database}" WITH (FORCE)')
+
+
+def env_for(scratch: Settings, **overrides: str) -> dict[str, str]:
+    """The process environment that points a component (job, dashboard, generator) at `scratch`'s
+    database, plus MARKETPULSE_* overrides given as section_key=value, e.g. kafka_trades_topic="t"."""
+    import os
+
+    env = dict(os.environ)
+    env["MARKETPULSE_POSTGRES_DATABASE"] = scratch.postgres.database
+    for key, value in overrides.items():
+        env[f"MARKETPULSE_{key.upper()}"] = str(value)
+    return env
