@@ -35,7 +35,7 @@ def base_dir() -> Path:
         return link.resolve()
     paths.STACK_DIR.mkdir(parents=True, exist_ok=True)
     if _as_root() and subprocess.run(_as_postgres(["test", "-x", str(paths.STACK_DIR)])).returncode != 0:
-        digest = hashlib.sha1(str(paths.REPO).encode()).hexdigest()[:10]
+        digest = hashlib.sha1(str(paths.STACK_DIR).encode()).hexdigest()[:10]
         outside = Path("/var/lib/postgresql") / f"marketpulse-{digest}"
         outside.mkdir(parents=True, exist_ok=True)
         link.symlink_to(outside)

@@ -1,0 +1,84 @@
+# MarketPulse: the front door. `make help` lists the targets.
+#
+#   make demo   run the whole system locally (stack + jobs + generator + dashboard)
+#   make test   run every test against the real stack (installs what it needs)
+#
+# Everything installs itself on first use: a Python venv in .venv, JVM jars in .deps (Maven Central),
+# PostgreSQL (and Chromium for the browser tests) from Debian's packages. State lives in .stack.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup up down status logs test test-unit lint demo submit-datastream cancel savepoint \
+        resume sql generator dashboard bench clean
+
+help:  ## this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is needed (found " + sys.version.split()[0] + ")")'
+	@echo "[setup] Python venv $(VENV): installing the project and its pinned dependencies (first time ~2 min)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## install everything that is missing (venv, jars, PostgreSQL); seconds when done
+	@$(PY) -m stack setup
+
+up: $(STAMP)  ## start PostgreSQL, Kafka (KRaft) and the Flink cluster; prints the status table
+	@$(PY) -m stack up
+
+down: $(STAMP)  ## stop everything `up` and `demo` started, nothing else
+	@$(PY) -m stack down
+
+status: $(STAMP)  ## each component, its address and health
+	@$(PY) -m stack status
+
+logs: $(STAMP)  ## last lines of every component's log (make logs C=kafka for one)
+	@$(PY) -m stack logs $(C)
+
+test: $(STAMP)  ## every test layer against the real stack: unit, local Flink, integration, browser
+	@$(PY) -m stack setup --browser
+	@$(PY) -m stack up
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)  ## the pure unit tests only (no stack needed)
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff
+	@$(PY) -m ruff check .
+
+demo: $(STAMP)  ## the whole system: stack, both Flink jobs, generator, dashboard (Ctrl-C stops it)
+	@$(PY) -m stack demo
+
+submit-datastream: $(STAMP)  ## submit the PyFlink DataStream job to the cluster (detached)
+	@$(PY) -m stack flink run -d -py jobs/market_metrics.py
+
+cancel: $(STAMP)  ## cancel a job: make cancel JOB=<job id>
+	@$(PY) -m stack flink cancel $(JOB)
+
+savepoint: $(STAMP)  ## stop a job with a savepoint: make savepoint JOB=<job id>
+	@$(PY) -m stack flink stop $(JOB)
+
+resume: $(STAMP)  ## resume the DataStream job: make resume SAVEPOINT=<path printed by make savepoint>
+	@$(PY) -m stack flink run -d -s $(SAVEPOINT) -py jobs/market_metrics.py
+
+sql: $(STAMP)  ## run a Flink SQL script with sql-client.sh -f: make sql SCRIPT=sql/window_metrics.sql
+	@$(PY) -m stack sql $(SCRIPT)
+
+generator: $(STAMP)  ## publish synthetic trades to Kafka (ARGS="--rate 500 --anomaly-rate 0.002")
+	@$(PY) -m generator $(ARGS)
+
+dashboard: $(STAMP)  ## serve the Dash dashboard on :8050
+	@$(PY) -m dashboard
+
+bench: $(STAMP)  ## run the benchmarks in bench/ (figures, not asserts)
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean: down  ## stop the stack and delete its state (.stack); keeps .venv and .deps
+	rm -rf .stack
