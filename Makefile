@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status logs test test-unit lint demo submit-datastream cancel savepoint \
+.PHONY: help setup up down status logs check test test-unit lint demo submit-datastream cancel savepoint \
         resume sql generator dashboard bench clean
 
 help:  ## this list
@@ -38,6 +38,9 @@ down: $(STAMP)  ## stop everything `up` and `demo` started, nothing else
 
 status: $(STAMP)  ## each component, its address and health
 	@$(PY) -m stack status
+
+check: $(STAMP)  ## is data flowing? rows per table, newest window, running Flink jobs
+	@$(PY) -m stack check
 
 logs: $(STAMP)  ## last lines of every component's log (make logs C=kafka for one)
 	@$(PY) -m stack logs $(C)

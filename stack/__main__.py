@@ -47,6 +47,43 @@ def cmd_up(args, settings) -> int:
     return 0
 
 
+def cmd_init(args, settings) -> int:
+    """Topics and schema on already-running services (docker-compose's one-shot `init` service)."""
+    from stack.proc import wait_until
+
+    wait_until(lambda: kafka._metadata_ready(settings), 120, f"Kafka at {settings.kafka.bootstrap_servers}")
+    kafka.ensure_topics(settings)
+    wait_until(lambda: postgres.reachable(settings), 120, f"PostgreSQL at {settings.postgres.host}")
+    postgres.apply_schema(settings)
+    say("topics and schema are in place")
+    return 0
+
+
+def cmd_submit_all(args, settings) -> int:
+    from stack.jobs import submit_all
+
+    submit_all(settings)
+    return 0
+
+
+def cmd_check(args, settings) -> int:
+    from stack.check import report
+
+    print(report(settings))
+    return 0
+
+
+def cmd_demo(args, settings) -> int:
+    from stack.demo import run_demo
+
+    return run_demo(settings, up=lambda: cmd_up(args, settings))
+
+
+def cmd_flink_daemon(args, settings) -> int:
+    flink.run_foreground(settings, args.daemon)
+    return 0
+
+
 def cmd_down(args, settings) -> int:
     stopped = []
     for component in reversed(COMPONENTS):
@@ -126,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_setup)
     sub.add_parser("up", help="start PostgreSQL, Kafka and Flink (no-op when up)").set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop what `up` started, nothing else").set_defaults(func=cmd_down)
+    sub.add_parser("init", help="create topics and apply the schema on running services (containers)"
+                   ).set_defaults(func=cmd_init)
+    sub.add_parser("submit-all", help="submit the DataStream job and the SQL scripts (skips running ones)"
+                   ).set_defaults(func=cmd_submit_all)
+    sub.add_parser("check", help="is data flowing? rows per table, newest window, running jobs"
+                   ).set_defaults(func=cmd_check)
+    sub.add_parser("demo", help="the whole system until Ctrl-C: stack, jobs, generator, dashboard"
+                   ).set_defaults(func=cmd_demo)
+    p = sub.add_parser("flink-daemon", help="run a Flink daemon in the foreground (containers)")
+    p.add_argument("daemon", choices=("jobmanager", "taskmanager"))
+    p.set_defaults(func=cmd_flink_daemon)
     sub.add_parser("status", help="each component, its address and health").set_defaults(func=cmd_status)
     p = sub.add_parser("logs", help="the last lines of the components' logs")
     p.add_argument("component", nargs="?", choices=("postgres", "kafka", "flink"))

@@ -43,14 +43,15 @@ def render_conf(settings: Settings) -> Path:
     CONF_DIR.mkdir(parents=True, exist_ok=True)
     for source in (paths.CONF_DIR / "flink").iterdir():
         shutil.copy(source, CONF_DIR / source.name)
+    bind = settings.flink.bind_host
     machine = {
-        "jobmanager.bind-host": host,
+        "jobmanager.bind-host": bind,
         "jobmanager.rpc.address": host,
         "jobmanager.rpc.port": settings.flink.rpc_port,
-        "taskmanager.bind-host": host,
-        "taskmanager.host": host,
+        "taskmanager.bind-host": bind,
+        "taskmanager.host": settings.flink.taskmanager_host or host,
         "rest.address": host,
-        "rest.bind-address": host,
+        "rest.bind-address": bind,
         "rest.port": rest_port,
         "taskmanager.numberOfTaskSlots": settings.flink.taskmanager_slots,
         "parallelism.default": settings.flink.parallelism,
@@ -144,6 +145,15 @@ def start(settings: Settings) -> None:
         return bool(info) and info.get("taskmanagers", 0) >= 1 and info.get("slots-total", 0) >= slots
 
     wait_until(ready, 120, "Flink cluster", LOG_DIR, alive=lambda: len(pids()) == len(DAEMONS), interval=0.5)
+
+
+def run_foreground(settings: Settings, daemon: str) -> None:
+    """Container entry point: one Flink daemon in the foreground (docker-compose.yml)."""
+    render_conf(settings)
+    for folder in (LOG_DIR, PID_DIR, CHECKPOINT_DIR, SAVEPOINT_DIR):
+        folder.mkdir(parents=True, exist_ok=True)
+    script = {"jobmanager": "jobmanager.sh", "taskmanager": "taskmanager.sh"}[daemon]
+    os.execve(bin_path(script), [script, "start-foreground"], flink_env())
 
 
 def stop(settings: Settings) -> bool:

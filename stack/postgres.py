@@ -148,5 +148,18 @@ def stop(settings: Settings) -> bool:
     return True
 
 
+def reachable(settings: Settings) -> bool:
+    """The app database accepts a login (whoever runs the server)."""
+    import psycopg2
+
+    from marketpulse.config import postgres_dsn
+
+    try:
+        psycopg2.connect(postgres_dsn(settings), connect_timeout=2).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
 def healthy(settings: Settings) -> bool:
     return pid() is not None and port_open(settings.postgres.port, settings.postgres.host)

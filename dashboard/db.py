@@ -1,0 +1,112 @@
+"""A lazily created, self-healing psycopg2 connection pool for the dashboard's read-only queries.
+
+The pool is built on first use, so the app starts (and shows its "database unreachable" banner) while
+PostgreSQL is down. A connection error closes the whole pool: after a database restart every pooled
+connection is dead, and the next query builds a fresh pool instead of failing once per stale connection."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pandas as pd
+import psycopg2
+import psycopg2.pool
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL cannot be reached (or dropped the connection); the message is safe to show a user."""
+
+
+class Database:
+    """Read-only access to the MarketPulse database: `frame(sql, params)` -> DataFrame.
+
+    Sessions run in UTC with a statement timeout, so a slow query cannot hang a refresh."""
+
+    def __init__(self, dsn: str, maxconn: int = 8, connect_timeout: int = 3,
+                 statement_timeout_ms: int = 5000):
+        self.dsn = dsn
+        self.maxconn = maxconn
+        self._connect_kwargs = {
+            "connect_timeout": connect_timeout,
+            "application_name": "marketpulse-dashboard",
+            "options": f"-c statement_timeout={statement_timeout_ms} -c TimeZone=UTC",
+        }
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._lock = threading.Lock()
+        # ThreadedConnectionPool raises when exhausted; the semaphore makes callers wait their turn instead.
+        self._slots = threading.BoundedSemaphore(maxconn)
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                try:
+                    self._pool = psycopg2.pool.ThreadedConnectionPool(
+                        0, self.maxconn, self.dsn, **self._connect_kwargs)
+                except psycopg2.Error as err:
+                    raise DatabaseUnavailable(_first_line(err)) from None
+            return self._pool
+
+    def _reset(self, broken: psycopg2.pool.ThreadedConnectionPool) -> None:
+        with self._lock:
+            if self._pool is broken:
+                self._pool = None
+                try:
+                    broken.closeall()
+                except psycopg2.Error:
+                    pass
+
+    @contextmanager
+    def cursor(self) -> Iterator[psycopg2.extensions.cursor]:
+        with self._slots:
+            pool = self._get_pool()
+            try:
+                conn = pool.getconn()
+            except psycopg2.Error as err:
+                self._reset(pool)
+                raise DatabaseUnavailable(_first_line(err)) from None
+            try:
+                if not conn.autocommit:
+                    conn.set_session(readonly=True, autocommit=True)
+                with conn.cursor() as cur:
+                    yield cur
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+                pool.putconn(conn, close=True)
+                self._reset(pool)
+                raise DatabaseUnavailable(_first_line(err)) from None
+            except BaseException:
+                pool.putconn(conn, close=bool(conn.closed))
+                raise
+            else:
+                pool.putconn(conn)
+
+    def frame(self, sql: str, params: dict | tuple | None = None) -> pd.DataFrame:
+        with self.cursor() as cur:
+            cur.execute(sql, params)
+            columns = [column.name for column in cur.description]
+            return pd.DataFrame.from_records(cur.fetchall(), columns=columns)
+
+    def rows(self, sql: str, params: dict | tuple | None = None) -> list[tuple]:
+        with self.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def ping(self) -> str | None:
+        """None when the database answers, else the reason it does not."""
+        try:
+            self.rows("SELECT 1")
+        except DatabaseUnavailable as err:
+            return str(err)
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.closeall()
+                self._pool = None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]

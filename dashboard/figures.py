@@ -1,0 +1,214 @@
+"""Pure DataFrame -> plotly Figure functions for the dashboard (no database, no Dash).
+
+Every figure uses the same dark template; an empty frame gives an empty chart with a message in its
+middle instead of an error, so a missing table or an empty range never breaks the page."""
+
+from __future__ import annotations
+
+import math
+from urllib.parse import quote
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+BG = "#0b0f14"
+PANEL = "#111820"
+GRID = "#1e2833"
+TEXT = "#d6dee8"
+MUTED = "#7d8b99"
+UP = "#26a69a"
+DOWN = "#ef5350"
+ACCENT = "#4fa3ff"
+VWAP = "#f5c542"
+RULE_COLORS = {"price_zscore": "#ff9f1c", "price_jump": "#e056fd", "volume_zscore": "#00d2d3"}
+RULE_SYMBOLS = {"price_zscore": "triangle-down", "price_jump": "diamond", "volume_zscore": "star"}
+SYMBOL_COLORS = ["#4fa3ff", "#f5c542", "#26a69a", "#ef5350", "#b388ff", "#ff9f1c", "#00d2d3",
+                 "#e056fd", "#9ccc65", "#ff7eb6", "#8d9db6", "#ffd180"]
+ZSCORE_LOOKBACK = 20
+
+
+def _layout(fig: go.Figure, height: int, **extra) -> go.Figure:
+    fig.update_layout(
+        template="plotly_dark", paper_bgcolor=PANEL, plot_bgcolor=PANEL, height=height,
+        font={"family": "Inter, 'Segoe UI', Roboto, sans-serif", "color": TEXT, "size": 12},
+        margin={"l": 56, "r": 16, "t": 36, "b": 32}, hovermode="x unified",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0, "bgcolor": "rgba(0,0,0,0)"},
+        hoverlabel={"bgcolor": "#1b2430", "bordercolor": GRID, "font": {"color": TEXT}},
+        **extra)
+    fig.update_xaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, showspikes=True,
+                     spikecolor=MUTED, spikethickness=1, spikedash="dot", spikemode="across")
+    fig.update_yaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID)
+    return fig
+
+
+def empty_figure(message: str = "No data", height: int = 320) -> go.Figure:
+    fig = go.Figure()
+    _layout(fig, height)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font={"size": 15, "color": MUTED})
+    return fig
+
+
+def rolling_zscore(values: pd.Series, lookback: int = ZSCORE_LOOKBACK) -> pd.Series:
+    """z of each value against the mean/stddev of the `lookback` values before it (NaN until warm)."""
+    values = pd.to_numeric(values, errors="coerce").reset_index(drop=True)
+    prior = values.shift(1).rolling(lookback, min_periods=lookback)
+    std = prior.std(ddof=0)
+    return ((values - prior.mean()) / std.where(std > 0)).astype(float)
+
+
+def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = None, *, symbol: str = "",
+                       window_seconds: int = 60, indicators: pd.DataFrame | None = None,
+                       height: int = 640) -> go.Figure:
+    """Price (OHLC candles + VWAP + anomaly markers [+ SMA/Bollinger]), volume, and an indicator panel.
+
+    `candles`: window_start, open, high, low, close, vwap, volume (one row per window).
+    `anomalies`: event_time, rule, price, size, z_score (markers at the anomalous trade's price).
+    `indicators`: window_start plus any of sma, bb_upper, bb_lower, rsi (from the Flink SQL job);
+    without it the bottom panel is the close's rolling z-score, computed here."""
+    if candles is None or candles.empty:
+        return empty_figure(f"No {window_seconds} s windows for {symbol or 'this symbol'} in this range",
+                            height)
+    candles = candles.sort_values("window_start")
+    x = candles["window_start"]
+    has_rsi = indicators is not None and not indicators.empty and "rsi" in indicators
+    bottom_title = "RSI (Flink SQL)" if has_rsi else f"z-score of close vs previous {ZSCORE_LOOKBACK} windows"
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.035,
+                        row_heights=[0.62, 0.19, 0.19],
+                        subplot_titles=(None, None, bottom_title))
+    fig.add_trace(go.Candlestick(
+        x=x, open=candles["open"], high=candles["high"], low=candles["low"], close=candles["close"],
+        name="OHLC", increasing={"line": {"color": UP}, "fillcolor": UP},
+        decreasing={"line": {"color": DOWN}, "fillcolor": DOWN}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=x, y=candles["vwap"], name="VWAP", mode="lines",
+                             line={"color": VWAP, "width": 1.4}), row=1, col=1)
+    if indicators is not None and not indicators.empty:
+        ind = indicators.sort_values("window_start")
+        if {"bb_upper", "bb_lower"} <= set(ind.columns):
+            fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["bb_upper"], name="Bollinger upper",
+                                     mode="lines", line={"color": "#8d9db6", "width": 1, "dash": "dot"}),
+                          row=1, col=1)
+            fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["bb_lower"], name="Bollinger lower",
+                                     mode="lines", line={"color": "#8d9db6", "width": 1, "dash": "dot"},
+                                     fill="tonexty", fillcolor="rgba(141,157,182,0.08)"), row=1, col=1)
+        if "sma" in ind.columns:
+            fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["sma"], name="SMA", mode="lines",
+                                     line={"color": "#b388ff", "width": 1.2}), row=1, col=1)
+    if anomalies is not None and not anomalies.empty:
+        for rule, group in anomalies.groupby("rule", sort=True):
+            fig.add_trace(go.Scatter(
+                x=group["event_time"], y=group["price"], mode="markers", name=f"Anomaly: {rule}",
+                marker={"symbol": RULE_SYMBOLS.get(rule, "x"), "size": 11,
+                        "color": RULE_COLORS.get(rule, "#ffffff"), "line": {"color": BG, "width": 1}},
+                customdata=group[["size", "z_score"]].to_numpy(),
+                hovertemplate=(f"{rule}<br>price %{{y:.2f}}<br>size %{{customdata[0]:,.0f}}"
+                               "<br>stat %{customdata[1]:.2f}<extra></extra>")), row=1, col=1)
+    colors = [UP if c >= o else DOWN for o, c in zip(candles["open"], candles["close"], strict=True)]
+    fig.add_trace(go.Bar(x=x, y=candles["volume"], name="Volume", marker={"color": colors},
+                         opacity=0.8, showlegend=False), row=2, col=1)
+    if has_rsi:
+        ind = indicators.sort_values("window_start")
+        fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["rsi"], name="RSI", mode="lines",
+                                 line={"color": ACCENT, "width": 1.3}, showlegend=False), row=3, col=1)
+        for level in (30, 70):
+            fig.add_hline(y=level, line={"color": MUTED, "width": 1, "dash": "dot"}, row=3, col=1)
+    else:
+        fig.add_trace(go.Scatter(x=x, y=rolling_zscore(candles["close"]), name="z-score", mode="lines",
+                                 line={"color": ACCENT, "width": 1.3}, showlegend=False), row=3, col=1)
+        for level in (-2, 2):
+            fig.add_hline(y=level, line={"color": MUTED, "width": 1, "dash": "dot"}, row=3, col=1)
+    _layout(fig, height)
+    fig.update_layout(xaxis_rangeslider_visible=False, bargap=0.1,
+                      title={"text": f"{symbol} · {window_seconds} s candles", "x": 0.01, "y": 0.985,
+                             "font": {"size": 14}})
+    fig.update_yaxes(title_text="price", row=1, col=1)
+    fig.update_yaxes(title_text="volume", row=2, col=1)
+    fig.update_yaxes(title_text="RSI" if has_rsi else "z", row=3, col=1)
+    fig.update_annotations(font={"size": 11, "color": MUTED})
+    return fig
+
+
+def volume_share_figure(watchlist: pd.DataFrame, height: int = 300) -> go.Figure:
+    """Each symbol's share of the traded volume in the range (donut)."""
+    if watchlist is None or watchlist.empty or pd.to_numeric(watchlist["volume"]).sum() <= 0:
+        return empty_figure("No volume in this range", height)
+    data = watchlist.sort_values("volume", ascending=False)
+    fig = go.Figure(go.Pie(labels=data["symbol"], values=data["volume"], hole=0.58, sort=False,
+                           marker={"colors": SYMBOL_COLORS[: len(data)] * (1 + len(data) // 12),
+                                   "line": {"color": PANEL, "width": 2}},
+                           textinfo="label+percent", textposition="inside", insidetextorientation="horizontal",
+                           hovertemplate="%{label}<br>%{value:,.0f} shares<br>%{percent}<extra></extra>"))
+    _layout(fig, height, showlegend=False)
+    fig.update_layout(title={"text": "Volume share", "x": 0.02, "font": {"size": 13}},
+                      margin={"l": 10, "r": 10, "t": 36, "b": 10})
+    fig.add_annotation(text=f"{human(pd.to_numeric(data['volume']).sum())}<br>shares", x=0.5, y=0.5,
+                       xref="paper", yref="paper", showarrow=False, font={"size": 14, "color": TEXT})
+    return fig
+
+
+def top_movers_figure(watchlist: pd.DataFrame, n: int = 10, height: int = 300) -> go.Figure:
+    """The symbols with the largest absolute % change over the range, gainers green, losers red."""
+    if watchlist is None or watchlist.empty or watchlist["change_pct"].dropna().empty:
+        return empty_figure("No price changes in this range", height)
+    data = watchlist.dropna(subset=["change_pct"]).copy()
+    data["abs"] = data["change_pct"].abs()
+    data = data.nlargest(n, "abs").sort_values("change_pct")
+    fig = go.Figure(go.Bar(
+        x=data["change_pct"], y=data["symbol"], orientation="h", name="% change",
+        marker={"color": [UP if v >= 0 else DOWN for v in data["change_pct"]]},
+        text=[f"{v:+.2f}%" for v in data["change_pct"]], textposition="outside", cliponaxis=False,
+        hovertemplate="%{y}: %{x:+.3f}%<extra></extra>"))
+    _layout(fig, height, showlegend=False, hovermode="closest")
+    fig.update_layout(title={"text": "Top movers (% change over range)", "x": 0.02, "font": {"size": 13}},
+                      margin={"l": 60, "r": 40, "t": 36, "b": 28})
+    fig.update_xaxes(ticksuffix="%", zeroline=True, zerolinecolor=MUTED, showspikes=False)
+    fig.update_yaxes(showspikes=False)
+    return fig
+
+
+def anomaly_timeline_figure(timeline: pd.DataFrame, height: int = 260) -> go.Figure:
+    """Anomaly counts per time bucket, stacked by rule."""
+    if timeline is None or timeline.empty:
+        return empty_figure("No anomalies in this range", height)
+    fig = go.Figure()
+    for rule, group in timeline.groupby("rule", sort=True):
+        fig.add_trace(go.Bar(x=group["bucket"], y=group["anomalies"], name=rule,
+                             marker={"color": RULE_COLORS.get(rule, ACCENT)}))
+    _layout(fig, height, barmode="stack", hovermode="x unified")
+    fig.update_layout(title={"text": "Anomalies over time", "x": 0.01, "font": {"size": 13}})
+    fig.update_yaxes(title_text="count")
+    return fig
+
+
+def sparkline_svg(values: list[float], width: int = 110, height: int = 28) -> str:
+    """A tiny line chart as an SVG data URI (for an <img> in the watchlist); green if it ends higher."""
+    points = [v for v in values if v is not None and not math.isnan(v)]
+    if len(points) < 2:
+        body = (f'<line x1="0" y1="{height / 2}" x2="{width}" y2="{height / 2}" stroke="{MUTED}" '
+                'stroke-width="1" stroke-dasharray="2,3"/>')
+    else:
+        low, high = min(points), max(points)
+        spread = (high - low) or 1.0
+        step = width / (len(points) - 1)
+        coords = " ".join(f"{i * step:.1f},{height - 2 - (v - low) / spread * (height - 4):.1f}"
+                          for i, v in enumerate(points))
+        color = UP if points[-1] >= points[0] else DOWN
+        body = (f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="1.5" '
+                'stroke-linejoin="round" stroke-linecap="round"/>')
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{body}</svg>'
+    return "data:image/svg+xml;utf8," + quote(svg)
+
+
+def human(value: float, prefix: str = "") -> str:
+    """1234567 -> '1.23M' (K, M, B, T); small values keep their digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    sign = "-" if value < 0 else ""
+    value = abs(float(value))
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= size:
+            return f"{sign}{prefix}{value / size:.2f}{unit}"
+    return f"{sign}{prefix}{value:,.0f}" if value >= 100 or value == int(value) else f"{sign}{prefix}{value:.2f}"

@@ -1,0 +1,171 @@
+"""Flink REST client for the pipeline-health view: jobs, their throughput, checkpoints and backpressure.
+
+Only Flink's REST API is read (never Kafka). Kafka lag is shown only where Flink itself reports it: the
+KafkaSource's standard `pendingRecords` metric (records left behind the latest offset). Results are cached
+for a short time so several browser tabs refreshing every second do not multiply the REST calls."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+
+class FlinkUnavailable(RuntimeError):
+    """The Flink REST API did not answer."""
+
+
+@dataclass
+class Checkpoint:
+    id: int
+    status: str
+    finished_at_ms: int | None
+    duration_ms: int | None
+    size_bytes: int | None
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    state: str
+    start_time_ms: int
+    duration_ms: int
+    records_in_per_s: float | None = None
+    records_out_per_s: float | None = None
+    backpressure: str | None = None
+    pending_records: float | None = None
+    last_checkpoint: Checkpoint | None = None
+    checkpoints_completed: int | None = None
+    checkpoints_failed: int | None = None
+
+
+@dataclass
+class ClusterHealth:
+    ok: bool
+    error: str | None = None
+    flink_version: str | None = None
+    taskmanagers: int = 0
+    slots_total: int = 0
+    slots_available: int = 0
+    jobs: list[Job] = field(default_factory=list)
+    fetched_at: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+BACKPRESSURE_RANK = {"ok": 0, "low": 1, "high": 2}
+
+
+class FlinkClient:
+    def __init__(self, rest_url: str, timeout: float = 2.0, cache_seconds: float = 1.5):
+        self.rest_url = rest_url.rstrip("/")
+        self.timeout = timeout
+        self.cache_seconds = cache_seconds
+        self._cached: ClusterHealth | None = None
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flink-rest")
+
+    def get(self, path: str):
+        try:
+            with urllib.request.urlopen(self.rest_url + path, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise FlinkUnavailable(f"{self.rest_url}{path}: {getattr(err, 'reason', err)}") from None
+
+    def health(self) -> ClusterHealth:
+        """The cluster and every job /jobs/overview lists, with details for the running ones (cached)."""
+        with self._lock:
+            if self._cached and time.monotonic() - self._cached.fetched_at < self.cache_seconds:
+                return self._cached
+            self._cached = self._fetch()
+            return self._cached
+
+    def _fetch(self) -> ClusterHealth:
+        try:
+            overview = self.get("/overview")
+            listed = self.get("/jobs/overview").get("jobs", [])
+        except FlinkUnavailable as err:
+            return ClusterHealth(ok=False, error=str(err), fetched_at=time.monotonic())
+        jobs = [Job(id=j["jid"], name=j.get("name", ""), state=j.get("state", "UNKNOWN"),
+                    start_time_ms=j.get("start-time", 0), duration_ms=j.get("duration", 0))
+                for j in listed]
+        running = [job for job in jobs if job.state == "RUNNING"]
+        list(self._pool.map(self._details, running))
+        jobs.sort(key=lambda job: (job.state != "RUNNING", -job.start_time_ms))
+        return ClusterHealth(
+            ok=True, flink_version=overview.get("flink-version"),
+            taskmanagers=overview.get("taskmanagers", 0), slots_total=overview.get("slots-total", 0),
+            slots_available=overview.get("slots-available", 0), jobs=jobs, fetched_at=time.monotonic())
+
+    def _details(self, job: Job) -> None:
+        """Fills throughput, backpressure, Kafka lag and checkpoints; leaves None where Flink has nothing."""
+        try:
+            detail = self.get(f"/jobs/{job.id}")
+        except FlinkUnavailable:
+            return
+        nodes = detail.get("plan", {}).get("nodes", [])
+        fed = {source["id"] for node in nodes for source in node.get("inputs", [])}
+        sources = [node["id"] for node in nodes if not node.get("inputs")]
+        sinks = [node["id"] for node in nodes if node["id"] not in fed]
+        vertices = [vertex["id"] for vertex in detail.get("vertices", [])]
+        job.records_in_per_s = self._metric_sum(job.id, sources, "numRecordsOutPerSecond")
+        job.records_out_per_s = self._metric_sum(job.id, sinks, "numRecordsInPerSecond")
+        job.pending_records = self._pending_records(job.id, sources)
+        levels = []
+        for vertex in vertices:
+            try:
+                level = self.get(f"/jobs/{job.id}/vertices/{vertex}/backpressure").get("backpressureLevel")
+            except FlinkUnavailable:
+                continue
+            if level:
+                levels.append(level)
+        job.backpressure = max(levels, key=lambda lv: BACKPRESSURE_RANK.get(lv, -1)) if levels else None
+        try:
+            checkpoints = self.get(f"/jobs/{job.id}/checkpoints")
+        except FlinkUnavailable:
+            return
+        counts = checkpoints.get("counts", {})
+        job.checkpoints_completed = counts.get("completed")
+        job.checkpoints_failed = counts.get("failed")
+        latest = (checkpoints.get("latest") or {}).get("completed")
+        if latest:
+            job.last_checkpoint = Checkpoint(
+                id=latest.get("id"), status=latest.get("status", "COMPLETED"),
+                finished_at_ms=latest.get("latest_ack_timestamp"),
+                duration_ms=latest.get("end_to_end_duration"),
+                size_bytes=latest.get("checkpointed_size", latest.get("state_size")))
+
+    def _metric_sum(self, job_id: str, vertices: list[str], metric: str) -> float | None:
+        total, seen = 0.0, False
+        for vertex in vertices:
+            try:
+                values = self.get(f"/jobs/{job_id}/vertices/{vertex}/subtasks/metrics?get={metric}&agg=sum")
+            except FlinkUnavailable:
+                continue
+            for value in values or []:
+                if value.get("id") == metric and value.get("sum") is not None:
+                    total += float(value["sum"])
+                    seen = True
+        return total if seen else None
+
+    def _pending_records(self, job_id: str, sources: list[str]) -> float | None:
+        """Sum of the sources' `*.pendingRecords` metric (FLIP-33; the KafkaSource reports it)."""
+        total, seen = 0.0, False
+        for vertex in sources:
+            try:
+                names = [m["id"] for m in self.get(f"/jobs/{job_id}/vertices/{vertex}/subtasks/metrics")]
+            except (FlinkUnavailable, KeyError, TypeError):
+                continue
+            wanted = [name for name in names if name.endswith("pendingRecords")]
+            for name in wanted:
+                value = self._metric_sum(job_id, [vertex], name)
+                if value is not None:
+                    total += value
+                    seen = True
+        return total if seen else None

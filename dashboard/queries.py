@@ -1,0 +1,317 @@
+"""The dashboard's SQL: parameterized queries over `dashboard.db.Database`, each returning a DataFrame.
+
+Time ranges are half-open, [start, end), on `window_start` for window rows and on `event_time` for
+anomalies. All timestamps are timezone-aware UTC. The indexes these queries rely on are in
+db/schema/001_core.sql and db/schema/004_dashboard.sql; bench/dashboard_queries.py times them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from dashboard.db import Database
+
+ENGINES = ("datastream", "sql")
+RULES = ("price_zscore", "price_jump", "volume_zscore")
+RANGES = {"5m": 300, "15m": 900, "1h": 3600, "1d": 86400, "all": None}
+RANGE_LABELS = {"5m": "5 min", "15m": "15 min", "1h": "1 h", "1d": "1 day", "all": "All"}
+MAX_CANDLES = 1500
+SPARK_POINTS = 48
+
+WINDOW_COLUMNS = ("window_start", "window_end", "open", "high", "low", "close", "vwap", "volume",
+                  "notional", "trade_count", "buy_count", "sell_count", "min_price", "max_price",
+                  "avg_price", "stddev_price")
+ANOMALY_COLUMNS = ("event_time", "symbol", "rule", "price", "size", "z_score", "mean", "stddev",
+                   "trade_id", "detected_at")
+
+
+# --- which data exists ---------------------------------------------------------------------------
+
+def series(db: Database) -> pd.DataFrame:
+    """One row per (engine, window_seconds) present, with its earliest and latest window.
+
+    A loose index scan (recursive CTE) walks the distinct pairs without reading every row."""
+    return db.frame("""
+        WITH RECURSIVE pairs AS (
+            (SELECT engine, window_seconds FROM window_metrics ORDER BY engine, window_seconds LIMIT 1)
+            UNION ALL
+            SELECT nxt.engine, nxt.window_seconds
+            FROM pairs p CROSS JOIN LATERAL (
+                SELECT w.engine, w.window_seconds FROM window_metrics w
+                WHERE (w.engine, w.window_seconds) > (p.engine, p.window_seconds)
+                ORDER BY w.engine, w.window_seconds LIMIT 1) nxt
+        )
+        SELECT p.engine, p.window_seconds,
+               (SELECT min(w.window_start) FROM window_metrics w
+                 WHERE w.engine = p.engine AND w.window_seconds = p.window_seconds) AS earliest_start,
+               (SELECT max(w.window_end) FROM window_metrics w
+                 WHERE w.engine = p.engine AND w.window_seconds = p.window_seconds) AS latest_end
+        FROM pairs p ORDER BY p.engine, p.window_seconds""")
+
+
+def symbols(db: Database) -> pd.DataFrame:
+    """Every symbol the reference table or the window rows know, with its company when known."""
+    return db.frame("""
+        WITH RECURSIVE seen AS (
+            (SELECT engine, symbol FROM window_metrics ORDER BY engine, symbol LIMIT 1)
+            UNION ALL
+            SELECT nxt.engine, nxt.symbol
+            FROM seen s CROSS JOIN LATERAL (
+                SELECT w.engine, w.symbol FROM window_metrics w
+                WHERE (w.engine, w.symbol) > (s.engine, s.symbol)
+                ORDER BY w.engine, w.symbol LIMIT 1) nxt
+        )
+        SELECT coalesce(r.symbol, x.symbol) AS symbol, r.company, r.sector, r.exchange
+        FROM symbols r FULL JOIN (SELECT DISTINCT symbol FROM seen) x ON x.symbol = r.symbol
+        ORDER BY 1""")
+
+
+def symbol_known(db: Database, symbol: str) -> bool:
+    return bool(db.rows("""
+        SELECT EXISTS (SELECT 1 FROM symbols WHERE symbol = %(s)s)
+            OR EXISTS (SELECT 1 FROM window_metrics WHERE engine = ANY(%(engines)s) AND symbol = %(s)s)
+            OR EXISTS (SELECT 1 FROM anomalies WHERE symbol = %(s)s)""",
+        {"s": symbol, "engines": list(ENGINES)})[0][0])
+
+
+# --- time ranges ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The [start, end) the views show. `anchor` says what `end` is: the latest window in the
+    database ("latest": works for historical/demo data) or the wall clock ("now")."""
+
+    start: datetime | None
+    end: datetime | None
+    anchor: str
+    range_key: str
+
+    @property
+    def seconds(self) -> float | None:
+        if self.start is None or self.end is None:
+            return None
+        return (self.end - self.start).total_seconds()
+
+
+def resolve_window(range_key: str, anchor: str, earliest: datetime | None, latest: datetime | None,
+                   now: datetime | None = None) -> TimeWindow:
+    """Turns the range control (5m..all) and the anchor into concrete bounds. Pure.
+
+    With anchor "latest" and no data yet, both bounds are None (every query then returns nothing
+    rather than guessing a range)."""
+    if range_key not in RANGES:
+        raise ValueError(f"unknown range {range_key!r}; one of {', '.join(RANGES)}")
+    if anchor == "now":
+        end = (now or datetime.now(UTC)).replace(microsecond=0)
+    elif anchor == "latest":
+        end = latest
+    else:
+        raise ValueError(f"unknown anchor {anchor!r}; 'latest' or 'now'")
+    if end is None:
+        return TimeWindow(None, None, anchor, range_key)
+    span = RANGES[range_key]
+    if span is None:
+        start = earliest if earliest is not None and earliest < end else end - timedelta(seconds=1)
+    else:
+        start = end - timedelta(seconds=span)
+    return TimeWindow(start, end, anchor, range_key)
+
+
+def bucket_seconds(span_seconds: float, window_seconds: int, points: int = SPARK_POINTS) -> int:
+    """A bucket width that splits `span` into about `points` buckets, a whole number of windows."""
+    windows = max(1, -(-int(span_seconds) // (window_seconds * points)))
+    return windows * window_seconds
+
+
+# --- market overview -----------------------------------------------------------------------------
+
+@dataclass
+class Overview:
+    totals: dict[str, float] = field(default_factory=dict)
+    watchlist: pd.DataFrame = field(default_factory=pd.DataFrame)
+    sparklines: dict[str, list[float]] = field(default_factory=dict)
+
+
+def overview_buckets(db: Database, engine: str, window_seconds: int, start: datetime, end: datetime,
+                     step_seconds: int) -> pd.DataFrame:
+    """Per symbol and time bucket: mean close, volume, notional, trades and window count."""
+    return db.frame("""
+        SELECT symbol,
+               date_bin(make_interval(secs => %(step)s), window_start, %(start)s) AS bucket,
+               avg(close) AS close, sum(volume)::bigint AS volume, sum(notional) AS notional,
+               sum(trade_count)::bigint AS trades, count(*) AS windows
+        FROM window_metrics
+        WHERE engine = %(engine)s AND window_seconds = %(ws)s
+          AND window_start >= %(start)s AND window_start < %(end)s
+        GROUP BY 1, 2 ORDER BY 1, 2""",
+        {"engine": engine, "ws": window_seconds, "start": start, "end": end, "step": step_seconds})
+
+
+def first_last(db: Database, engine: str, window_seconds: int, start: datetime, end: datetime,
+               symbol_list: list[str]) -> pd.DataFrame:
+    """Per symbol: the first window's open and the last window's close in the range (index lookups)."""
+    return db.frame("""
+        SELECT s.symbol, f.open AS first_open, f.window_start AS first_start,
+               l.close AS last_close, l.window_start AS last_start
+        FROM unnest(%(symbols)s::text[]) AS s(symbol)
+        CROSS JOIN LATERAL (
+            SELECT open, window_start FROM window_metrics w
+            WHERE w.engine = %(engine)s AND w.symbol = s.symbol AND w.window_seconds = %(ws)s
+              AND w.window_start >= %(start)s AND w.window_start < %(end)s
+            ORDER BY w.window_start ASC LIMIT 1) f
+        CROSS JOIN LATERAL (
+            SELECT close, window_start FROM window_metrics w
+            WHERE w.engine = %(engine)s AND w.symbol = s.symbol AND w.window_seconds = %(ws)s
+              AND w.window_start >= %(start)s AND w.window_start < %(end)s
+            ORDER BY w.window_start DESC LIMIT 1) l
+        ORDER BY s.symbol""",
+        {"engine": engine, "ws": window_seconds, "start": start, "end": end, "symbols": symbol_list})
+
+
+def anomaly_counts_by_symbol(db: Database, start: datetime, end: datetime) -> pd.DataFrame:
+    return db.frame("""
+        SELECT symbol, count(*) AS anomalies FROM anomalies
+        WHERE event_time >= %(start)s AND event_time < %(end)s
+        GROUP BY symbol ORDER BY symbol""", {"start": start, "end": end})
+
+
+def overview(db: Database, engine: str, window_seconds: int, window: TimeWindow) -> Overview:
+    """Cards, watchlist rows and sparklines for the market overview, from three queries."""
+    if window.start is None or window.end is None:
+        return Overview(totals=_empty_totals(), watchlist=_empty_watchlist())
+    step = bucket_seconds(window.seconds or window_seconds, window_seconds)
+    buckets = overview_buckets(db, engine, window_seconds, window.start, window.end, step)
+    counts = anomaly_counts_by_symbol(db, window.start, window.end)
+    names = db.frame("SELECT symbol, company FROM symbols")
+    if buckets.empty:
+        totals = _empty_totals()
+        totals["anomalies"] = int(counts["anomalies"].sum()) if not counts.empty else 0
+        return Overview(totals=totals, watchlist=_empty_watchlist())
+    edges = first_last(db, engine, window_seconds, window.start, window.end,
+                       sorted(buckets["symbol"].unique()))
+    return summarize(buckets, edges, counts, names)
+
+
+def summarize(buckets: pd.DataFrame, edges: pd.DataFrame, counts: pd.DataFrame,
+              names: pd.DataFrame) -> Overview:
+    """Combines the overview queries' frames into totals, watchlist and sparklines. Pure."""
+    for column in ("volume", "notional", "trades"):
+        buckets[column] = pd.to_numeric(buckets[column])
+    per_symbol = buckets.groupby("symbol").agg(volume=("volume", "sum"), notional=("notional", "sum"),
+                                               trades=("trades", "sum")).reset_index()
+    watch = per_symbol.merge(edges, on="symbol", how="left")
+    watch = watch.merge(names, on="symbol", how="left").merge(counts, on="symbol", how="left")
+    watch["company"] = watch["company"].fillna("")
+    watch["anomalies"] = watch["anomalies"].fillna(0).astype(int)
+    watch["vwap"] = (watch["notional"] / watch["volume"]).where(watch["volume"] > 0)
+    watch["change_pct"] = (watch["last_close"] / watch["first_open"] - 1.0) * 100.0
+    watch = watch[["symbol", "company", "last_close", "change_pct", "vwap", "volume", "notional",
+                   "trades", "anomalies", "first_open", "last_start"]].sort_values("symbol")
+    totals = {
+        "trades": int(per_symbol["trades"].sum()),
+        "volume": int(per_symbol["volume"].sum()),
+        "notional": float(per_symbol["notional"].sum()),
+        "symbols": int(len(per_symbol)),
+        "anomalies": int(counts["anomalies"].sum()) if not counts.empty else 0,
+    }
+    sparklines = {symbol: [float(v) for v in group.sort_values("bucket")["close"]]
+                  for symbol, group in buckets.groupby("symbol")}
+    return Overview(totals=totals, watchlist=watch.reset_index(drop=True), sparklines=sparklines)
+
+
+def _empty_totals() -> dict[str, float]:
+    return {"trades": 0, "volume": 0, "notional": 0.0, "symbols": 0, "anomalies": 0}
+
+
+def _empty_watchlist() -> pd.DataFrame:
+    return pd.DataFrame(columns=["symbol", "company", "last_close", "change_pct", "vwap", "volume",
+                                 "notional", "trades", "anomalies", "first_open", "last_start"])
+
+
+# --- one symbol ----------------------------------------------------------------------------------
+
+def candles(db: Database, engine: str, window_seconds: int, symbol: str, start: datetime | None,
+            end: datetime | None, limit: int = MAX_CANDLES) -> tuple[pd.DataFrame, bool]:
+    """The symbol's windows in [start, end), oldest first: the latest `limit` of them, and whether
+    the range held more (the caller says so on screen rather than silently dropping candles)."""
+    columns = ", ".join(WINDOW_COLUMNS)
+    frame = db.frame(f"""
+        SELECT * FROM (
+            SELECT {columns} FROM window_metrics
+            WHERE engine = %(engine)s AND symbol = %(symbol)s AND window_seconds = %(ws)s
+              AND (%(start)s::timestamptz IS NULL OR window_start >= %(start)s)
+              AND (%(end)s::timestamptz IS NULL OR window_start < %(end)s)
+            ORDER BY window_start DESC LIMIT %(limit)s
+        ) latest ORDER BY window_start""",
+        {"engine": engine, "symbol": symbol, "ws": window_seconds, "start": start, "end": end,
+         "limit": limit + 1})
+    truncated = len(frame) > limit
+    if truncated:
+        frame = frame.iloc[1:].reset_index(drop=True)
+    return _numeric(frame, WINDOW_COLUMNS[2:]), truncated
+
+
+def anomalies(db: Database, symbol: str | None = None, rule: str | None = None,
+              start: datetime | None = None, end: datetime | None = None, limit: int = 500) -> pd.DataFrame:
+    """Anomalies newest first, optionally for one symbol and/or one rule, in [start, end)."""
+    columns = ", ".join(ANOMALY_COLUMNS)
+    frame = db.frame(f"""
+        SELECT {columns} FROM anomalies
+        WHERE (%(symbol)s::text IS NULL OR symbol = %(symbol)s)
+          AND (%(rule)s::text IS NULL OR rule = %(rule)s)
+          AND (%(start)s::timestamptz IS NULL OR event_time >= %(start)s)
+          AND (%(end)s::timestamptz IS NULL OR event_time < %(end)s)
+        ORDER BY event_time DESC, trade_id, rule LIMIT %(limit)s""",
+        {"symbol": symbol, "rule": rule, "start": start, "end": end, "limit": limit})
+    return _numeric(frame, ("price", "size", "z_score", "mean", "stddev"))
+
+
+def anomaly_timeline(db: Database, start: datetime, end: datetime, step_seconds: int,
+                     symbol: str | None = None, rule: str | None = None) -> pd.DataFrame:
+    """Anomaly counts per time bucket and rule in [start, end)."""
+    return db.frame("""
+        SELECT date_bin(make_interval(secs => %(step)s), event_time, %(start)s) AS bucket, rule,
+               count(*) AS anomalies
+        FROM anomalies
+        WHERE event_time >= %(start)s AND event_time < %(end)s
+          AND (%(symbol)s::text IS NULL OR symbol = %(symbol)s)
+          AND (%(rule)s::text IS NULL OR rule = %(rule)s)
+        GROUP BY 1, 2 ORDER BY 1, 2""",
+        {"start": start, "end": end, "step": step_seconds, "symbol": symbol, "rule": rule})
+
+
+def anomaly_extent(db: Database) -> tuple[datetime | None, datetime | None]:
+    row = db.rows("SELECT min(event_time), max(event_time) FROM anomalies")[0]
+    return row[0], row[1]
+
+
+# --- pipeline health (database side) -------------------------------------------------------------
+
+def pipeline_counts(db: Database, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    """Late trades and dead letters per engine: all time and inside [start, end)."""
+    return db.frame("""
+        SELECT 'late_trades' AS kind, engine, count(*) AS total,
+               count(*) FILTER (WHERE event_time >= %(start)s AND event_time < %(end)s) AS in_range,
+               max(event_time) AS latest
+        FROM late_trades GROUP BY engine
+        UNION ALL
+        SELECT 'dead_letters', engine, count(*),
+               count(*) FILTER (WHERE received_at >= %(start)s AND received_at < %(end)s),
+               max(received_at)
+        FROM dead_letters GROUP BY engine
+        ORDER BY 1, 2""", {"start": start, "end": end})
+
+
+def dead_letter_reasons(db: Database, limit: int = 5) -> pd.DataFrame:
+    return db.frame("""
+        SELECT reason, count(*) AS records, max(received_at) AS latest FROM dead_letters
+        GROUP BY reason ORDER BY records DESC, reason LIMIT %(limit)s""", {"limit": limit})
+
+
+def _numeric(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    for column in columns:
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame

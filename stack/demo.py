@@ -1,0 +1,88 @@
+"""`make demo`: the whole system on this machine. Brings the stack up, submits the DataStream job and the
+SQL scripts, starts the generator and the dashboard, prints where to look, and reports progress until
+Ctrl-C, which stops the generator, the dashboard and the jobs it submitted (the stack stays up: make down)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from marketpulse.config import Settings
+from stack import flink, paths
+from stack.check import table_counts
+from stack.errors import StackError
+from stack.jobs import submit_all
+from stack.log import say
+from stack.proc import port_open, wait_until
+
+LOG_DIR = paths.STACK_DIR / "demo"
+
+
+def _spawn(name: str, args: list[str]) -> subprocess.Popen:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = open(LOG_DIR / f"{name}.log", "ab")
+    return subprocess.Popen([sys.executable, *args], cwd=paths.REPO, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+
+def run_demo(settings: Settings, up) -> int:
+    started = time.monotonic()
+    up()
+    job_ids = submit_all(settings)
+    demo = settings.demo
+    generator = _spawn("generator", [
+        "-m", "generator", "--rate", str(demo.rate), "--anomaly-rate", str(demo.anomaly_rate),
+        "--late-fraction", str(demo.late_fraction), "--bad-fraction", str(demo.bad_fraction),
+        "--reference-to-postgres"])
+    say(f"generator: {demo.rate} trades/s with anomalies, late and bad records "
+        f"(log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
+    dashboard = _spawn("dashboard", ["-m", "dashboard"])
+    host, port = settings.dashboard.host, settings.dashboard.port
+    wait_until(lambda: port_open(port, host), 60, "dashboard", LOG_DIR / "dashboard.log",
+               alive=lambda: dashboard.poll() is None)
+    print(f"""
+  MarketPulse is running.
+    dashboard      http://{host}:{port}
+    Flink web UI   {settings.flink.rest_url}
+    check data     make check        (rows per table, newest window, running jobs)
+    stop           Ctrl-C here, then `make down` to stop the stack
+""", flush=True)
+
+    stop = {"requested": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    first_window_at = None
+    try:
+        while not stop["requested"]:
+            for name, proc in (("generator", generator), ("dashboard", dashboard)):
+                if proc.poll() is not None:
+                    raise StackError(f"{name} exited with code {proc.returncode}; see {LOG_DIR / name}.log")
+            counts = table_counts(settings)
+            if first_window_at is None and counts["window_metrics"]:
+                first_window_at = time.monotonic() - started
+                say(f"first window row in PostgreSQL {first_window_at:.0f}s after `make demo` started")
+            say("rows: " + ", ".join(f"{t} {n}" for t, n in counts.items() if t != "symbols"))
+            for _ in range(20):
+                if stop["requested"]:
+                    break
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        say("stopping the generator, the dashboard and the jobs this demo submitted")
+        for proc in (generator, dashboard):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in (generator, dashboard):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for job_id in job_ids:
+            try:
+                flink.rest(settings, f"/jobs/{job_id}?mode=cancel", method="PATCH")
+            except OSError:
+                pass
+        say("done; the stack is still up (make status / make down)")
+    return 0

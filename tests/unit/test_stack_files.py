@@ -1,0 +1,107 @@
+"""The files the local stack and docker-compose.yml share agree with conf/pipeline.toml: ports, topics,
+schema, Flink configuration and SQL placeholders. (docker compose itself cannot run on these machines.)"""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from marketpulse.config import load_settings
+from stack import flink, kafka, paths
+from stack.errors import StackError
+from stack.sql import PLACEHOLDER, render, sql_variables
+
+REPO = Path(__file__).resolve().parents[2]
+SETTINGS = load_settings(environ={})
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def published(service: dict) -> dict[int, int]:
+    return {int(p.split(":")[1]): int(p.split(":")[0]) for p in service.get("ports", [])}
+
+
+def test_compose_publishes_the_local_stack_ports(compose):
+    services = compose["services"]
+    assert published(services["kafka"]) == {kafka.broker_port(SETTINGS): 9092}
+    assert published(services["postgres"]) == {SETTINGS.postgres.port: 5432}
+    assert published(services["jobmanager"]) == {flink.rest_host_port(SETTINGS)[1]: 8081}
+    assert published(services["dashboard"]) == {SETTINGS.dashboard.port: 8050}
+
+
+def test_compose_overrides_name_real_settings(compose):
+    env = compose["x-marketpulse"]["environment"]
+    flat = SETTINGS.flat()
+    for name in env:
+        assert name.startswith("MARKETPULSE_")
+        assert name[len("MARKETPULSE_"):].lower() in flat, f"{name} is not a setting in conf/pipeline.toml"
+    # Containers reach Kafka on the internal listener the kafka service advertises.
+    kafka_command = compose["services"]["kafka"]["command"][2]
+    host_port = env["MARKETPULSE_KAFKA_BOOTSTRAP_SERVERS"]
+    assert f"INTERNAL://{host_port}" in kafka_command
+
+
+def test_compose_uses_the_same_conf_schema_and_credentials(compose):
+    services = compose["services"]
+    mounts = services["kafka"]["volumes"]
+    assert "./conf/kafka/server.properties:/etc/marketpulse/server.properties:ro" in mounts
+    assert (REPO / "conf/kafka/server.properties").exists()
+    pg_env = services["postgres"]["environment"]
+    assert (pg_env["POSTGRES_DB"], pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"]) == (
+        SETTINGS.postgres.database, SETTINGS.postgres.user, SETTINGS.postgres.password)
+    # Topics and schema come from the same code as the local stack: `python -m stack init`.
+    assert services["init"]["command"] == ["python", "-m", "stack", "init"]
+    assert sorted(p.name for p in (REPO / "db/schema").glob("*.sql"))[0] == "001_core.sql"
+
+
+def test_dockerfile_copies_files_that_exist():
+    dockerfile = (REPO / "docker/Dockerfile").read_text()
+    for source in re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.MULTILINE):
+        assert (REPO / source).exists(), f"docker/Dockerfile copies {source}, which does not exist"
+
+
+def test_kafka_properties_render_for_this_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr(kafka, "HOME", tmp_path)
+    monkeypatch.setattr(kafka, "DATA_DIR", tmp_path / "data")
+    rendered = kafka._render_properties(SETTINGS).read_text()
+    props = dict(line.split("=", 1) for line in rendered.splitlines() if line and not line.startswith("#"))
+    assert props["process.roles"] == "broker,controller"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["log.dirs"] == str(tmp_path / "data")
+    assert props["auto.create.topics.enable"] == "false"
+
+
+def test_flink_conf_has_no_key_twice_and_no_machine_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(flink, "CONF_DIR", tmp_path)
+    config = yaml.safe_load((flink.render_conf(SETTINGS) / "config.yaml").read_text())
+    assert config["taskmanager.numberOfTaskSlots"] == SETTINGS.flink.taskmanager_slots
+    assert config["rest.port"] == 8081
+    # Flink's Python workers run in the project's venv, like the client.
+    assert config["python.executable"] == str(paths.PYTHON)
+    repo_keys = [line.split(":", 1)[0] for line in (REPO / "conf/flink/config.yaml").read_text().splitlines()
+                 if line and not line.startswith((" ", "#"))]
+    assert len(repo_keys) == len(set(repo_keys))
+
+
+def test_sql_render_fills_placeholders_and_refuses_unknown_ones(tmp_path, monkeypatch):
+    import stack.sql as sql
+
+    monkeypatch.setattr(sql, "RENDERED_DIR", tmp_path / "out")
+    script = tmp_path / "x.sql"
+    script.write_text("'${kafka_bootstrap_servers}' '${postgres_jdbc_url}' '${topic}'")
+    out = render(script, SETTINGS, {"topic": "t1"}).read_text()
+    assert out == "'127.0.0.1:9092' 'jdbc:postgresql://127.0.0.1:5432/marketpulse' 't1'"
+    script.write_text("${no_such_setting}")
+    with pytest.raises(StackError, match="unknown placeholder"):
+        render(script, SETTINGS)
+
+
+def test_every_sql_script_uses_only_known_placeholders():
+    known = set(sql_variables(SETTINGS))
+    for script in sorted((REPO / "sql").glob("*.sql")):
+        unknown = set(PLACEHOLDER.findall(script.read_text())) - known
+        assert not unknown, f"{script.name}: {unknown}"
