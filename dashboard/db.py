@@ -7,6 +7,7 @@ connection is dead, and the next query builds a fresh pool instead of failing on
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,14 +20,20 @@ class DatabaseUnavailable(RuntimeError):
     """PostgreSQL cannot be reached (or dropped the connection); the message is safe to show a user."""
 
 
+class _BrokenConnection(DatabaseUnavailable):
+    """A pooled connection failed mid-query (e.g. the server restarted since it was opened)."""
+
+
 class Database:
     """Read-only access to the MarketPulse database: `frame(sql, params)` -> DataFrame.
 
     Sessions run in UTC with a statement timeout, so a slow query cannot hang a refresh."""
 
-    def __init__(self, dsn: str, maxconn: int = 8, connect_timeout: int = 3,
+    def __init__(self, dsn: str, minconn: int = 4, maxconn: int = 10, connect_timeout: int = 3,
                  statement_timeout_ms: int = 5000):
         self.dsn = dsn
+        # psycopg2 keeps at most `minconn` idle connections (it closes the rest when they come back).
+        self.minconn = min(minconn, maxconn)
         self.maxconn = maxconn
         self._connect_kwargs = {
             "connect_timeout": connect_timeout,
@@ -37,13 +44,14 @@ class Database:
         self._lock = threading.Lock()
         # ThreadedConnectionPool raises when exhausted; the semaphore makes callers wait their turn instead.
         self._slots = threading.BoundedSemaphore(maxconn)
+        self._tables: dict[str, tuple[float, bool]] = {}
 
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
         with self._lock:
             if self._pool is None:
                 try:
                     self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        0, self.maxconn, self.dsn, **self._connect_kwargs)
+                        self.minconn, self.maxconn, self.dsn, **self._connect_kwargs)
                 except psycopg2.Error as err:
                     raise DatabaseUnavailable(_first_line(err)) from None
             return self._pool
@@ -74,23 +82,42 @@ class Database:
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
                 pool.putconn(conn, close=True)
                 self._reset(pool)
-                raise DatabaseUnavailable(_first_line(err)) from None
+                raise _BrokenConnection(_first_line(err)) from None
             except BaseException:
                 pool.putconn(conn, close=bool(conn.closed))
                 raise
             else:
                 pool.putconn(conn)
 
+    def _execute(self, sql: str, params) -> tuple[list[str], list[tuple]]:
+        for attempt in (1, 2):
+            try:
+                with self.cursor() as cur:
+                    cur.execute(sql, params)
+                    return [column.name for column in cur.description], cur.fetchall()
+            except _BrokenConnection:
+                # The pool was dropped; one retry on a fresh connection hides a database restart.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def frame(self, sql: str, params: dict | tuple | None = None) -> pd.DataFrame:
-        with self.cursor() as cur:
-            cur.execute(sql, params)
-            columns = [column.name for column in cur.description]
-            return pd.DataFrame.from_records(cur.fetchall(), columns=columns)
+        columns, rows = self._execute(sql, params)
+        return pd.DataFrame.from_records(rows, columns=columns)
 
     def rows(self, sql: str, params: dict | tuple | None = None) -> list[tuple]:
-        with self.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
+        return self._execute(sql, params)[1]
+
+    def table_exists(self, name: str, ttl_seconds: float = 30.0) -> bool:
+        """Whether a (public) table exists; cached, so optional tables (schema files other components
+        add later, e.g. the Flink SQL job's indicators) are picked up without a restart."""
+        now = time.monotonic()
+        cached = self._tables.get(name)
+        if cached and now - cached[0] < ttl_seconds:
+            return cached[1]
+        exists = bool(self.rows("SELECT to_regclass(%s) IS NOT NULL", (f"public.{name}",))[0][0])
+        self._tables[name] = (now, exists)
+        return exists
 
     def ping(self) -> str | None:
         """None when the database answers, else the reason it does not."""

@@ -26,16 +26,19 @@ RULE_SYMBOLS = {"price_zscore": "triangle-down", "price_jump": "diamond", "volum
 SYMBOL_COLORS = ["#4fa3ff", "#f5c542", "#26a69a", "#ef5350", "#b388ff", "#ff9f1c", "#00d2d3",
                  "#e056fd", "#9ccc65", "#ff7eb6", "#8d9db6", "#ffd180"]
 ZSCORE_LOOKBACK = 20
+ZSCORE_MIN_PERIODS = 5
 
 
 def _layout(fig: go.Figure, height: int, **extra) -> go.Figure:
-    fig.update_layout(
-        template="plotly_dark", paper_bgcolor=PANEL, plot_bgcolor=PANEL, height=height,
-        font={"family": "Inter, 'Segoe UI', Roboto, sans-serif", "color": TEXT, "size": 12},
-        margin={"l": 56, "r": 16, "t": 36, "b": 32}, hovermode="x unified",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0, "bgcolor": "rgba(0,0,0,0)"},
-        hoverlabel={"bgcolor": "#1b2430", "bordercolor": GRID, "font": {"color": TEXT}},
-        **extra)
+    settings = {
+        "template": "plotly_dark", "paper_bgcolor": PANEL, "plot_bgcolor": PANEL, "height": height,
+        "font": {"family": "Inter, 'Segoe UI', Roboto, sans-serif", "color": TEXT, "size": 12},
+        "margin": {"l": 56, "r": 16, "t": 36, "b": 32}, "hovermode": "x unified",
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.01, "xanchor": "right", "x": 1,
+                   "bgcolor": "rgba(0,0,0,0)"},
+        "hoverlabel": {"bgcolor": "#1b2430", "bordercolor": GRID, "font": {"color": TEXT}},
+    }
+    fig.update_layout(**(settings | extra))
     fig.update_xaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, showspikes=True,
                      spikecolor=MUTED, spikethickness=1, spikedash="dot", spikemode="across")
     fig.update_yaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID)
@@ -53,9 +56,10 @@ def empty_figure(message: str = "No data", height: int = 320) -> go.Figure:
 
 
 def rolling_zscore(values: pd.Series, lookback: int = ZSCORE_LOOKBACK) -> pd.Series:
-    """z of each value against the mean/stddev of the `lookback` values before it (NaN until warm)."""
+    """z of each value against the mean/stddev of the (up to) `lookback` values before it; NaN for the
+    first ZSCORE_MIN_PERIODS values and wherever those values do not vary."""
     values = pd.to_numeric(values, errors="coerce").reset_index(drop=True)
-    prior = values.shift(1).rolling(lookback, min_periods=lookback)
+    prior = values.shift(1).rolling(lookback, min_periods=min(lookback, ZSCORE_MIN_PERIODS))
     std = prior.std(ddof=0)
     return ((values - prior.mean()) / std.where(std > 0)).astype(float)
 
@@ -121,9 +125,8 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
         for level in (-2, 2):
             fig.add_hline(y=level, line={"color": MUTED, "width": 1, "dash": "dot"}, row=3, col=1)
     _layout(fig, height)
-    fig.update_layout(xaxis_rangeslider_visible=False, bargap=0.1,
-                      title={"text": f"{symbol} · {window_seconds} s candles", "x": 0.01, "y": 0.985,
-                             "font": {"size": 14}})
+    fig.update_layout(xaxis_rangeslider_visible=False, bargap=0.1, margin={"t": 30},
+                      legend={"xanchor": "left", "x": 0})
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="volume", row=2, col=1)
     fig.update_yaxes(title_text="RSI" if has_rsi else "z", row=3, col=1)
@@ -139,7 +142,8 @@ def volume_share_figure(watchlist: pd.DataFrame, height: int = 300) -> go.Figure
     fig = go.Figure(go.Pie(labels=data["symbol"], values=data["volume"], hole=0.58, sort=False,
                            marker={"colors": SYMBOL_COLORS[: len(data)] * (1 + len(data) // 12),
                                    "line": {"color": PANEL, "width": 2}},
-                           textinfo="label+percent", textposition="inside", insidetextorientation="horizontal",
+                           textinfo="label+percent", textposition="inside",
+                           insidetextorientation="horizontal",
                            hovertemplate="%{label}<br>%{value:,.0f} shares<br>%{percent}<extra></extra>"))
     _layout(fig, height, showlegend=False)
     fig.update_layout(title={"text": "Volume share", "x": 0.02, "font": {"size": 13}},
@@ -149,8 +153,9 @@ def volume_share_figure(watchlist: pd.DataFrame, height: int = 300) -> go.Figure
     return fig
 
 
-def top_movers_figure(watchlist: pd.DataFrame, n: int = 10, height: int = 300) -> go.Figure:
-    """The symbols with the largest absolute % change over the range, gainers green, losers red."""
+def top_movers_figure(watchlist: pd.DataFrame, n: int = 10, height: int = 300,
+                      title: str = "Top movers (% change over range)") -> go.Figure:
+    """The symbols with the largest absolute % change (`change_pct`), gainers green, losers red."""
     if watchlist is None or watchlist.empty or watchlist["change_pct"].dropna().empty:
         return empty_figure("No price changes in this range", height)
     data = watchlist.dropna(subset=["change_pct"]).copy()
@@ -162,24 +167,33 @@ def top_movers_figure(watchlist: pd.DataFrame, n: int = 10, height: int = 300) -
         text=[f"{v:+.2f}%" for v in data["change_pct"]], textposition="outside", cliponaxis=False,
         hovertemplate="%{y}: %{x:+.3f}%<extra></extra>"))
     _layout(fig, height, showlegend=False, hovermode="closest")
-    fig.update_layout(title={"text": "Top movers (% change over range)", "x": 0.02, "font": {"size": 13}},
+    fig.update_layout(title={"text": title, "x": 0.02, "font": {"size": 13}},
                       margin={"l": 60, "r": 40, "t": 36, "b": 28})
     fig.update_xaxes(ticksuffix="%", zeroline=True, zerolinecolor=MUTED, showspikes=False)
     fig.update_yaxes(showspikes=False)
     return fig
 
 
-def anomaly_timeline_figure(timeline: pd.DataFrame, height: int = 260) -> go.Figure:
-    """Anomaly counts per time bucket, stacked by rule."""
+def anomaly_timeline_figure(timeline: pd.DataFrame, step_seconds: int | None = None, x_range=None,
+                            height: int = 260) -> go.Figure:
+    """Anomaly counts per time bucket (`bucket` = bucket start), stacked by rule; with `step_seconds`
+    each bar spans its bucket, and `x_range` pins the axis to the selected range."""
     if timeline is None or timeline.empty:
         return empty_figure("No anomalies in this range", height)
     fig = go.Figure()
     for rule, group in timeline.groupby("rule", sort=True):
-        fig.add_trace(go.Bar(x=group["bucket"], y=group["anomalies"], name=rule,
-                             marker={"color": RULE_COLORS.get(rule, ACCENT)}))
-    _layout(fig, height, barmode="stack", hovermode="x unified")
+        x = group["bucket"]
+        extra = {}
+        if step_seconds:
+            x = pd.to_datetime(group["bucket"]) + pd.Timedelta(seconds=step_seconds / 2)
+            extra["width"] = step_seconds * 1000 * 0.9
+        fig.add_trace(go.Bar(x=x, y=group["anomalies"], name=rule,
+                             marker={"color": RULE_COLORS.get(rule, ACCENT)}, **extra))
+    _layout(fig, height, barmode="stack", hovermode="x unified", margin={"l": 56, "r": 16, "t": 36, "b": 44})
     fig.update_layout(title={"text": "Anomalies over time", "x": 0.01, "font": {"size": 13}})
-    fig.update_yaxes(title_text="count")
+    fig.update_yaxes(title_text="count", rangemode="tozero")
+    if x_range is not None:
+        fig.update_xaxes(range=list(x_range))
     return fig
 
 
@@ -211,4 +225,5 @@ def human(value: float, prefix: str = "") -> str:
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if value >= size:
             return f"{sign}{prefix}{value / size:.2f}{unit}"
-    return f"{sign}{prefix}{value:,.0f}" if value >= 100 or value == int(value) else f"{sign}{prefix}{value:.2f}"
+    digits = 0 if value >= 100 or value == int(value) else 2
+    return f"{sign}{prefix}{value:,.{digits}f}"

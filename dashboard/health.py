@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from urllib.parse import quote
 
 
 class FlinkUnavailable(RuntimeError):
@@ -145,7 +146,8 @@ class FlinkClient:
         total, seen = 0.0, False
         for vertex in vertices:
             try:
-                values = self.get(f"/jobs/{job_id}/vertices/{vertex}/subtasks/metrics?get={metric}&agg=sum")
+                path = f"/jobs/{job_id}/vertices/{vertex}/subtasks/metrics"
+                values = self.get(f"{path}?get={quote(metric, safe='')}&agg=sum")
             except FlinkUnavailable:
                 continue
             for value in values or []:

@@ -46,8 +46,9 @@ def series(db: Database) -> pd.DataFrame:
         SELECT p.engine, p.window_seconds,
                (SELECT min(w.window_start) FROM window_metrics w
                  WHERE w.engine = p.engine AND w.window_seconds = p.window_seconds) AS earliest_start,
-               (SELECT max(w.window_end) FROM window_metrics w
-                 WHERE w.engine = p.engine AND w.window_seconds = p.window_seconds) AS latest_end
+               (SELECT max(w.window_start) FROM window_metrics w
+                 WHERE w.engine = p.engine AND w.window_seconds = p.window_seconds)
+                 + make_interval(secs => p.window_seconds) AS latest_end
         FROM pairs p ORDER BY p.engine, p.window_seconds""")
 
 
@@ -149,6 +150,40 @@ def overview_buckets(db: Database, engine: str, window_seconds: int, start: date
         {"engine": engine, "ws": window_seconds, "start": start, "end": end, "step": step_seconds})
 
 
+ROLLUP_MIN_SECONDS = 6 * 3600
+
+
+def overview_buckets_rollup(db: Database, engine: str, window_seconds: int, start: datetime, end: datetime,
+                            step_seconds: int) -> pd.DataFrame:
+    """overview_buckets for long ranges: whole UTC hours from window_metrics_hourly (004_dashboard.sql),
+    raw windows only for the partial hours at both ends. Same columns; buckets are whole hours."""
+    first_hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if first_hour < start:
+        first_hour += timedelta(hours=1)
+    last_hour = end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    step = max(3600, -(-step_seconds // 3600) * 3600)
+    return db.frame("""
+        SELECT symbol, date_bin(make_interval(secs => %(step)s), t, %(h0)s) AS bucket,
+               sum(close_sum) / sum(windows) AS close, sum(volume)::bigint AS volume,
+               sum(notional) AS notional, sum(trade_count)::bigint AS trades, sum(windows) AS windows
+        FROM (
+            SELECT symbol, window_start AS t, 1::bigint AS windows, volume, notional, trade_count,
+                   close AS close_sum
+            FROM window_metrics
+            WHERE engine = %(engine)s AND window_seconds = %(ws)s
+              AND ((window_start >= %(start)s AND window_start < %(h0)s)
+                OR (window_start >= %(h1)s AND window_start < %(end)s))
+            UNION ALL
+            SELECT symbol, hour, windows, volume, notional, trade_count, close_sum
+            FROM window_metrics_hourly
+            WHERE engine = %(engine)s AND window_seconds = %(ws)s AND hour >= %(h0)s AND hour < %(h1)s
+              AND windows > 0
+        ) parts
+        GROUP BY 1, 2 ORDER BY 1, 2""",
+        {"engine": engine, "ws": window_seconds, "start": start, "end": end, "h0": first_hour,
+         "h1": last_hour, "step": step})
+
+
 def first_last(db: Database, engine: str, window_seconds: int, start: datetime, end: datetime,
                symbol_list: list[str]) -> pd.DataFrame:
     """Per symbol: the first window's open and the last window's close in the range (index lookups)."""
@@ -182,7 +217,10 @@ def overview(db: Database, engine: str, window_seconds: int, window: TimeWindow)
     if window.start is None or window.end is None:
         return Overview(totals=_empty_totals(), watchlist=_empty_watchlist())
     step = bucket_seconds(window.seconds or window_seconds, window_seconds)
-    buckets = overview_buckets(db, engine, window_seconds, window.start, window.end, step)
+    if (window.seconds or 0) >= ROLLUP_MIN_SECONDS and db.table_exists("window_metrics_hourly"):
+        buckets = overview_buckets_rollup(db, engine, window_seconds, window.start, window.end, step)
+    else:
+        buckets = overview_buckets(db, engine, window_seconds, window.start, window.end, step)
     counts = anomaly_counts_by_symbol(db, window.start, window.end)
     names = db.frame("SELECT symbol, company FROM symbols")
     if buckets.empty:
@@ -204,7 +242,7 @@ def summarize(buckets: pd.DataFrame, edges: pd.DataFrame, counts: pd.DataFrame,
     watch = per_symbol.merge(edges, on="symbol", how="left")
     watch = watch.merge(names, on="symbol", how="left").merge(counts, on="symbol", how="left")
     watch["company"] = watch["company"].fillna("")
-    watch["anomalies"] = watch["anomalies"].fillna(0).astype(int)
+    watch["anomalies"] = pd.to_numeric(watch["anomalies"], errors="coerce").fillna(0).astype(int)
     watch["vwap"] = (watch["notional"] / watch["volume"]).where(watch["volume"] > 0)
     watch["change_pct"] = (watch["last_close"] / watch["first_open"] - 1.0) * 100.0
     watch = watch[["symbol", "company", "last_close", "change_pct", "vwap", "volume", "notional",
@@ -251,6 +289,43 @@ def candles(db: Database, engine: str, window_seconds: int, symbol: str, start: 
     if truncated:
         frame = frame.iloc[1:].reset_index(drop=True)
     return _numeric(frame, WINDOW_COLUMNS[2:]), truncated
+
+
+def indicators(db: Database, symbol: str, bar_seconds: int, start: datetime | None,
+               end: datetime | None) -> pd.DataFrame:
+    """The Flink SQL job's indicators (003_sql_analytics.sql) for one symbol, renamed for the figure;
+    empty when the table does not exist (yet) or holds nothing for this symbol and bar size."""
+    if not db.table_exists("indicators"):
+        return pd.DataFrame()
+    frame = db.frame("""
+        SELECT bar_start AS window_start, sma, bollinger_upper AS bb_upper, bollinger_lower AS bb_lower, rsi
+        FROM indicators
+        WHERE symbol = %(symbol)s AND bar_seconds = %(bars)s
+          AND (%(start)s::timestamptz IS NULL OR bar_start >= %(start)s)
+          AND (%(end)s::timestamptz IS NULL OR bar_start < %(end)s)
+        ORDER BY bar_start""", {"symbol": symbol, "bars": bar_seconds, "start": start, "end": end})
+    frame = _numeric(frame, ("sma", "bb_upper", "bb_lower", "rsi"))
+    if frame.empty or frame[["sma", "rsi"]].isna().all().all():
+        return pd.DataFrame()
+    return frame
+
+
+def sql_top_movers(db: Database, window_seconds: int, start: datetime | None,
+                   end: datetime | None) -> pd.DataFrame:
+    """The Flink SQL job's gainers and losers (003_sql_analytics.sql) of its latest window in the range:
+    symbol, change_pct, window_start, window_end. Empty when the table is absent or has no such window."""
+    if start is None or end is None or not db.table_exists("top_movers"):
+        return pd.DataFrame()
+    frame = db.frame("""
+        WITH latest AS (
+            SELECT max(window_start) AS window_start FROM top_movers
+            WHERE ranking = 'gainers' AND window_seconds = %(ws)s
+              AND window_start >= %(start)s AND window_start < %(end)s)
+        SELECT DISTINCT ON (t.symbol) t.symbol, t.pct_change AS change_pct, t.window_start, t.window_end
+        FROM top_movers t JOIN latest l ON t.window_start = l.window_start
+        WHERE t.ranking IN ('gainers', 'losers') AND t.window_seconds = %(ws)s
+        ORDER BY t.symbol""", {"ws": window_seconds, "start": start, "end": end})
+    return _numeric(frame, ("change_pct",))
 
 
 def anomalies(db: Database, symbol: str | None = None, rule: str | None = None,

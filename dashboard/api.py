@@ -1,0 +1,193 @@
+"""JSON REST API on the Dash app's Flask server.
+
+    GET /api/symbols
+    GET /api/metrics?symbol=AAPL[&from=ISO][&to=ISO][&window=60][&engine=datastream][&limit=1000]
+    GET /api/anomalies[?symbol=][&rule=][&from=][&to=][&limit=100]
+    GET /api/health
+
+Times are ISO-8601 (a value without an offset is read as UTC) and come back as UTC with a 'Z'.
+Every parameter is checked: an unknown parameter or a bad value gives 400 with {"error": "..."},
+an unknown symbol 404, an unreachable database 503."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+
+import pandas as pd
+from flask import Blueprint, Flask, jsonify, request
+
+from dashboard import queries
+from dashboard.db import Database, DatabaseUnavailable
+from dashboard.health import FlinkClient
+
+SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$")
+MAX_LIMIT = 10_000
+
+
+class BadRequest(ValueError):
+    status = 400
+
+
+class NotFound(LookupError):
+    status = 404
+
+
+def parse_time(name: str, raw: str | None) -> datetime | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = datetime.fromisoformat(raw.strip().replace(" ", "T"))
+    except ValueError:
+        raise BadRequest(f"{name}={raw!r} is not an ISO-8601 time (e.g. 2025-03-14T09:30:00Z)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_int(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name}={value} is out of range [{low}, {high}]")
+    return value
+
+
+def parse_choice(name: str, raw: str | None, choices: tuple[str, ...], default: str | None) -> str | None:
+    if raw is None or raw == "":
+        return default
+    if raw not in choices:
+        raise BadRequest(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw
+
+
+def parse_symbol(raw: str | None, required: bool) -> str | None:
+    if raw is None or raw == "":
+        if required:
+            raise BadRequest("symbol is required")
+        return None
+    if not SYMBOL_RE.match(raw):
+        raise BadRequest(f"symbol={raw!r} is not a ticker symbol (letters, digits, '.', '-', '_')")
+    return raw.upper()
+
+
+def check_params(allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(request.args) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+
+
+def check_order(start: datetime | None, end: datetime | None) -> None:
+    if start is not None and end is not None and start >= end:
+        raise BadRequest("from must be before to")
+
+
+def iso(value) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, datetime):
+        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def records(frame: pd.DataFrame, time_columns: tuple[str, ...]) -> list[dict]:
+    out = []
+    for row in frame.to_dict("records"):
+        item = {}
+        for key, value in row.items():
+            if key in time_columns:
+                item[key] = iso(value)
+            elif isinstance(value, float) and math.isnan(value):
+                item[key] = None
+            elif hasattr(value, "item"):  # numpy scalar
+                item[key] = value.item()
+            else:
+                item[key] = value
+        out.append(item)
+    return out
+
+
+def create_blueprint(db: Database, flink: FlinkClient) -> Blueprint:
+    api = Blueprint("api", __name__, url_prefix="/api")
+
+    @api.errorhandler(BadRequest)
+    @api.errorhandler(NotFound)
+    def client_error(err):
+        return jsonify(error=str(err.args[0] if err.args else err)), err.status
+
+    @api.errorhandler(DatabaseUnavailable)
+    def database_down(err):
+        return jsonify(error=f"database unavailable: {err}"), 503
+
+    @api.get("/symbols")
+    def symbols():
+        check_params(())
+        frame = queries.symbols(db)
+        frame = frame.astype(object).where(frame.notna(), None)
+        return jsonify(count=len(frame), symbols=frame.to_dict("records"))
+
+    @api.get("/metrics")
+    def metrics():
+        check_params(("symbol", "from", "to", "window", "engine", "limit"))
+        args = request.args
+        symbol = parse_symbol(args.get("symbol"), required=True)
+        start, end = parse_time("from", args.get("from")), parse_time("to", args.get("to"))
+        check_order(start, end)
+        window = parse_int("window", args.get("window"), 60, 1, 86_400)
+        engine = parse_choice("engine", args.get("engine"), queries.ENGINES, "datastream")
+        limit = parse_int("limit", args.get("limit"), 1000, 1, MAX_LIMIT)
+        frame, truncated = queries.candles(db, engine, window, symbol, start, end, limit=limit)
+        if frame.empty and not queries.symbol_known(db, symbol):
+            raise NotFound(f"unknown symbol {symbol!r}")
+        return jsonify(symbol=symbol, engine=engine, window_seconds=window, **{"from": iso(start)},
+                       to=iso(end), count=len(frame), truncated=truncated,
+                       metrics=records(frame, ("window_start", "window_end")))
+
+    @api.get("/anomalies")
+    def anomalies():
+        check_params(("symbol", "rule", "from", "to", "limit"))
+        args = request.args
+        symbol = parse_symbol(args.get("symbol"), required=False)
+        rule = parse_choice("rule", args.get("rule"), queries.RULES, None)
+        start, end = parse_time("from", args.get("from")), parse_time("to", args.get("to"))
+        check_order(start, end)
+        limit = parse_int("limit", args.get("limit"), 100, 1, MAX_LIMIT)
+        frame = queries.anomalies(db, symbol=symbol, rule=rule, start=start, end=end, limit=limit)
+        return jsonify(count=len(frame), limit=limit,
+                       anomalies=records(frame, ("event_time", "detected_at")))
+
+    @api.get("/health")
+    def health():
+        check_params(())
+        cluster = flink.health().as_dict()
+        cluster.pop("fetched_at", None)
+        body = {"database": {"ok": True, "error": None}, "flink": cluster, "pipeline": {}, "data": []}
+        try:
+            counts = queries.pipeline_counts(db, None, None)
+            for row in counts.itertuples():
+                body["pipeline"].setdefault(row.kind, {})[row.engine] = int(row.total)
+            body["data"] = records(queries.series(db), ("earliest_start", "latest_end"))
+        except DatabaseUnavailable as err:
+            body["database"] = {"ok": False, "error": str(err)}
+        for kind in ("late_trades", "dead_letters"):
+            body["pipeline"].setdefault(kind, {})
+        body["status"] = "ok" if body["database"]["ok"] and cluster["ok"] else (
+            "degraded" if body["database"]["ok"] else "down")
+        return jsonify(body), 200 if body["database"]["ok"] else 503
+
+    @api.route("/<path:rest>")
+    def not_found(rest):
+        raise NotFound(f"no endpoint /api/{rest}; "
+                       "try /api/symbols, /api/metrics, /api/anomalies, /api/health")
+
+    return api
+
+
+def register(server: Flask, db: Database, flink: FlinkClient) -> None:
+    server.register_blueprint(create_blueprint(db, flink))

@@ -1,0 +1,74 @@
+"""Deterministic dashboard data for the browser tests: a short historical session (event times in 2025)
+written straight into a scratch database, shaped like the Flink jobs' output.
+
+    AAPL, MSFT, TSLA: 30 one-minute windows and 180 ten-second windows from the DataStream engine,
+    AAPL also 30 one-minute windows from the SQL engine; anomalies on AAPL and TSLA; a few late trades
+    and dead letters."""
+
+from __future__ import annotations
+
+import math
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+
+from psycopg2.extras import execute_values
+
+from tests import support
+
+START = datetime(2025, 3, 14, 14, 30, tzinfo=UTC)
+MINUTES = 30
+SYMBOLS = {"AAPL": ("Apple Inc.", 212.0), "MSFT": ("Microsoft Corp.", 415.0), "TSLA": ("Tesla Inc.", 248.0)}
+# (symbol, rule, minute offset, seconds into the minute)
+ANOMALIES = [("AAPL", "price_zscore", 5, 12), ("AAPL", "price_jump", 12, 40),
+             ("AAPL", "volume_zscore", 20, 3), ("AAPL", "price_zscore", 27, 55),
+             ("TSLA", "price_jump", 8, 30), ("TSLA", "price_zscore", 25, 1)]
+
+
+def _price(base: float, i: int, seconds: int, phase: float) -> float:
+    t = i * seconds / 60.0
+    return round(base * (1 + 0.004 * math.sin(t / 3.0 + phase) + 0.0007 * t), 4)
+
+
+def window_rows(engine: str, symbol: str, seconds: int, count: int, phase: float) -> list[tuple]:
+    base = SYMBOLS[symbol][1]
+    rows = []
+    for i in range(count):
+        start = START + timedelta(seconds=i * seconds)
+        open_, close = _price(base, i, seconds, phase), _price(base, i + 1, seconds, phase)
+        high, low = max(open_, close) * 1.0012, min(open_, close) * 0.9988
+        volume = 1000 + (i * 37 + len(symbol) * 101) % 900
+        vwap = round((open_ + close + high + low) / 4, 4)
+        trades = 20 + i % 7
+        rows.append((engine, symbol, seconds, start, start + timedelta(seconds=seconds), open_, high, low,
+                     close, vwap, volume, vwap * volume, trades, trades // 2, trades - trades // 2,
+                     low, high, vwap, 0.05))
+    return rows
+
+
+def seed(settings) -> dict:
+    """Writes the demo rows; returns what it wrote (counts the tests compare against)."""
+    windows = []
+    for n, symbol in enumerate(SYMBOLS):
+        windows += window_rows("datastream", symbol, 60, MINUTES, n)
+        windows += window_rows("datastream", symbol, 10, MINUTES * 6, n)
+    windows += window_rows("sql", "AAPL", 60, MINUTES, 0)
+    anomalies = []
+    for k, (symbol, rule, minute, second) in enumerate(ANOMALIES):
+        at = START + timedelta(minutes=minute, seconds=second)
+        price = _price(SYMBOLS[symbol][1], minute, 60, list(SYMBOLS).index(symbol)) * 1.01
+        anomalies.append((f"t{k}", rule, symbol, at, price, 500 + k, 6.5 + k, price * 0.99, 0.4, at))
+    with closing(support.pg_connect(settings)) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO symbols (symbol, company, sector, exchange, start_price) "
+                        "VALUES (%s, %s, 'Technology', 'NASDAQ', %s)",
+                        [(s, name, price) for s, (name, price) in SYMBOLS.items()])
+        execute_values(cur, "INSERT INTO window_metrics VALUES %s", windows)
+        execute_values(cur, "INSERT INTO anomalies VALUES %s", anomalies)
+        execute_values(cur, "INSERT INTO late_trades VALUES %s",
+                       [("datastream", f"late{i}", "AAPL", 212.0, 10, "buy",
+                         START + timedelta(minutes=i), START + timedelta(minutes=i, seconds=5))
+                        for i in range(3)])
+        execute_values(cur, "INSERT INTO dead_letters VALUES %s",
+                       [("datastream", f"sha{i}", "{bad", "invalid JSON", "trades",
+                         START + timedelta(minutes=i)) for i in range(2)])
+    return {"symbols": list(SYMBOLS), "windows": len(windows), "anomalies": anomalies,
+            "candles_60": MINUTES, "candles_10": MINUTES * 6}

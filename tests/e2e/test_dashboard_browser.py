@@ -1,0 +1,325 @@
+"""The dashboard in a real browser: `python -m dashboard` as a server process on a free port, pointed at a
+scratch database seeded with tests/e2e/seed.py, driven by Playwright (sync API) through Debian's Chromium
+(/usr/bin/chromium, installed by `python -m stack setup --browser`; no browser download). Screenshots of
+every view land in test-artifacts/."""
+
+from __future__ import annotations
+
+import copy
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests import support
+from tests.e2e import seed
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = support.REPO / "test-artifacts"
+HEARTBEAT_SQL = Path(__file__).parent / "flink" / "heartbeat_job.sql"
+TIMEOUT_MS = 20_000
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Dashboard:
+    """`python -m dashboard` on a free port against `settings`' database; stopped by stop()."""
+
+    def __init__(self, settings, name: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"dashboard-{name}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        env = support.env_for(settings, dashboard_port=self.port, dashboard_refresh_seconds=1)
+        env["MARKETPULSE_POSTGRES_PORT"] = str(settings.postgres.port)
+        self.proc = subprocess.Popen([sys.executable, "-m", "dashboard"], cwd=support.REPO, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        support.wait_for(self._up, 60, f"dashboard on {self.url} (log {self.log_path})")
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            log = self.log_path.read_text()
+            raise AssertionError(f"dashboard exited with {self.proc.returncode}:\n{log}")
+        try:
+            with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+        assert "Traceback" not in self.log_path.read_text(), f"server errors in {self.log_path}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: run `.venv/bin/python -m stack setup --browser`", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+@pytest.fixture(scope="module")
+def seeded(stack):
+    """A scratch database with the demo session, and a dashboard serving it."""
+    scratch = support.create_scratch_database(stack, prefix="mp_e2e")
+    try:
+        written = seed.seed(scratch)
+        server = Dashboard(scratch, "seeded")
+        try:
+            yield server, written
+        finally:
+            server.stop()
+    finally:
+        support.drop_scratch_database(stack, scratch)
+
+
+def open_tab(page, view: str) -> None:
+    page.click(f"#tab-{view}")
+    page.wait_for_selector(f"#view-{view}", state="visible", timeout=TIMEOUT_MS)
+
+
+def choose(page, dropdown_id: str, value: str) -> None:
+    page.click(f"#{dropdown_id}")
+    page.click(f".dash-dropdown-option:has(input[value='{value}'])")
+
+
+def candle_trace(page) -> dict:
+    """The candlestick trace as plotly.js holds it (x, close and the count), read from the DOM."""
+    return page.evaluate("""() => {
+        const gd = document.querySelector('#candles-graph .js-plotly-plot');
+        const t = gd && gd._fullData ? gd._fullData.find(d => d.type === 'candlestick') : null;
+        if (!t) return null;
+        const markers = gd._fullData.filter(d => (d.name || '').startsWith('Anomaly: '))
+                                    .reduce((n, d) => n + d._length, 0);
+        return {count: t._length, close: Array.from(t.close), markers: markers};
+    }""")
+
+
+def wait_candles(page, count: int, symbol: str | None = None) -> dict:
+    page.wait_for_function(
+        """([n, sym]) => {
+            const gd = document.querySelector('#candles-graph .js-plotly-plot');
+            const t = gd && gd._fullData ? gd._fullData.find(d => d.type === 'candlestick') : null;
+            const title = document.querySelector('[data-testid=symbol-title]');
+            return t && t._length === n && (!sym || (title && title.textContent === sym));
+        }""", arg=[count, symbol], timeout=TIMEOUT_MS)
+    return candle_trace(page)
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def expected_15min(symbols) -> dict:
+    """Cards for the default view: the last 15 one-minute windows of every symbol (datastream)."""
+    rows = [r for n, s in enumerate(symbols) for r in seed.window_rows("datastream", s, 60, seed.MINUTES, n)
+            if r[3] >= seed.START.replace(minute=45)]
+    return {"trades": sum(r[12] for r in rows), "windows": len(rows)}
+
+
+def test_overview_shows_the_seeded_market(page, seeded):
+    server, written = seeded
+    page.goto(server.url)
+    page.wait_for_selector("#view-overview", state="visible", timeout=TIMEOUT_MS)
+    want = expected_15min(written["symbols"])
+    page.wait_for_function("t => (document.querySelector('#card-trades-value') || {}).textContent === t",
+                           arg=f"{want['trades']:,}", timeout=TIMEOUT_MS)
+    assert page.text_content("#card-symbols-value") == "3"
+    # Anomalies in the last 15 min of data (14:45-15:00): two on AAPL, one on TSLA.
+    assert page.text_content("#card-anomalies-value") == "3"
+    rows = page.locator("[data-testid=watch-row]")
+    assert [rows.nth(i).get_attribute("data-symbol") for i in range(rows.count())] == ["AAPL", "MSFT", "TSLA"]
+    badges = {rows.nth(i).get_attribute("data-symbol"): rows.nth(i).locator(".badge").text_content()
+              for i in range(rows.count())}
+    assert badges == {"AAPL": "2", "MSFT": "0", "TSLA": "1"}
+    label = page.text_content("[data-testid=range-label]")
+    assert "last 15 min of data" in label and "2025-03-14 14:45:00 → 2025-03-14 15:00:00 UTC" in label
+    assert "historical data" in label
+    assert page.is_hidden("[data-testid=banner]")
+    shares = page.evaluate("() => document.querySelector('#volume-share-graph .js-plotly-plot')"
+                           "._fullData[0].labels.length")
+    assert shares == 3
+    shot(page, "overview")
+
+
+def test_candlestick_has_one_candle_per_window_in_range(page, seeded):
+    server, written = seeded
+    page.goto(server.url)
+    open_tab(page, "symbol")
+    trace = wait_candles(page, 15, "AAPL")  # 15 min of 60 s windows
+    assert trace["markers"] == 2
+    page.click("#range-select label:has-text('All')")
+    trace = wait_candles(page, written["candles_60"])
+    assert trace["markers"] == 4  # every AAPL anomaly
+    page.click("#window-select label:has-text('10 s')")
+    wait_candles(page, written["candles_10"])
+    shot(page, "symbol")
+
+
+def test_selecting_another_symbol_updates_the_chart(page, seeded):
+    server, _ = seeded
+    page.goto(server.url)
+    open_tab(page, "symbol")
+    before = wait_candles(page, 15, "AAPL")
+    choose(page, "symbol-select", "TSLA")
+    after = wait_candles(page, 15, "TSLA")
+    tsla = seed.window_rows("datastream", "TSLA", 60, seed.MINUTES, 2)
+    assert after["close"] == pytest.approx([r[8] for r in tsla[-15:]])
+    assert after["close"] != before["close"]
+    assert after["markers"] == 1
+
+
+def test_watchlist_row_opens_the_symbol_view(page, seeded):
+    server, _ = seeded
+    page.goto(server.url)
+    page.click("[data-testid=watch-row][data-symbol=MSFT]", timeout=TIMEOUT_MS)
+    page.wait_for_selector("#view-symbol", state="visible", timeout=TIMEOUT_MS)
+    wait_candles(page, 15, "MSFT")
+
+
+def test_anomalies_table_filters_and_click_through(page, seeded):
+    server, written = seeded
+    page.goto(server.url)
+    page.click("#range-select label:has-text('All')")
+    open_tab(page, "anomalies")
+    rows = page.locator("[data-testid=anomaly-row]")
+
+    def wait_rows(count):
+        page.wait_for_function("n => document.querySelectorAll('[data-testid=anomaly-row]').length === n",
+                               arg=count, timeout=TIMEOUT_MS)
+        return [(rows.nth(i).get_attribute("data-symbol"), rows.nth(i).get_attribute("data-rule"))
+                for i in range(rows.count())]
+
+    assert len(wait_rows(len(written["anomalies"]))) == 6
+    assert "6 in range" in page.text_content("[data-testid=anomaly-count]")
+    choose(page, "anomaly-rule-filter", "price_jump")
+    page.wait_for_function("() => (document.querySelector('[data-testid=anomaly-count]')"
+                           " || {textContent: ''}).textContent.startsWith('2 in range')", timeout=TIMEOUT_MS)
+    assert wait_rows(2) == [("AAPL", "price_jump"), ("TSLA", "price_jump")]  # newest first: 14:42, 14:38
+    choose(page, "anomaly-symbol-filter", "TSLA")
+    assert wait_rows(1) == [("TSLA", "price_jump")]
+    bars = page.evaluate("() => document.querySelector('#anomaly-timeline-graph .js-plotly-plot')._fullData"
+                         ".reduce((n, t) => n + Array.from(t.y).reduce((a, b) => a + b, 0), 0)")
+    assert bars == 1
+    shot(page, "anomalies")
+    rows.first.click()
+    page.wait_for_selector("#view-symbol", state="visible", timeout=TIMEOUT_MS)
+    wait_candles(page, 30, "TSLA")  # range "All" still applies
+
+
+@pytest.fixture(scope="module")
+def heartbeat_job(stack):
+    """A tiny unbounded job on the shared cluster (datagen -> blackhole), cancelled afterwards."""
+    from stack.sql import run_sql_script
+
+    name = f"dashboard-e2e-heartbeat-{uuid.uuid4().hex[:6]}"
+    result = run_sql_script(stack, str(HEARTBEAT_SQL), variables={"job_name": name}, capture=True)
+    match = re.search(r"Job ID: ([0-9a-f]{32})", result.stdout + result.stderr)
+    assert match, f"no job id from sql-client:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    job_id = match.group(1)
+    try:
+        # On a busy shared cluster (no free slot) the job may go RUNNING -> RESTARTING; the test only needs
+        # it listed, since it checks that the panel shows exactly what Flink's REST API says.
+        support.wait_for(lambda: support.flink_rest(stack, f"/jobs/{job_id}")["state"] in
+                         ("RUNNING", "RESTARTING", "CREATED", "INITIALIZING"), 60, f"job {name} submitted")
+        yield job_id, name
+    finally:
+        support.cancel_job(stack, job_id)
+
+
+def test_health_panel_lists_exactly_the_jobs_flink_lists(page, seeded, heartbeat_job, stack):
+    server, _ = seeded
+    job_id, name = heartbeat_job
+    page.goto(server.url)
+    open_tab(page, "health")
+    page.wait_for_selector(f"[data-testid=job-row][data-job-id='{job_id}']", timeout=TIMEOUT_MS)
+    assert name in page.text_content(f"[data-testid=job-row][data-job-id='{job_id}']")
+
+    def same_as_rest():
+        rest = {job["jid"]: job["state"] for job in support.flink_jobs(stack)}
+        shown = page.evaluate("() => Object.fromEntries(Array.from(document.querySelectorAll("
+                              "'[data-testid=job-row]')).map(r => [r.dataset.jobId, r.dataset.state]))")
+        return shown if shown == rest else None
+
+    support.wait_for(same_as_rest, 20, "the health panel to show exactly /jobs/overview", interval=0.5)
+    assert page.get_attribute("[data-testid=flink-ui-link]", "href") == stack.flink.rest_url
+    assert page.text_content("[data-testid=pipeline-late_trades-total]") == "3"
+    assert page.text_content("[data-testid=pipeline-dead_letters-total]") == "2"
+    shot(page, "health")
+
+
+def test_empty_database_shows_a_banner_then_recovers_when_data_arrives(page, scratch_db):
+    server = Dashboard(scratch_db, "empty")
+    try:
+        page.goto(server.url)
+        banner = page.locator("[data-testid=banner]")
+        banner.wait_for(state="visible", timeout=TIMEOUT_MS)
+        assert "No data yet" in banner.text_content()
+        page.wait_for_function("() => document.querySelector('#card-trades-value').textContent === '0'",
+                               timeout=TIMEOUT_MS)
+        assert page.is_visible("[data-testid=watchlist-empty]")
+        shot(page, "empty")
+        seed.seed(scratch_db)  # data arrives: the page recovers by itself on the next refresh
+        banner.wait_for(state="hidden", timeout=TIMEOUT_MS)
+        page.wait_for_function("() => document.querySelectorAll('[data-testid=watch-row]').length === 3",
+                               timeout=TIMEOUT_MS)
+    finally:
+        server.stop()
+
+
+def test_unreachable_database_shows_a_banner_not_a_traceback(page, scratch_db):
+    down = copy.deepcopy(scratch_db)
+    down.postgres.port = free_port()  # nothing listens there
+    server = Dashboard(down, "unreachable")
+    try:
+        page.goto(server.url)
+        banner = page.locator("[data-testid=banner]")
+        banner.wait_for(state="visible", timeout=TIMEOUT_MS)
+        assert "Database unreachable" in banner.text_content()
+        page.wait_for_selector("[data-testid=watchlist-empty]", timeout=TIMEOUT_MS)
+        assert page.text_content("#card-trades-value") == "—"
+        assert "PostgreSQL ✗" in page.text_content("[data-testid=pill-db]")
+        time.sleep(1.5)  # a refresh or two: still a banner, no error
+        assert "Database unreachable" in banner.text_content()
+        shot(page, "unreachable")
+    finally:
+        server.stop()

@@ -1,0 +1,161 @@
+"""dashboard.figures: pure DataFrame -> Figure functions, checked trace by trace on known frames."""
+
+import math
+from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote
+
+import pandas as pd
+import pytest
+
+from dashboard import figures
+
+T0 = datetime(2025, 3, 14, 14, 30, tzinfo=UTC)
+
+
+def candles_frame(closes, opens=None, seconds=60):
+    opens = opens or [closes[0]] + closes[:-1]
+    return pd.DataFrame({
+        "window_start": [T0 + timedelta(seconds=seconds * i) for i in range(len(closes))],
+        "open": opens, "close": closes,
+        "high": [max(o, c) + 0.5 for o, c in zip(opens, closes, strict=True)],
+        "low": [min(o, c) - 0.5 for o, c in zip(opens, closes, strict=True)],
+        "vwap": [(o + c) / 2 for o, c in zip(opens, closes, strict=True)],
+        "volume": [100 * (i + 1) for i in range(len(closes))],
+    })
+
+
+def anomalies_frame(rows):
+    return pd.DataFrame(rows, columns=["event_time", "rule", "price", "size", "z_score"])
+
+
+def traces(fig, kind=None):
+    return [t for t in fig.data if kind is None or t.type == kind]
+
+
+def by_name(fig, name):
+    [trace] = [t for t in fig.data if t.name == name]
+    return trace
+
+
+def test_candlestick_has_one_candle_per_window_with_vwap_volume_and_zscore_panels():
+    candles = candles_frame([10.0, 11.0, 10.5, 12.0, 11.5])
+    fig = figures.candlestick_figure(candles, symbol="AAPL", window_seconds=60)
+    [ohlc] = traces(fig, "candlestick")
+    assert len(ohlc.x) == 5
+    assert list(ohlc.close) == [10.0, 11.0, 10.5, 12.0, 11.5]
+    assert list(ohlc.open) == [10.0, 10.0, 11.0, 10.5, 12.0]
+    assert list(by_name(fig, "VWAP").y) == [10.0, 10.5, 10.75, 11.25, 11.75]
+    volume = by_name(fig, "Volume")
+    assert list(volume.y) == [100, 200, 300, 400, 500]
+    # Up windows (close >= open) green, down windows red.
+    assert list(volume.marker.color) == [figures.UP, figures.UP, figures.DOWN, figures.UP, figures.DOWN]
+    # Three stacked panels sharing one time axis: price, volume, indicator.
+    assert (ohlc.yaxis, volume.yaxis, by_name(fig, "z-score").yaxis) == ("y", "y2", "y3")
+    assert fig.layout.yaxis.title.text == "price"
+    assert fig.layout.yaxis2.title.text == "volume"
+    assert fig.layout.yaxis3.title.text == "z"
+    assert fig.layout.xaxis.matches == fig.layout.xaxis2.matches == "x3"  # one shared time axis
+    assert fig.layout.xaxis.rangeslider.visible is False
+    assert fig.layout.yaxis.domain[0] > fig.layout.yaxis2.domain[0] > fig.layout.yaxis3.domain[0]
+
+
+def test_anomaly_markers_one_trace_per_rule_at_the_trade_price():
+    candles = candles_frame([10.0, 11.0, 10.5])
+    marks = anomalies_frame([
+        (T0 + timedelta(seconds=10), "price_zscore", 10.9, 500, 6.1),
+        (T0 + timedelta(seconds=70), "price_jump", 11.8, 20, 3.4),
+        (T0 + timedelta(seconds=130), "price_zscore", 9.7, 700, -5.5),
+    ])
+    fig = figures.candlestick_figure(candles, marks, symbol="AAPL")
+    markers = [t for t in fig.data if t.name and t.name.startswith("Anomaly: ")]
+    assert sorted(t.name for t in markers) == ["Anomaly: price_jump", "Anomaly: price_zscore"]
+    assert sum(len(t.x) for t in markers) == 3
+    zscore = by_name(fig, "Anomaly: price_zscore")
+    assert list(zscore.y) == [10.9, 9.7]
+    assert zscore.mode == "markers" and zscore.yaxis == "y"
+    assert zscore.marker.symbol == figures.RULE_SYMBOLS["price_zscore"]
+    assert [list(row) for row in by_name(fig, "Anomaly: price_jump").customdata] == [[20, 3.4]]
+
+
+def test_sql_indicators_overlay_sma_and_bollinger_and_switch_the_bottom_panel_to_rsi():
+    candles = candles_frame([10.0, 11.0, 10.5])
+    indicators = pd.DataFrame({"window_start": candles["window_start"], "sma": [10.0, 10.5, 10.5],
+                               "bb_upper": [11.0, 11.5, 11.6], "bb_lower": [9.0, 9.5, 9.4],
+                               "rsi": [50.0, 60.0, 55.0]})
+    fig = figures.candlestick_figure(candles, indicators=indicators)
+    names = [t.name for t in fig.data]
+    assert {"SMA", "Bollinger upper", "Bollinger lower", "RSI"} <= set(names)
+    assert "z-score" not in names
+    assert list(by_name(fig, "RSI").y) == [50.0, 60.0, 55.0]
+    assert by_name(fig, "RSI").yaxis == "y3" and by_name(fig, "SMA").yaxis == "y"
+    assert fig.layout.yaxis3.title.text == "RSI"
+
+
+def test_empty_candles_give_an_empty_chart_with_a_message():
+    fig = figures.candlestick_figure(pd.DataFrame(), symbol="MSFT", window_seconds=10)
+    assert len(fig.data) == 0
+    assert fig.layout.annotations[0].text == "No 10 s windows for MSFT in this range"
+
+
+def test_rolling_zscore_against_the_previous_windows_only():
+    z = figures.rolling_zscore(pd.Series([1.0, 2.0, 3.0, 4.0, 5.0, 100.0]), lookback=5)
+    assert z[:5].isna().all()  # not warm yet (needs 5 previous values)
+    assert z[5] == pytest.approx(97 / math.sqrt(2))  # mean 3, population stddev sqrt(2)
+    flat = figures.rolling_zscore(pd.Series([2.0] * 7), lookback=5)
+    assert flat.isna().all()  # no variation: undefined, not infinite
+
+
+def test_volume_share_donut_sorted_by_volume():
+    watch = pd.DataFrame({"symbol": ["AAPL", "MSFT", "TSLA"], "volume": [100, 300, 200]})
+    fig = figures.volume_share_figure(watch)
+    [pie] = fig.data
+    assert list(pie.labels) == ["MSFT", "TSLA", "AAPL"]
+    assert list(pie.values) == [300, 200, 100]
+    assert pie.hole == pytest.approx(0.58)
+    assert fig.layout.annotations[0].text == "600<br>shares"
+
+
+def test_top_movers_largest_absolute_changes_green_up_red_down():
+    watch = pd.DataFrame({"symbol": ["A", "B", "C", "D"], "change_pct": [1.5, -3.0, 0.2, float("nan")]})
+    fig = figures.top_movers_figure(watch, n=2)
+    [bar] = fig.data
+    assert list(bar.y) == ["B", "A"]  # D has no change, C is not in the top 2
+    assert list(bar.x) == [-3.0, 1.5]
+    assert list(bar.marker.color) == [figures.DOWN, figures.UP]
+    assert list(bar.text) == ["-3.00%", "+1.50%"]
+    assert figures.top_movers_figure(watch.iloc[3:]).layout.annotations[0].text == \
+        "No price changes in this range"
+
+
+def test_anomaly_timeline_stacks_rules():
+    timeline = pd.DataFrame({"bucket": [T0, T0, T0 + timedelta(minutes=1)],
+                             "rule": ["price_zscore", "price_jump", "price_zscore"], "anomalies": [2, 1, 4]})
+    fig = figures.anomaly_timeline_figure(timeline)
+    assert fig.layout.barmode == "stack"
+    assert [t.name for t in fig.data] == ["price_jump", "price_zscore"]
+    assert list(by_name(fig, "price_zscore").y) == [2, 4]
+    span = (T0, T0 + timedelta(minutes=5))
+    sized = figures.anomaly_timeline_figure(timeline, step_seconds=60, x_range=span)
+    assert by_name(sized, "price_jump").width == 54_000  # 90 % of a 60 s bucket, in ms
+    assert pd.Timestamp(by_name(sized, "price_jump").x[0]) == pd.Timestamp("2025-03-14 14:30:30")  # UTC
+    assert list(sized.layout.xaxis.range) == [T0, T0 + timedelta(minutes=5)]
+    assert figures.anomaly_timeline_figure(pd.DataFrame()).layout.annotations[0].text == \
+        "No anomalies in this range"
+
+
+def test_sparkline_svg_scales_points_into_the_box_and_colours_by_direction():
+    uri = figures.sparkline_svg([1.0, 3.0, 2.0], width=100, height=20)
+    assert uri.startswith("data:image/svg+xml;utf8,")
+    svg = unquote(uri.split(",", 1)[1])
+    assert 'points="0.0,18.0 50.0,2.0 100.0,10.0"' in svg
+    assert f'stroke="{figures.UP}"' in svg
+    assert f'stroke="{figures.DOWN}"' in unquote(figures.sparkline_svg([3.0, 1.0]))
+    assert "stroke-dasharray" in unquote(figures.sparkline_svg([5.0]))  # too few points: flat dashed line
+
+
+@pytest.mark.parametrize(("value", "prefix", "text"), [
+    (950, "", "950"), (1234, "", "1.23K"), (59_310, "", "59.31K"), (17_580_000, "$", "$17.58M"),
+    (2.5e9, "", "2.50B"), (-1500, "", "-1.50K"), (12.345, "", "12.35"), (float("nan"), "", "—"),
+])
+def test_human_numbers(value, prefix, text):
+    assert figures.human(value, prefix) == text
