@@ -1,0 +1,271 @@
+"""MarketPulse DataStream job: trades from Kafka -> per-symbol tumbling windows, anomalies, late and bad
+records -> PostgreSQL (and anomalies -> Kafka), as ONE Flink job.
+
+    python -m stack flink run -d -py jobs/market_metrics.py [--start-from earliest|latest|committed|<ms|ISO>]
+                                                            [--group-id G] [--parallelism N]
+
+Topology (uid in brackets; every operator has one, so savepoints map back after a redeploy):
+
+    KafkaSource [trades-source]                      JSON strings, one source subtask per partition
+    -> ParseTrades [parse-trades]                    (Row(symbol, trade), event_time) | dead letters
+    -> timestamps + watermarks [trade-watermarks]    bounded out-of-orderness + idleness
+    -> drop timestamp field [trade-unwrap]           Row(symbol, trade)
+    -> key by symbol -> TradeAnalytics [trade-analytics]
+         main output  window rows (both window sizes)
+         side outputs anomalies, late trades
+    -> JDBC upsert tables + Kafka table (jobs/market_metrics_sinks.sql) in one StatementSet
+
+Watermarks: PyFlink hands only the Java half of a WatermarkStrategy to KafkaSource, so a Python timestamp
+assigner cannot run inside the source (per-split watermarks would use Kafka's record timestamps, which are
+producer wall-clock times, not the trades' event_time). The watermark is therefore assigned right after
+parsing, in the same operator chain, and the source chain runs with one subtask per topic partition: each
+watermark generator then sees exactly one partition, which is what per-partition watermarks give. With fewer
+subtasks than partitions, one subtask reading a backlog takes a fetch of one partition after another and
+its watermark would race ahead of the slower partitions, turning their trades into late ones.
+Late semantics and the event-time ordering of the detector: see marketpulse/flink/release.py.
+
+main() wires Kafka and the sinks; build_pipeline() is the topology on any source stream of JSON strings, so
+tests run it on env.from_collection(...) in a local mini-cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common.serialization import SimpleStringSchema
+from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
+from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer, KafkaSource
+from pyflink.java_gateway import get_gateway
+from pyflink.table import StreamTableEnvironment
+
+from marketpulse.config import Settings, load_settings
+from marketpulse.flink import rows
+from marketpulse.flink.functions import ANOMALIES, DEAD_LETTERS, LATE_TRADES, ParseTrades, TradeAnalytics
+from marketpulse.flink.release import DEFAULT_RELEASE_INTERVAL_MS, AnalyticsConfig
+from marketpulse.sqltemplate import render, split_statements, sql_variables
+
+JOB_NAME = "MarketPulse DataStream"
+SINKS_SQL = Path(__file__).with_name("market_metrics_sinks.sql")
+DEFAULT_GROUP_ID = "marketpulse-datastream"
+MAX_PARALLELISM = 128  # fixed, so that a savepoint can be restored at another parallelism
+# Views the sink SQL reads; the names are part of the contract with market_metrics_sinks.sql.
+VIEWS = {
+    "windows": "datastream_windows",
+    "anomalies": "datastream_anomalies",
+    "late_trades": "datastream_late_trades",
+    "dead_letters": "datastream_dead_letters",
+}
+
+
+# --- options -----------------------------------------------------------------------------------------
+
+def parse_start_from(text: str) -> str | int:
+    """'earliest' | 'latest' | 'committed' | epoch ms (int) from digits or ISO 8601 (no zone = UTC)."""
+    value = text.strip().lower()
+    if value in ("earliest", "latest", "committed"):
+        return value
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--start-from {text!r}: expected earliest, latest, committed, epoch ms or an ISO 8601 time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def starting_offsets(start_from: str | int) -> KafkaOffsetsInitializer:
+    if start_from == "earliest":
+        return KafkaOffsetsInitializer.earliest()
+    if start_from == "latest":
+        return KafkaOffsetsInitializer.latest()
+    if start_from == "committed":
+        # The group's committed offsets (committed on each checkpoint); the beginning for a new group.
+        return KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+    # Backfill: the first record whose Kafka timestamp (producer time) is >= start_from.
+    return KafkaOffsetsInitializer.timestamp(start_from)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="market_metrics", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--start-from", type=parse_start_from, default="committed",
+                        help="earliest | latest | committed (the group's offsets, else earliest) | "
+                             "epoch ms or ISO 8601 time of the Kafka record timestamps (default: committed); "
+                             "ignored for partitions restored from a savepoint or checkpoint")
+    parser.add_argument("--group-id", default=DEFAULT_GROUP_ID,
+                        help=f"consumer group (default {DEFAULT_GROUP_ID})")
+    parser.add_argument("--parallelism", type=int, default=None,
+                        help="parallelism of the keyed operator and the sinks (default: [flink] parallelism)")
+    parser.add_argument("--source-parallelism", type=int, default=None,
+                        help="subtasks of the source/parse/watermark chain (default: the topic's partitions)")
+    parser.add_argument("--release-interval-ms", type=int, default=DEFAULT_RELEASE_INTERVAL_MS,
+                        help="granularity of the per-symbol event-time release timers (default 1000)")
+    return parser.parse_args(argv)
+
+
+# --- topology ----------------------------------------------------------------------------------------
+
+@dataclass
+class Outputs:
+    windows: DataStream       # rows.WINDOW_METRICS
+    anomalies: DataStream     # rows.ANOMALY
+    late_trades: DataStream   # rows.LATE_TRADE
+    dead_letters: DataStream  # rows.DEAD_LETTER
+
+
+def watermark_strategy(settings: Settings) -> WatermarkStrategy:
+    windows = settings.windows
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(windows.max_out_of_orderness_ms))
+    if windows.idleness_seconds > 0:
+        strategy = strategy.with_idleness(Duration.of_seconds(windows.idleness_seconds))
+    return strategy
+
+
+def side_output(stream: DataStream, tag) -> DataStream:
+    """The side output as the tag's typed Row stream, without the Python identity map that PyFlink's
+    get_side_output() adds (one more Python operator on the path for nothing)."""
+    return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
+
+
+def assign_event_time(stream: DataStream, strategy: WatermarkStrategy, parallelism: int | None) -> DataStream:
+    """Tuple2(value, event_time) -> value with that record timestamp and the strategy's watermarks.
+
+    What DataStream.assign_timestamps_and_watermarks does for a Python TimestampAssigner, minus its extra
+    Python operator (ParseTrades already emits the timestamp) and with a uid on each Java operator."""
+    jvm = get_gateway().jvm
+    eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
+    j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner())
+    stamped = DataStream(stream._j_data_stream.assignTimestampsAndWatermarks(j_strategy))
+    stamped.name("event time + watermarks").uid("trade-watermarks")
+    unwrapped = DataStream(stamped._j_data_stream.map(eventtime.RemoveTimestampMapFunction(),
+                                                      rows.KEYED_TRADE.get_java_type_info()))
+    unwrapped.name("unwrap trade").uid("trade-unwrap")
+    if parallelism:
+        stamped.set_parallelism(parallelism)
+        unwrapped.set_parallelism(parallelism)
+    return unwrapped
+
+
+def key_by_symbol(stream: DataStream) -> KeyedStream:
+    """Row(symbol, trade) keyed on field 0 by a Java key selector: the keyed Python operator receives the
+    trade and the key, and no Python key-extractor operator runs on the hot path (DataStream.key_by with a
+    Python function would add one)."""
+    jvm = get_gateway().jvm
+    key_selector = jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector()
+    j_keyed = stream._j_data_stream.keyBy(key_selector, Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(j_keyed, rows.TRADE, stream)
+
+
+def build_pipeline(
+    raw: DataStream,
+    *,
+    topic: str,
+    config: AnalyticsConfig,
+    watermarks: WatermarkStrategy,
+    source_parallelism: int | None = None,
+) -> Outputs:
+    """The job's topology on a stream of JSON strings (Kafka values or a test collection)."""
+    parsed = (raw.process(ParseTrades(topic), rows.TIMESTAMPED_TRADE)
+              .name("parse + validate trades").uid("parse-trades"))
+    if source_parallelism:
+        parsed.set_parallelism(source_parallelism)
+    # (Row(symbol, trade), event_time)
+    trades = assign_event_time(parsed, watermarks, source_parallelism)
+    # Row(symbol, Row(trade_id, symbol, price, size, side, event_time)), event-time stamped
+    analytics = (key_by_symbol(trades)
+                 .process(TradeAnalytics(config), rows.WINDOW_METRICS)
+                 .name("windows + anomaly detector per symbol").uid("trade-analytics"))
+    # window rows | anomalies | late trades
+    return Outputs(
+        windows=analytics,
+        anomalies=side_output(analytics, ANOMALIES),
+        late_trades=side_output(analytics, LATE_TRADES),
+        dead_letters=side_output(parsed, DEAD_LETTERS),
+    )
+
+
+# --- Kafka and sinks ---------------------------------------------------------------------------------
+
+def topic_partitions(settings: Settings, topic: str) -> int:
+    """Partitions of the topic, asked from the broker at submit time; the configured count if unknown."""
+    try:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=10000)
+        try:
+            partitions = consumer.partitions_for_topic(topic)
+        finally:
+            consumer.close()
+        if partitions:
+            return len(partitions)
+    except Exception as err:  # the job still runs; say why the default is used
+        print(f"market_metrics: partitions of {topic!r} unknown ({err}); using "
+              f"[kafka] trades_partitions", file=sys.stderr)
+    return int(settings.kafka.trades_partitions)
+
+
+def kafka_source(settings: Settings, topic: str, group_id: str, start_from: str | int) -> KafkaSource:
+    return (KafkaSource.builder()
+            .set_bootstrap_servers(settings.kafka.bootstrap_servers)
+            .set_topics(topic)
+            .set_group_id(group_id)
+            .set_starting_offsets(starting_offsets(start_from))
+            .set_value_only_deserializer(SimpleStringSchema())
+            .set_property("commit.offsets.on.checkpoint", "true")
+            .set_property("partition.discovery.interval.ms", "60000")
+            .build())
+
+
+def add_sinks(t_env: StreamTableEnvironment, outputs: Outputs, settings: Settings):
+    """Registers the output views, creates the sink tables and returns the StatementSet of the INSERTs."""
+    for field, view in VIEWS.items():
+        t_env.create_temporary_view(view, t_env.from_data_stream(getattr(outputs, field)))
+    statements = split_statements(render(SINKS_SQL.read_text(), sql_variables(settings)))
+    statement_set = t_env.create_statement_set()
+    for statement in statements:
+        if statement.upper().startswith("INSERT"):
+            statement_set.add_insert_sql(statement)
+        else:
+            t_env.execute_sql(statement)
+    return statement_set
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = load_settings()
+    topic = settings.kafka.trades_topic
+    parallelism = args.parallelism or int(settings.flink.parallelism)
+    source_parallelism = args.source_parallelism or topic_partitions(settings, topic)
+
+    env = StreamExecutionEnvironment.get_execution_environment()
+    env.set_parallelism(parallelism)
+    env.set_max_parallelism(MAX_PARALLELISM)
+    env.enable_checkpointing(int(settings.flink.checkpoint_interval_seconds) * 1000)
+    t_env = StreamTableEnvironment.create(env)
+    # Stable uids for the operators the planner adds (conversions, sinks), like ours.
+    t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
+
+    raw = (env.from_source(kafka_source(settings, topic, args.group_id, args.start_from),
+                           WatermarkStrategy.no_watermarks(), f"Kafka {topic}")
+           .uid("trades-source").set_parallelism(source_parallelism))
+    outputs = build_pipeline(raw, topic=topic,
+                             config=AnalyticsConfig.from_settings(settings, args.release_interval_ms),
+                             watermarks=watermark_strategy(settings), source_parallelism=source_parallelism)
+    add_sinks(t_env, outputs, settings).attach_as_datastream()
+    print(f"market_metrics: topic {topic} ({source_parallelism} source subtasks), parallelism {parallelism}, "
+          f"group {args.group_id}, start {args.start_from}, database {settings.postgres.database}",
+          flush=True)
+    env.execute(JOB_NAME)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+-- Sinks of the DataStream job (jobs/market_metrics.py), rendered with marketpulse/sqltemplate.py.
+-- The job registers its output streams as the temporary views datastream_windows, datastream_anomalies,
+-- datastream_late_trades and datastream_dead_letters (times as epoch-ms BIGINT), then runs the INSERTs below
+-- in one StatementSet attached to the DataStream job, so everything is one Flink job.
+-- Times: the JDBC Postgres dialect has no TIMESTAMP_LTZ, so epoch ms become TIMESTAMP(3) in the session time
+-- zone (table.local-time-zone, by default the JVM's), which is also the zone the JDBC driver sends them in:
+-- the timestamptz columns receive the right instants whatever that zone is.
+-- Every Postgres sink declares the table's primary key: the JDBC connector then writes
+-- INSERT ... ON CONFLICT DO UPDATE, and a replay after a restart rewrites the same rows.
+
+-- Window aggregates, one row per (symbol, window size, window start); final when written.
+CREATE TEMPORARY TABLE window_metrics_sink (
+    engine          STRING NOT NULL,
+    symbol          STRING NOT NULL,
+    window_seconds  INT NOT NULL,
+    window_start    TIMESTAMP(3) NOT NULL,
+    window_end      TIMESTAMP(3),
+    `open`          DOUBLE,
+    high            DOUBLE,
+    low             DOUBLE,
+    `close`         DOUBLE,
+    vwap            DOUBLE,
+    volume          BIGINT,
+    notional        DOUBLE,
+    trade_count     BIGINT,
+    buy_count       BIGINT,
+    sell_count      BIGINT,
+    min_price       DOUBLE,
+    max_price       DOUBLE,
+    avg_price       DOUBLE,
+    stddev_price    DOUBLE,
+    PRIMARY KEY (engine, symbol, window_seconds, window_start) NOT ENFORCED
+) WITH (
+    'connector' = 'jdbc',
+    'url' = '${postgres_jdbc_url}',
+    'table-name' = 'window_metrics',
+    'username' = '${postgres_user}',
+    'password' = '${postgres_password}',
+    'sink.buffer-flush.max-rows' = '500',
+    'sink.buffer-flush.interval' = '1s'
+);
+
+-- Anomalies, one row per (trade, rule).
+CREATE TEMPORARY TABLE anomalies_sink (
+    trade_id     STRING NOT NULL,
+    `rule`       STRING NOT NULL,
+    symbol       STRING,
+    event_time   TIMESTAMP(3),
+    price        DOUBLE,
+    `size`       BIGINT,
+    z_score      DOUBLE,
+    `mean`       DOUBLE,
+    stddev       DOUBLE,
+    detected_at  TIMESTAMP(3),
+    PRIMARY KEY (trade_id, `rule`) NOT ENFORCED
+) WITH (
+    'connector' = 'jdbc',
+    'url' = '${postgres_jdbc_url}',
+    'table-name' = 'anomalies',
+    'username' = '${postgres_user}',
+    'password' = '${postgres_password}',
+    'sink.buffer-flush.max-rows' = '500',
+    'sink.buffer-flush.interval' = '1s'
+);
+
+-- The same anomalies for event consumers: key = symbol (raw UTF-8), value = JSON with epoch-ms times.
+-- At-least-once: a restart may repeat a message; (trade_id, rule) identifies it.
+CREATE TEMPORARY TABLE anomalies_kafka (
+    symbol       STRING,
+    trade_id     STRING,
+    `rule`       STRING,
+    event_time   BIGINT,
+    price        DOUBLE,
+    `size`       BIGINT,
+    z_score      DOUBLE,
+    `mean`       DOUBLE,
+    stddev       DOUBLE,
+    detected_at  BIGINT
+) WITH (
+    'connector' = 'kafka',
+    'topic' = '${kafka_anomalies_topic}',
+    'properties.bootstrap.servers' = '${kafka_bootstrap_servers}',
+    'key.format' = 'raw',
+    'key.fields' = 'symbol',
+    'value.format' = 'json',
+    'value.fields-include' = 'ALL',
+    'sink.delivery-guarantee' = 'at-least-once'
+);
+
+-- Trades that arrived behind the watermark by more than the allowed lateness.
+CREATE TEMPORARY TABLE late_trades_sink (
+    engine       STRING NOT NULL,
+    trade_id     STRING NOT NULL,
+    symbol       STRING,
+    price        DOUBLE,
+    `size`       BIGINT,
+    side         STRING,
+    event_time   TIMESTAMP(3),
+    `watermark`  TIMESTAMP(3),
+    PRIMARY KEY (engine, trade_id) NOT ENFORCED
+) WITH (
+    'connector' = 'jdbc',
+    'url' = '${postgres_jdbc_url}',
+    'table-name' = 'late_trades',
+    'username' = '${postgres_user}',
+    'password' = '${postgres_password}',
+    'sink.buffer-flush.max-rows' = '500',
+    'sink.buffer-flush.interval' = '1s'
+);
+
+-- Records that are not valid trades, keyed by the SHA-1 of the payload.
+CREATE TEMPORARY TABLE dead_letters_sink (
+    engine        STRING NOT NULL,
+    payload_sha1  STRING NOT NULL,
+    payload       STRING,
+    reason        STRING,
+    topic         STRING,
+    received_at   TIMESTAMP(3),
+    PRIMARY KEY (engine, payload_sha1) NOT ENFORCED
+) WITH (
+    'connector' = 'jdbc',
+    'url' = '${postgres_jdbc_url}',
+    'table-name' = 'dead_letters',
+    'username' = '${postgres_user}',
+    'password' = '${postgres_password}',
+    'sink.buffer-flush.max-rows' = '500',
+    'sink.buffer-flush.interval' = '1s'
+);
+
+-- Window rows.
+INSERT INTO window_metrics_sink
+SELECT 'datastream', symbol, window_seconds,
+       CAST(TO_TIMESTAMP_LTZ(window_start, 3) AS TIMESTAMP(3)), CAST(TO_TIMESTAMP_LTZ(window_end, 3) AS TIMESTAMP(3)),
+       `open`, high, low, `close`, vwap, volume, notional, trade_count, buy_count, sell_count,
+       min_price, max_price, avg_price, stddev_price
+FROM datastream_windows;
+
+-- Anomalies to Postgres.
+INSERT INTO anomalies_sink
+SELECT trade_id, `rule`, symbol, CAST(TO_TIMESTAMP_LTZ(event_time, 3) AS TIMESTAMP(3)), price, `size`, z_score,
+       `mean`, stddev, CAST(TO_TIMESTAMP_LTZ(detected_at, 3) AS TIMESTAMP(3))
+FROM datastream_anomalies;
+
+-- Anomalies to Kafka.
+INSERT INTO anomalies_kafka
+SELECT symbol, trade_id, `rule`, event_time, price, `size`, z_score, `mean`, stddev, detected_at
+FROM datastream_anomalies;
+
+-- Late trades.
+INSERT INTO late_trades_sink
+SELECT 'datastream', trade_id, symbol, price, `size`, side, CAST(TO_TIMESTAMP_LTZ(event_time, 3) AS TIMESTAMP(3)),
+       CAST(TO_TIMESTAMP_LTZ(`watermark`, 3) AS TIMESTAMP(3))
+FROM datastream_late_trades;
+
+-- Bad records.
+INSERT INTO dead_letters_sink
+SELECT 'datastream', payload_sha1, payload, reason, topic, CAST(TO_TIMESTAMP_LTZ(received_at, 3) AS TIMESTAMP(3))
+FROM datastream_dead_letters;

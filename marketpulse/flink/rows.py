@@ -1,0 +1,59 @@
+"""The typed rows on the edges of the DataStream job. Every hot edge carries a ROW of primitive fields
+(Flink's binary row serializer on both sides of the Python boundary), never PICKLED_BYTE_ARRAY. Times are
+epoch-ms BIGINTs; the sink SQL (jobs/market_metrics_sinks.sql) turns them into timestamps for Postgres.
+State is another matter: it stays in the Python worker's cache within a bundle, so it is pickled."""
+
+from __future__ import annotations
+
+from pyflink.common import Types
+
+from marketpulse.analytics import WINDOW_METRICS_COLUMNS
+
+# A valid trade: the fields of marketpulse.trade.Trade, in that order.
+TRADE_FIELDS = ("trade_id", "symbol", "price", "size", "side", "event_time")
+TRADE = Types.ROW_NAMED(
+    list(TRADE_FIELDS),
+    [Types.STRING(), Types.STRING(), Types.DOUBLE(), Types.LONG(), Types.STRING(), Types.LONG()],
+)
+# Row(symbol, trade): field 0 is the key the keyed operator is partitioned on (see keyed_by_first_field).
+KEYED_TRADE = Types.ROW([Types.STRING(), TRADE])
+# Tuple2(Row(symbol, trade), event_time): what the Java timestamp assigner reads its timestamp from.
+TIMESTAMPED_TRADE = Types.TUPLE([KEYED_TRADE, Types.LONG()])
+
+_WINDOW_TYPES = {
+    "symbol": Types.STRING(),
+    "window_seconds": Types.INT(),
+    "window_start": Types.LONG(),
+    "window_end": Types.LONG(),
+    "volume": Types.LONG(),
+    "trade_count": Types.LONG(),
+    "buy_count": Types.LONG(),
+    "sell_count": Types.LONG(),
+}
+# One row of window_metrics (without engine), in WindowMetrics field order; other fields are DOUBLE.
+WINDOW_METRICS = Types.ROW_NAMED(
+    list(WINDOW_METRICS_COLUMNS),
+    [_WINDOW_TYPES.get(name, Types.DOUBLE()) for name in WINDOW_METRICS_COLUMNS],
+)
+
+ANOMALY_FIELDS = ("trade_id", "rule", "symbol", "event_time", "price", "size", "z_score", "mean", "stddev",
+                  "detected_at")
+ANOMALY = Types.ROW_NAMED(
+    list(ANOMALY_FIELDS),
+    [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.LONG(),
+     Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(), Types.LONG()],
+)
+
+# A trade behind the watermark, with the watermark it was measured against.
+LATE_TRADE_FIELDS = ("trade_id", "symbol", "price", "size", "side", "event_time", "watermark")
+LATE_TRADE = Types.ROW_NAMED(
+    list(LATE_TRADE_FIELDS),
+    [Types.STRING(), Types.STRING(), Types.DOUBLE(), Types.LONG(), Types.STRING(), Types.LONG(),
+     Types.LONG()],
+)
+
+DEAD_LETTER_FIELDS = ("payload_sha1", "payload", "reason", "topic", "received_at")
+DEAD_LETTER = Types.ROW_NAMED(
+    list(DEAD_LETTER_FIELDS),
+    [Types.STRING(), Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG()],
+)

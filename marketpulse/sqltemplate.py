@@ -1,0 +1,77 @@
+"""Flink SQL kept in .sql files with ${placeholders}: render them from the settings and split them into
+statements, without the stack (a PyFlink job renders its own sink DDL on the client with this module).
+
+    variables = sql_variables(settings)       # ${kafka_bootstrap_servers}, ${postgres_jdbc_url}, ...
+    for statement in split_statements(render(text, variables)):
+        t_env.execute_sql(statement)
+
+The names are those of stack/sql.py (settings.flat() plus postgres_jdbc_url, window_size_ms and
+max_out_of_orderness_seconds), so a script renders the same way in a job and in the SQL client.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from marketpulse.config import Settings, postgres_jdbc_url
+
+PLACEHOLDER = re.compile(r"\$\{([a-z0-9_]+)\}")
+
+
+class TemplateError(ValueError):
+    """A placeholder has no value, or the text cannot be split into statements."""
+
+
+def sql_variables(settings: Settings) -> dict[str, str]:
+    values = {key: str(value) for key, value in settings.flat().items() if not isinstance(value, list)}
+    values["postgres_jdbc_url"] = postgres_jdbc_url(settings)
+    values["window_size_ms"] = str(settings.windows.size_seconds * 1000)
+    values["max_out_of_orderness_seconds"] = f"{settings.windows.max_out_of_orderness_ms / 1000:g}"
+    return values
+
+
+def render(text: str, variables: Mapping[str, object]) -> str:
+    """Fills every ${name}; an unknown name is an error listing the known ones, never left in place."""
+    unknown = sorted({name for name in PLACEHOLDER.findall(text) if name not in variables})
+    if unknown:
+        raise TemplateError(f"unknown placeholder(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(variables))}")
+    return PLACEHOLDER.sub(lambda match: str(variables[match.group(1)]), text)
+
+
+def split_statements(text: str) -> list[str]:
+    """The statements of a script, without `--` comments and the closing `;`, in order.
+
+    Semicolons and `--` inside 'single-quoted strings' (with '' escapes), "quoted" or `quoted` identifiers
+    are text, not syntax; a string left open is an error. Blank statements are dropped.
+    """
+    statements: list[str] = []
+    current: list[str] = []
+    index, length = 0, len(text)
+    while index < length:
+        char = text[index]
+        if char in "'\"`":
+            end = index + 1
+            while True:
+                end = text.find(char, end)
+                if end < 0:
+                    raise TemplateError(f"unterminated {char} quote starting at offset {index}")
+                if text.startswith(char * 2, end):  # doubled quote = escaped quote
+                    end += 2
+                    continue
+                break
+            current.append(text[index:end + 1])
+            index = end + 1
+        elif text.startswith("--", index):
+            newline = text.find("\n", index)
+            index = length if newline < 0 else newline
+        elif char == ";":
+            statements.append("".join(current))
+            current = []
+            index += 1
+        else:
+            current.append(char)
+            index += 1
+    statements.append("".join(current))
+    return [statement.strip() for statement in statements if statement.strip()]
