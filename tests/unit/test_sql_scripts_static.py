@@ -1,0 +1,130 @@
+"""The Flink SQL scripts (sql/*.sql) follow the house layout, use only known placeholders, and declare sinks
+that match the Postgres tables (columns and primary keys). No cluster needed."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from marketpulse.config import load_settings
+from stack.sql import PLACEHOLDER, sql_variables
+
+REPO = Path(__file__).resolve().parents[2]
+SETTINGS = load_settings(environ={})
+SCRIPTS = sorted((REPO / "sql").glob("*.sql"))
+SCHEMA = "\n".join(path.read_text() for path in sorted((REPO / "db" / "schema").glob("*.sql")))
+# The view chain every script shares, so all of them count exactly the same trades as on time.
+SHARED_VIEWS = ("valid_trades", "classified_trades", "on_time_trades")
+
+
+def statements(text: str) -> list[tuple[str, str]]:
+    """(leading comment, statement) pairs; EXECUTE STATEMENT SET ... END; is one statement."""
+    found, comment, current = [], [], []
+    in_set = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not current and (stripped.startswith("--") or not stripped):
+            comment = comment + [stripped] if stripped else []
+            continue
+        current.append(line)
+        in_set = in_set or stripped.upper().startswith("EXECUTE STATEMENT SET")
+        if (in_set and stripped.upper() == "END;") or (not in_set and stripped.endswith(";")):
+            found.append(("\n".join(comment), "\n".join(current)))
+            comment, current, in_set = [], [], False
+    assert not current, f"unterminated statement: {current[:3]}"
+    return found
+
+
+def kind(statement: str) -> str:
+    head = " ".join(statement.split()[:3]).upper()
+    for prefix in ("SET", "CREATE TABLE", "CREATE TEMPORARY VIEW", "EXECUTE STATEMENT SET"):
+        if head.startswith(prefix):
+            return prefix
+    raise AssertionError(f"unexpected statement: {statement[:80]}")
+
+
+def tables(text: str) -> dict[str, tuple[str, list[str], list[str]]]:
+    """name -> (connector, column names, primary key) of each CREATE TABLE."""
+    result = {}
+    for name, body, options in re.findall(r"CREATE TABLE (\w+) \((.*?)\n\) WITH \((.*?)\n\);", text, re.S):
+        columns = [line.split()[0].strip("`") for line in body.strip().splitlines()
+                   if line.strip() and not line.strip().startswith(("PRIMARY KEY", "WATERMARK", "-"))
+                   and " AS " not in line]
+        key = re.search(r"PRIMARY KEY \(([^)]*)\)", body)
+        connector = re.search(r"'connector' = '([^']+)'", options).group(1)
+        result[name] = (connector, columns, [c.strip(" `") for c in key.group(1).split(",")] if key else [])
+    return result
+
+
+def postgres_table(name: str) -> tuple[list[str], list[str]]:
+    body = re.search(rf"CREATE TABLE {name} \((.*?)\n\);", SCHEMA, re.S).group(1)
+    lines = [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("--")]
+    columns = [line.split()[0] for line in lines if not line.startswith("PRIMARY KEY")]
+    key = re.search(r"PRIMARY KEY \(([^)]*)\)", body).group(1)
+    return columns, [c.strip() for c in key.split(",")]
+
+
+def test_the_scripts_the_config_lists_exist():
+    assert SCRIPTS
+    assert {REPO / script for script in SETTINGS.jobs.sql_scripts} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_house_order_and_a_comment_over_every_statement(script):
+    found = statements(script.read_text())
+    kinds = [kind(statement) for _comment, statement in found]
+    order = ["SET", "CREATE TABLE", "CREATE TEMPORARY VIEW", "EXECUTE STATEMENT SET"]
+    assert kinds == sorted(kinds, key=order.index), kinds
+    assert kinds.count("EXECUTE STATEMENT SET") == 1 and kinds[-1] == "EXECUTE STATEMENT SET"
+    for comment, statement in found:
+        assert comment.startswith("--"), f"no comment over: {statement[:80]}"
+    body = found[-1][1]
+    inserts = body.count("INSERT INTO")
+    assert inserts >= 1 and len(re.findall(r"^\s*-- ", body, re.M)) >= inserts  # a comment over each INSERT
+    # The first table is the Kafka source; the others are JDBC sinks.
+    connectors = [connector for connector, _columns, _key in tables(script.read_text()).values()]
+    assert connectors[0] == "kafka" and set(connectors[1:]) == {"jdbc"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_only_known_placeholders_and_no_literal_endpoints(script):
+    text = script.read_text()
+    assert set(PLACEHOLDER.findall(text)) <= set(sql_variables(SETTINGS))
+    for literal in ("127.0.0.1", "localhost", ":9092", ":5432", "jdbc:postgresql:", "marketpulse'"):
+        assert literal not in text, literal
+    names = re.findall(r"SET 'pipeline.name' = '([^']+)';", text)
+    assert len(names) == 1 and names[0].startswith("marketpulse-sql-")
+
+
+def test_job_names_are_unique():
+    names = [re.search(r"SET 'pipeline.name' = '([^']+)';", path.read_text()).group(1) for path in SCRIPTS]
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_sinks_match_the_postgres_tables(script):
+    for name, (connector, columns, key) in tables(script.read_text()).items():
+        if connector != "jdbc":
+            continue
+        assert re.search(rf"'table-name' = '{name}'", script.read_text())
+        pg_columns, pg_key = postgres_table(name)
+        assert columns == pg_columns, name
+        assert key == pg_key, name
+
+
+def test_every_script_shares_the_source_and_the_late_rule():
+    def shared(text: str) -> str:
+        source = re.search(r"CREATE TABLE trades \((.*?)\n\) WITH", text, re.S).group(1)
+        views = [re.search(rf"CREATE TEMPORARY VIEW {view} AS\n(.*?);", text, re.S).group(1)
+                 for view in SHARED_VIEWS]
+        return "\n".join([source, *views])
+
+    texts = {path.name: shared(path.read_text()) for path in SCRIPTS}
+    assert len(set(texts.values())) == 1, sorted(texts)
+
+
+def test_window_sizes_fit_the_interval_literals():
+    # INTERVAL 'n' SECOND(3) takes up to 999 seconds; the scripts write the sizes that way.
+    windows = SETTINGS.windows
+    assert 0 < windows.short_size_seconds < windows.size_seconds < 1000
+    assert windows.size_seconds % windows.short_size_seconds == 0
