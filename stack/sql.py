@@ -6,37 +6,29 @@ overrides) into .stack/sql/<script> and that file is what sql-client.sh runs."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
-from marketpulse.config import Settings, postgres_jdbc_url
+from marketpulse.config import Settings
+from marketpulse.sqltemplate import PLACEHOLDER, TemplateError, sql_variables
+from marketpulse.sqltemplate import render as render_text
 from stack import flink, paths
 from stack.errors import StackError
 from stack.log import say
 
-PLACEHOLDER = re.compile(r"\$\{([a-z0-9_]+)\}")
+__all__ = ["PLACEHOLDER", "render", "run_sql_script", "sql_variables"]
 RENDERED_DIR = paths.STACK_DIR / "sql"
 
 
-def sql_variables(settings: Settings) -> dict[str, str]:
-    values = {key: str(value) for key, value in settings.flat().items() if not isinstance(value, list)}
-    values["postgres_jdbc_url"] = postgres_jdbc_url(settings)
-    values["window_size_ms"] = str(settings.windows.size_seconds * 1000)
-    values["max_out_of_orderness_seconds"] = f"{settings.windows.max_out_of_orderness_ms / 1000:g}"
-    return values
-
-
 def render(script: Path, settings: Settings, variables: dict[str, str] | None = None) -> Path:
-    values = sql_variables(settings) | (variables or {})
-    text = script.read_text()
-    unknown = sorted({name for name in PLACEHOLDER.findall(text) if name not in values})
-    if unknown:
-        raise StackError(f"{script}: unknown placeholder(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(values))}")
+    """Fills the script's ${placeholders} into .stack/sql/<name>; returns that file."""
+    try:
+        text = render_text(script.read_text(), sql_variables(settings) | (variables or {}))
+    except TemplateError as err:
+        raise StackError(f"{script}: {err}") from None
     RENDERED_DIR.mkdir(parents=True, exist_ok=True)
     rendered = RENDERED_DIR / script.name
-    rendered.write_text(PLACEHOLDER.sub(lambda m: values[m.group(1)], text))
+    rendered.write_text(text)
     return rendered
 
 
