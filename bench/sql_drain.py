@@ -3,7 +3,7 @@
     .venv/bin/python bench/sql_drain.py [--topic bench.trades] [--records 1000000] [--timeout 1800]
 
 Steps (each printed): make sure the topic holds at least --records trades (create it with the configured
-number of partitions and fill it with the seeded generator, gzip batches, only when it has fewer); create a
+number of partitions and fill it with the seeded generator, only when it has fewer); create a
 scratch database with the schema; reset the script's consumer group so it reads from the start; submit the
 script with sql-client.sh -f (the job reads the topic and writes both window sizes and late trades into the
 scratch database); follow the source's record count on the Flink REST API, printing progress; the drain
@@ -87,12 +87,11 @@ def fill(settings, topic: str, wanted: int) -> int:
     start = START_MS + (have // EVENT_RATE + 3600) * 1000 if have else START_MS
     # An empty topic gets what bench/datastream_drain.py would write (seed 42), so both drain the same.
     seed = have + 1 if have else 42
-    say(f"topic {topic}: {have:,} records, generating {missing:,} more (seed {seed}, gzip) ...")
+    say(f"topic {topic}: {have:,} records, generating {missing:,} more (seed {seed}) ...")
     subprocess.run([sys.executable, "-m", "generator", "--seed", str(seed), "--count", str(missing),
                     "--rate", "0", "--event-rate", str(EVENT_RATE), "--start-time", str(start),
                     "--topic", topic, "--injected-topic", f"{topic}.injected", "--no-reference",
-                    # The Flink Kafka connector cannot read zstd batches (no zstd-jni on the cluster).
-                    "--compression", "gzip", "--progress-every", "5"], cwd=ROOT, check=True)
+                    "--progress-every", "5"], cwd=ROOT, check=True)
     return topic_size(bootstrap, topic)[0]
 
 

@@ -55,3 +55,12 @@ def scratch_db(stack):
     scratch = support.create_scratch_database(stack)
     yield scratch
     support.drop_scratch_database(stack, scratch)
+
+
+@pytest.fixture
+def jobs(stack):
+    """Job ids appended here are cancelled after the test, whatever happens."""
+    started: list[str] = []
+    yield started
+    for job_id in started:
+        support.cancel_job(stack, job_id)

@@ -14,7 +14,9 @@ independent reference (tests/reference.py).
 from __future__ import annotations
 
 import pytest
-from test_sql_scripts import (
+
+from tests import support
+from tests.pipeline import (
     EXACT_COLUMNS,
     FLUSH_SYMBOL,
     RESULT_TIMEOUT,
@@ -26,28 +28,17 @@ from test_sql_scripts import (
     late_trades_for,
     reference_for,
     send,
+    submit_datastream,
     submit_sql,
     wait_for_slots,
-    wait_running,
 )
-
-from tests import support
 
 pytestmark = pytest.mark.integration
 
-DATASTREAM_JOB = support.REPO / "jobs" / "market_metrics.py"
 # The DataStream job runs one source subtask per partition (PARTITIONS slots with slot sharing) and the SQL
 # job one slot; two partitions keep the pair within a shared 8-slot cluster that other tests also use.
 PARTITIONS = 2
 ENGINES = ("sql", "datastream")
-
-
-@pytest.fixture
-def jobs(stack):
-    started: list[str] = []
-    yield started
-    for job_id in started:
-        support.cancel_job(stack, job_id)
 
 
 def engine_windows(scratch, engine: str) -> dict[tuple, dict]:
@@ -57,18 +48,7 @@ def engine_windows(scratch, engine: str) -> dict[tuple, dict]:
     return {(row[0], row[1], row[2]): dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in rows}
 
 
-def submit_datastream(settings, scratch, topic: str, anomalies_topic: str) -> str:
-    result = support.flink_run(
-        "-d", "-py", str(DATASTREAM_JOB.relative_to(support.REPO)), "--start-from", "earliest",
-        "--group-id", f"test-engines-agree.{topic}",
-        env=support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return wait_running(settings, support.job_id_from_output(result.stdout + result.stderr))
-
-
 def test_sql_and_datastream_windows_are_identical(stack, kafka_topic, scratch_db, jobs, tmp_path):
-    if not DATASTREAM_JOB.exists():
-        pytest.skip("DataStream job not merged yet")
     settings = stack
     sizes = (settings.windows.size_seconds, settings.windows.short_size_seconds)
     topic = kafka_topic("agree.trades", partitions=PARTITIONS)

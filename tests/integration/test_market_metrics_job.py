@@ -85,9 +85,7 @@ def generate_file(tmp_path: Path) -> Stream:
 def generate_to_kafka(settings, topic: str, injected_topic: str) -> None:
     subprocess.run([sys.executable, "-m", "generator", *GENERATOR_OPTIONS, "--topic", topic,
                     "--injected-topic", injected_topic,
-                    "--bootstrap-servers", settings.kafka.bootstrap_servers,
-                    # The Flink lib folder has no zstd-jni: the job's Kafka client cannot read zstd batches.
-                    "--compression", "gzip"],
+                    "--bootstrap-servers", settings.kafka.bootstrap_servers],
                    cwd=support.REPO, check=True, timeout=300)
 
 

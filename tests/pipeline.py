@@ -1,0 +1,174 @@
+"""Running MarketPulse's jobs in tests: seeded generator streams (to Kafka and, with the same options, to a
+file that gives the exact records), hand-made trades, submitting the SQL scripts and the DataStream job to the
+shared cluster against a scratch database, waiting for them, and comparing floats the way the tests agree on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from marketpulse.config import Settings
+from marketpulse.trade import InvalidTrade, Trade, parse_trade
+from stack.jobs import sql_job_name
+from tests import support
+from tests.reference import reference_windows
+
+FLUSH_SYMBOL = "ZZFLUSH"
+START_MS = 1_735_828_200_000  # the generator's seeded default start, 2025-01-02T14:30:00Z (60 s aligned)
+SUBMIT_TIMEOUT = 180
+RESULT_TIMEOUT = 240
+DATASTREAM_JOB = support.REPO / "jobs" / "market_metrics.py"
+WINDOW_COLUMNS = ("symbol", "window_seconds", "window_start", "window_end", "open", "high", "low", "close",
+                  "vwap", "volume", "notional", "trade_count", "buy_count", "sell_count", "min_price",
+                  "max_price", "avg_price", "stddev_price")
+EXACT_COLUMNS = {"symbol", "window_seconds", "window_start", "window_end", "open", "high", "low", "close",
+                 "volume", "trade_count", "buy_count", "sell_count", "min_price", "max_price"}
+
+
+def epoch_ms(column: str) -> str:
+    """SQL for a timestamptz column as epoch milliseconds."""
+    return f"(EXTRACT(EPOCH FROM {column}) * 1000)::bigint AS {column}"
+
+
+def close_enough(got: float | None, want: float | None, rel: float = 1e-9, abs_: float = 1e-12) -> bool:
+    if got is None or want is None:
+        return got is None and want is None
+    return math.isclose(got, want, rel_tol=rel, abs_tol=abs_)
+
+
+# --- the input stream ----------------------------------------------------------------------------------
+
+class Stream:
+    """A generated stream: what went to the topic, parsed, plus the generator's ground-truth labels."""
+
+    def __init__(self, records_file: Path, topic: str):
+        self.valid: list[Trade] = []
+        self.bad = 0
+        self.labels: list[dict] = []
+        for line in records_file.read_bytes().splitlines():
+            record_topic, _key, value = line.split(b"\t", 2)
+            if record_topic.decode() != topic:
+                self.labels.append(json.loads(value))
+                continue
+            try:
+                self.valid.append(parse_trade(value))
+            except InvalidTrade:
+                self.bad += 1
+        self.delayed_ids = {label["trade_id"] for label in self.labels if label["kind"] == "late"}
+        self.symbols = sorted({trade.symbol for trade in self.valid})
+        self.max_event_time = max(trade.event_time for trade in self.valid)
+
+
+def generate(topic: str, injected_topic: str, tmp_path: Path, *options: str) -> Stream:
+    """The generator to Kafka, then the same options to a file (the exact records)."""
+    common = [sys.executable, "-m", "generator", *options, "--rate", "0", "--topic", topic,
+              "--injected-topic", injected_topic, "--no-reference", "--quiet"]
+    produced = subprocess.run(common, cwd=support.REPO, capture_output=True, text=True, timeout=300)
+    assert produced.returncode == 0, produced.stderr
+    records_file = tmp_path / f"{topic}.tsv"
+    written = subprocess.run([*common, "--output", str(records_file)], cwd=support.REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert written.returncode == 0, written.stderr
+    return Stream(records_file, topic)
+
+
+def send(settings: Settings, topic: str, trades: list[Trade], partition_of=None) -> None:
+    """Trades as the generator writes them (key = symbol); partition_of(trade) pins a partition."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    try:
+        for trade in trades:
+            producer.send(topic, key=trade.symbol.encode(), value=trade.to_json().encode(),
+                          partition=partition_of(trade) if partition_of else None)
+        producer.flush(30)
+    finally:
+        producer.close()
+
+
+def late_trades_for(stream: Stream) -> list[Trade]:
+    """One trade per symbol in the first window of the stream: behind the watermark once it has fired."""
+    return [Trade(f"LATE-{symbol}", symbol, 1.0 + index, 7, "BUY", START_MS + 1 + index)
+            for index, symbol in enumerate(stream.symbols)]
+
+
+def flush_trades(stream: Stream, partitions: int) -> list[Trade]:
+    """One trade per partition, an hour of event time after the stream: every real window fires."""
+    at = stream.max_event_time + 3_600_000
+    return [Trade(f"FLUSH-{p}", FLUSH_SYMBOL, 1.0, 1, "BUY", at) for p in range(partitions)]
+
+
+# --- running a script ----------------------------------------------------------------------------------
+
+def wait_for_slots(settings: Settings, needed: int, timeout: float = 300) -> None:
+    """The cluster is shared: wait until `needed` task slots are free rather than fail on submission."""
+    support.wait_for(lambda: support.flink_rest(settings, "/overview")["slots-available"] >= needed,
+                     timeout, f"{needed} free task slots on {settings.flink.rest_url}", interval=2)
+
+
+def submit_sql(settings: Settings, scratch: Settings, topic: str, script: str) -> str:
+    """Runs `python -m stack sql SCRIPT` against the scratch database and topic; returns the job id once
+    the job (found on the REST API by its pipeline.name) is running."""
+    name = sql_job_name(support.REPO / script)
+    wait_for_slots(settings, 1)
+    before = {job["jid"] for job in support.flink_jobs(settings)}
+    result = subprocess.run([sys.executable, "-m", "stack", "sql", script], cwd=support.REPO,
+                            env=support.env_for(scratch, kafka_trades_topic=topic),
+                            capture_output=True, text=True, timeout=SUBMIT_TIMEOUT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "[ERROR]" not in output, output[-5000:]
+    printed = re.findall(r"Job ID: ([0-9a-f]{32})", output)
+
+    def ours():
+        found = [job for job in support.flink_jobs(settings)
+                 if job["name"] == name and job["jid"] not in before]
+        return found if len(found) == 1 else None
+
+    try:
+        job = support.wait_for(ours, 30, f"job {name!r} on {settings.flink.rest_url}")[0]
+    except AssertionError:
+        for job_id in printed:
+            support.cancel_job(settings, job_id)
+        raise
+    assert printed == [job["jid"]], f"sql-client printed {printed}, REST has {job['jid']}"
+    return wait_running(settings, job["jid"])
+
+
+def wait_running(settings: Settings, job_id: str) -> str:
+    """Waits until the job runs; cancels it and fails if it does not (e.g. no free slot)."""
+    def running():
+        state = support.flink_rest(settings, f"/jobs/{job_id}")["state"]
+        if state in ("FAILED", "FAILING", "RESTARTING", "CANCELED", "FINISHED"):
+            raise AssertionError(f"job {job_id} is {state}:\n{support.job_exceptions(settings, job_id)}")
+        return state == "RUNNING"
+
+    try:
+        support.wait_for(running, 60, f"job {job_id} running")
+    except AssertionError:
+        support.cancel_job(settings, job_id)
+        raise
+    return job_id
+
+
+def assert_healthy(settings: Settings, job_id: str) -> None:
+    state = support.flink_rest(settings, f"/jobs/{job_id}")["state"]
+    assert state == "RUNNING", f"job {job_id} is {state}:\n{support.job_exceptions(settings, job_id)}"
+
+
+def reference_for(trades: list[Trade], sizes: tuple[int, ...]) -> dict[tuple, dict]:
+    return {(row["symbol"], size, row["window_start"]): row
+            for size in sizes for row in reference_windows(trades, size)}
+
+
+def submit_datastream(settings, scratch, topic: str, anomalies_topic: str) -> str:
+    result = support.flink_run(
+        "-d", "-py", str(DATASTREAM_JOB.relative_to(support.REPO)), "--start-from", "earliest",
+        "--group-id", f"test-engines-agree.{topic}",
+        env=support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return wait_running(settings, support.job_id_from_output(result.stdout + result.stderr))
