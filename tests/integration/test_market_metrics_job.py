@@ -280,8 +280,11 @@ def test_job_matches_the_reference(stack, kafka_topic, scratch_db, tmp_path):
         assert_dead_letters(scratch_db, stream, topic)
         rows = assert_anomalies(scratch_db, stream, on_time)
         assert_kafka_anomalies(stack, anomalies_topic, rows)
-        assert vertex_metric_sum(stack, job_id, ".badRecords") == len(stream.bad)
-        assert vertex_metric_sum(stack, job_id, ".lateTrades") == late
+        # Flink's REST API serves metrics fetched every few seconds: wait for them to catch up.
+        support.wait_for(lambda: vertex_metric_sum(stack, job_id, ".badRecords") == len(stream.bad), 60,
+                         f"metric badRecords = {len(stream.bad)}", interval=2)
+        support.wait_for(lambda: vertex_metric_sum(stack, job_id, ".lateTrades") == late, 60,
+                         f"metric lateTrades = {late}", interval=2)
     finally:
         support.cancel_job(stack, job_id)
 
