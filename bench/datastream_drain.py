@@ -14,6 +14,7 @@ trades/s with the settings; cancel the job and drop the database.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from marketpulse.config import load_settings  # noqa: E402
 from tests import support  # noqa: E402
 
 JOB = "jobs/market_metrics.py"
+RESULT = ROOT / ".stack" / "bench" / "datastream_drain.json"
 
 
 def say(text: str) -> None:
@@ -156,6 +158,12 @@ def main() -> int:
             f"checkpoint {flink.checkpoint_interval_seconds}s, "
             f"windows {settings.windows.size_seconds}s+{settings.windows.short_size_seconds}s, "
             f"window rows written so far {windows}")
+        # bench/sql_drain.py prints this beside its own figure.
+        RESULT.parent.mkdir(parents=True, exist_ok=True)
+        RESULT.write_text(json.dumps({
+            "engine": "datastream", "topic": args.topic, "records": emitted, "seconds": round(elapsed, 1),
+            "trades_per_s": emitted / elapsed, "parallelism": args.parallelism or flink.parallelism,
+        }, indent=2) + "\n")
         return 0
     finally:
         if job_id:
