@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is needed (found " + sys.version.split()[0] + ")")'
 	@echo "[setup] Python venv $(VENV): installing the project and its pinned dependencies (first time ~2 min)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip > $(VENV)/pip.log 2>&1 \
+	  && $(PY) -m pip install --disable-pip-version-check -e '.[dev]' >> $(VENV)/pip.log 2>&1 \
+	  || { tail -n 30 $(VENV)/pip.log; echo "error: pip install failed; full log in $(VENV)/pip.log"; exit 1; }
+	@echo "[setup] Python dependencies installed ($(VENV)/pip.log)"
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## install everything that is missing (venv, jars, PostgreSQL); seconds when done
