@@ -68,6 +68,11 @@ def submit_sql(settings: Settings, script: str) -> str | None:
 
 def submit_all(settings: Settings) -> list[str]:
     """The DataStream job and every SQL script of [jobs] in conf/pipeline.toml; returns new job ids."""
-    submitted = [submit_datastream(settings)]
-    submitted += [submit_sql(settings, script) for script in settings.jobs.sql_scripts]
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Each sql-client.sh is a JVM that spends most of its ~20 s starting and planning: run them side by side.
+    with ThreadPoolExecutor(max_workers=len(settings.jobs.sql_scripts) + 1) as pool:
+        futures = [pool.submit(submit_datastream, settings)]
+        futures += [pool.submit(submit_sql, settings, script) for script in settings.jobs.sql_scripts]
+        submitted = [future.result() for future in futures]
     return [job_id for job_id in submitted if job_id]
