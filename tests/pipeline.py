@@ -172,3 +172,11 @@ def submit_datastream(settings, scratch, topic: str, anomalies_topic: str) -> st
         env=support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic))
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return wait_running(settings, support.job_id_from_output(result.stdout + result.stderr))
+
+
+def engine_windows(scratch: Settings, engine: str) -> dict[tuple, dict]:
+    """One engine's window_metrics rows (flush trades left out), keyed by (symbol, window_seconds, start)."""
+    columns = ", ".join(epoch_ms(c) if c in ("window_start", "window_end") else c for c in WINDOW_COLUMNS)
+    rows = support.query(scratch, f"SELECT {columns} FROM window_metrics WHERE engine = %s AND symbol <> %s",
+                         (engine, FLUSH_SYMBOL))
+    return {(row[0], row[1], row[2]): dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in rows}

@@ -17,11 +17,10 @@ from tests import support
 from tests.e2e.browser import Dashboard, choose, open_tab, shot, wait_candles
 from tests.pipeline import (
     EXACT_COLUMNS,
-    FLUSH_SYMBOL,
     RESULT_TIMEOUT,
     WINDOW_COLUMNS,
     close_enough,
-    epoch_ms,
+    engine_windows,
     flush_trades,
     generate,
     reference_for,
@@ -38,13 +37,6 @@ GENERATOR_OPTIONS = ("--seed", "20261121", "--count", "20000", "--event-rate", "
                      "--anomaly-rate", "0.005", "--anomaly-kinds", "price_spike,price_crash,volume_spike",
                      "--late-fraction", "0.01", "--bad-fraction", "0.005")
 ENGINES = ("datastream", "sql")
-
-
-def engine_windows(scratch, engine: str) -> dict[tuple, dict]:
-    columns = ", ".join(epoch_ms(c) if c in ("window_start", "window_end") else c for c in WINDOW_COLUMNS)
-    rows = support.query(scratch, f"SELECT {columns} FROM window_metrics WHERE engine = %s AND symbol <> %s",
-                         (engine, FLUSH_SYMBOL))
-    return {(row[0], row[1], row[2]): dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in rows}
 
 
 def late_ids(scratch, engine: str) -> set[str]:

@@ -18,11 +18,10 @@ import pytest
 from tests import support
 from tests.pipeline import (
     EXACT_COLUMNS,
-    FLUSH_SYMBOL,
     RESULT_TIMEOUT,
     WINDOW_COLUMNS,
     close_enough,
-    epoch_ms,
+    engine_windows,
     flush_trades,
     generate,
     late_trades_for,
@@ -39,13 +38,6 @@ pytestmark = pytest.mark.integration
 # job one slot; two partitions keep the pair within a shared 8-slot cluster that other tests also use.
 PARTITIONS = 2
 ENGINES = ("sql", "datastream")
-
-
-def engine_windows(scratch, engine: str) -> dict[tuple, dict]:
-    columns = ", ".join(epoch_ms(c) if c in ("window_start", "window_end") else c for c in WINDOW_COLUMNS)
-    rows = support.query(scratch, f"SELECT {columns} FROM window_metrics WHERE engine = %s AND symbol <> %s",
-                         (engine, FLUSH_SYMBOL))
-    return {(row[0], row[1], row[2]): dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in rows}
 
 
 def test_sql_and_datastream_windows_are_identical(stack, kafka_topic, scratch_db, jobs, tmp_path):

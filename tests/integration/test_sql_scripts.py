@@ -28,7 +28,6 @@ from collections import defaultdict
 
 import pytest
 
-from marketpulse.config import Settings
 from marketpulse.trade import Trade
 from tests import support
 from tests.pipeline import (
@@ -39,6 +38,7 @@ from tests.pipeline import (
     WINDOW_COLUMNS,
     assert_healthy,
     close_enough,
+    engine_windows,
     epoch_ms,
     flush_trades,
     generate,
@@ -79,13 +79,6 @@ def run_three_phases(settings, scratch, topic, stream, job_id, first_rows_sql) -
 
 # --- window_metrics.sql --------------------------------------------------------------------------------
 
-def sql_windows(scratch: Settings) -> dict[tuple, dict]:
-    columns = ", ".join(epoch_ms(c) if c in ("window_start", "window_end") else c for c in WINDOW_COLUMNS)
-    rows = support.query(scratch, f"SELECT {columns} FROM window_metrics WHERE engine = 'sql' "
-                                  "AND symbol <> %s", (FLUSH_SYMBOL,))
-    return {(row[0], row[1], row[2]): dict(zip(WINDOW_COLUMNS, row, strict=True)) for row in rows}
-
-
 def test_window_metrics_match_the_reference(stack, kafka_topic, scratch_db, jobs, tmp_path):
     settings = stack
     sizes = (settings.windows.size_seconds, settings.windows.short_size_seconds)
@@ -110,7 +103,7 @@ def test_window_metrics_match_the_reference(stack, kafka_topic, scratch_db, jobs
         if not {trade.trade_id for trade in deliberate} <= late:
             return None
         expected = reference_for([t for t in stream.valid if t.trade_id not in late], sizes)
-        got = sql_windows(scratch_db)
+        got = engine_windows(scratch_db, "sql")
         counts = {key: row["trade_count"] for key, row in got.items()}
         return (late, expected, got) if counts == {k: r["trade_count"] for k, r in expected.items()} else None
 
