@@ -30,7 +30,7 @@ def cmd_up(args, settings) -> int:
     for component in COMPONENTS:
         if component.healthy(settings):
             continue
-        if component.pid() if component is not flink else component.pids():
+        if component.running():
             # Ours, but not answering: restart it rather than start a second copy.
             say(f"{component.NAME}: running but not healthy, restarting")
             component.stop(settings)
@@ -51,7 +51,7 @@ def cmd_init(args, settings) -> int:
     """Topics and schema on already-running services (docker-compose's one-shot `init` service)."""
     from stack.proc import wait_until
 
-    wait_until(lambda: kafka._metadata_ready(settings), 120, f"Kafka at {settings.kafka.bootstrap_servers}")
+    wait_until(lambda: kafka.metadata_ready(settings), 120, f"Kafka at {settings.kafka.bootstrap_servers}")
     kafka.ensure_topics(settings)
     wait_until(lambda: postgres.reachable(settings), 120, f"PostgreSQL at {settings.postgres.host}")
     postgres.apply_schema(settings)

@@ -10,39 +10,42 @@ from stack.errors import StackError
 TABLES = ("window_metrics", "anomalies", "late_trades", "dead_letters", "symbols")
 
 
-def table_counts(settings: Settings) -> dict[str, int]:
+def _query(settings: Settings, statements: list[str]) -> list[list[tuple]]:
+    """Runs the statements on one connection; an unreachable database is one clear error."""
     import psycopg2
 
     try:
         conn = psycopg2.connect(postgres_dsn(settings), connect_timeout=3)
     except psycopg2.OperationalError as err:
-        raise StackError(f"PostgreSQL is not reachable ({str(err).strip()}): run `make up`") from None
+        reason = " ".join(str(err).split())  # psycopg2's message spans lines
+        raise StackError(f"PostgreSQL is not reachable ({reason}): run `make up`") from None
     try:
         with conn.cursor() as cur:
-            counts = {}
-            for table in TABLES:
-                cur.execute(f"SELECT count(*) FROM {table}")
-                counts[table] = cur.fetchone()[0]
-            return counts
+            results = []
+            for statement in statements:
+                cur.execute(statement)
+                results.append(cur.fetchall())
+            return results
     finally:
         conn.close()
 
 
-def newest_window(settings: Settings) -> tuple | None:
-    import psycopg2
+def table_counts(settings: Settings) -> dict[str, int]:
+    results = _query(settings, [f"SELECT count(*) FROM {table}" for table in TABLES])
+    return {table: rows[0][0] for table, rows in zip(TABLES, results, strict=True)}
 
-    with psycopg2.connect(postgres_dsn(settings), connect_timeout=3) as conn, conn.cursor() as cur:
-        cur.execute("SELECT engine, window_seconds, max(window_end), count(DISTINCT symbol) "
-                    "FROM window_metrics GROUP BY engine, window_seconds ORDER BY engine, window_seconds")
-        rows = cur.fetchall()
-    conn.close()
-    return rows
+
+def newest_windows(settings: Settings) -> list[tuple]:
+    """(engine, window_seconds, newest window end, symbols) per series in window_metrics."""
+    return _query(settings, [
+        "SELECT engine, window_seconds, max(window_end), count(DISTINCT symbol) "
+        "FROM window_metrics GROUP BY engine, window_seconds ORDER BY engine, window_seconds"])[0]
 
 
 def report(settings: Settings) -> str:
     counts = table_counts(settings)
     lines = ["rows: " + ", ".join(f"{table} {count}" for table, count in counts.items())]
-    for engine, seconds, newest, symbols in newest_window(settings):
+    for engine, seconds, newest, symbols in newest_windows(settings):
         lines.append(f"newest {seconds}s window ({engine}): ends {newest:%Y-%m-%d %H:%M:%S %Z}, "
                      f"{symbols} symbols")
     overview = flink.overview(settings)

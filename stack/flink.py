@@ -104,6 +104,11 @@ def pids() -> list[int]:
     return found
 
 
+def running() -> bool:
+    """Any of our Flink daemons is alive (whether or not the REST API answers yet)."""
+    return bool(pids())
+
+
 def rest(settings: Settings, path: str, method: str = "GET", body: dict | None = None, timeout: float = 5):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(settings.flink.rest_url.rstrip("/") + path, data=data, method=method,

@@ -51,8 +51,8 @@ def _render_properties(settings: Settings) -> Path:
     return rendered
 
 
-def _java(main_class: str, *args: str, heap: str = "256m") -> list[str]:
-    return [require_java(), f"-Xmx{heap}", f"-Xms{heap}" if heap != "256m" else "-Xms64m",
+def _java(main_class: str, *args: str, max_heap: str = "256m", min_heap: str = "64m") -> list[str]:
+    return [require_java(), f"-Xmx{max_heap}", f"-Xms{min_heap}",
             "-cp", f"{paths.KAFKA_JARS}/*",
             f"-Dkafka.logs.dir={LOG_DIR}",
             f"-Dlog4j2.configurationFile={paths.CONF_DIR / 'kafka' / 'log4j2.yaml'}",
@@ -61,6 +61,11 @@ def _java(main_class: str, *args: str, heap: str = "256m") -> list[str]:
 
 def pid() -> int | None:
     return read_pid(PID_FILE)
+
+
+def running() -> bool:
+    """Our broker process is alive (whether or not it answers yet)."""
+    return pid() is not None
 
 
 def start(settings: Settings) -> None:
@@ -80,8 +85,8 @@ def start(settings: Settings) -> None:
         if result.returncode != 0:
             raise StackError(f"Kafka storage format failed: {(result.stdout + result.stderr).strip()[-400:]}")
     say(f"Kafka: starting broker on {settings.kafka.bootstrap_servers} (controller :{controller})")
-    start_daemon(_java("kafka.Kafka", str(properties), heap="1g"), STDOUT_LOG, PID_FILE)
-    wait_until(lambda: _metadata_ready(settings), 90, "Kafka broker", LOG_FILE,
+    start_daemon(_java("kafka.Kafka", str(properties), max_heap="1g", min_heap="1g"), STDOUT_LOG, PID_FILE)
+    wait_until(lambda: metadata_ready(settings), 90, "Kafka broker", LOG_FILE,
                alive=lambda: pid() is not None, interval=0.5)
     ensure_topics(settings)
 
@@ -93,7 +98,7 @@ def _admin(settings: Settings):
                             client_id="marketpulse-stack", request_timeout_ms=5000)
 
 
-def _metadata_ready(settings: Settings) -> bool:
+def metadata_ready(settings: Settings) -> bool:
     if not port_open(broker_port(settings), _host(settings)):
         return False
     try:

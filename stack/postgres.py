@@ -65,6 +65,11 @@ def pid() -> int | None:
     return read_pid(data_dir() / "postmaster.pid")
 
 
+def running() -> bool:
+    """Our server process is alive (whether or not it answers yet)."""
+    return pid() is not None
+
+
 def _psql_admin(settings: Settings, sql: str, db: str = "postgres") -> str:
     """Runs SQL as the cluster's superuser over the private Unix socket."""
     cmd = _as_postgres([_bin("psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",

@@ -3,11 +3,9 @@ PyFlink jobs and SQL scripts to the running cluster and waiting on Flink's REST 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from contextlib import closing
@@ -18,6 +16,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from marketpulse.config import Settings, postgres_dsn
+from stack import flink as stack_flink
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,10 +87,8 @@ def query(settings: Settings, sql: str, params=None) -> list[tuple]:
 # --- Flink -------------------------------------------------------------------------------------------
 
 def flink_rest(settings: Settings, path: str, method: str = "GET"):
-    request = urllib.request.Request(settings.flink.rest_url.rstrip("/") + path, method=method)
-    with urllib.request.urlopen(request, timeout=10) as response:
-        body = response.read()
-    return json.loads(body) if body else None
+    """Flink's REST API through the stack's own client (JSON, or None for an empty body)."""
+    return stack_flink.rest(settings, path, method=method, timeout=10)
 
 
 def flink_jobs(settings: Settings) -> list[dict]:
