@@ -14,7 +14,16 @@ from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueSt
 
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS, AnomalyDetector
 from marketpulse.flink import rows
-from marketpulse.flink.release import AnalyticsConfig, is_late, release, release_time
+from marketpulse.flink.release import (
+    NEW_CLOCK,
+    AnalyticsConfig,
+    effective_watermark,
+    is_late,
+    release,
+    release_time,
+    take_due,
+    with_due,
+)
 from marketpulse.trade import InvalidTrade, parse_trade
 
 DEAD_LETTERS = OutputTag("dead-letters", rows.DEAD_LETTER)
@@ -57,14 +66,15 @@ class ParseTrades(ProcessFunction):
 class TradeAnalytics(KeyedProcessFunction):
     """Per symbol: late routing, event-time ordered release, tumbling windows and the anomaly detector.
 
-    State per symbol: `pending` (release time -> trades waiting for the watermark), `open_windows` (one
-    accumulator per window size) and `detector` (AnomalyDetector.to_state(), with a processing-time TTL).
+    State per symbol: `pending` (release time -> trades waiting for the watermark), `clock` (the release
+    time fired last and the release times waiting: what survives a restore, see release.py), `open_windows`
+    (one accumulator per window size) and `detector` (AnomalyDetector.to_state(), with a processing-time TTL).
     Main output: window rows; side outputs LATE_TRADES and ANOMALIES. See marketpulse/flink/release.py."""
 
     def __init__(self, config: AnalyticsConfig):
         self.config = config
-        self.pending = self.open_windows = self.detector_state = None
-        self.late_trades = self.anomalies = None
+        self.pending = self.clock = self.open_windows = self.detector_state = None
+        self.late_trades = self.anomalies = self.recovered_releases = None
 
     def open(self, runtime_context: RuntimeContext):
         ttl = (StateTtlConfig.new_builder(Time.minutes(self.config.state_ttl_minutes))
@@ -80,14 +90,18 @@ class TradeAnalytics(KeyedProcessFunction):
             ValueStateDescriptor("open_windows", Types.PICKLED_BYTE_ARRAY()))
         self.pending = runtime_context.get_map_state(
             MapStateDescriptor("pending", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
+        self.clock = runtime_context.get_state(ValueStateDescriptor("clock", Types.PICKLED_BYTE_ARRAY()))
         metrics = runtime_context.get_metrics_group()
         self.late_trades = metrics.counter("lateTrades")
         self.anomalies = metrics.counter("anomalies")
+        # Slots released by a later timer because their own was not in the restored checkpoint.
+        self.recovered_releases = metrics.counter("recoveredReleases")
 
     def process_element(self, trade, ctx):
         # trade: Row(trade_id, symbol, price, size, side, event_time)
         trade_id, symbol, price, size, side, event_time = trade
-        watermark = ctx.timer_service().current_watermark()
+        clock = self.clock.value() or NEW_CLOCK
+        watermark = effective_watermark(ctx.timer_service().current_watermark(), clock)
         config = self.config
         if is_late(event_time, watermark, config.allowed_lateness_ms):
             self.late_trades.inc()
@@ -97,15 +111,23 @@ class TradeAnalytics(KeyedProcessFunction):
         waiting = self.pending.get(due)
         if waiting is None:
             waiting = []
+            self.clock.update(with_due(clock, due))
             ctx.timer_service().register_event_time_timer(due)
         waiting.append((event_time, trade_id, price, size, side))
         self.pending.put(due, waiting)
 
     def on_timer(self, timestamp, ctx):
         symbol = ctx.get_current_key()
-        trades = self.pending.get(timestamp)
-        if trades is not None:
-            self.pending.remove(timestamp)
+        dues, clock = take_due(self.clock.value() or NEW_CLOCK, timestamp)
+        if clock is None:
+            return
+        self.clock.update(clock)
+        trades = []
+        for due in dues:
+            trades += self.pending.get(due) or []
+            self.pending.remove(due)
+            if due != timestamp:
+                self.recovered_releases.inc()
         open_windows = self.open_windows.value() or {}
         if not trades and not open_windows:
             return

@@ -17,6 +17,20 @@ Release times are the ends of `interval_ms` slots of event_time + L (1 s by defa
 slot instead of one per trade. A window [start, end) is emitted once, final, when the watermark reaches
 end - 1 + L; with L = 0 that is the moment Flink's own event-time window would fire. Allowed lateness thus
 delays a window's single result by L instead of revising it later, so every window_metrics row is final.
+
+Restores (TaskManager crash, savepoint). Two things of the operator are NOT in a checkpoint, and the state
+must not depend on them:
+- its watermark: after a restore Flink starts every operator at Long.MIN_VALUE. Each symbol therefore keeps
+  `released_through`, the last release time it fired, and a trade is judged against
+  max(watermark, released_through) (`effective_watermark`). Without it, a replayed trade that was late before
+  the crash would be accepted into a window that had already been written, and its upsert would overwrite
+  the complete row with a partial one.
+- its Python timers: PyFlink flushes Python state before the checkpoint barrier, but timers registered from
+  Python reach the Java timer service later (queued mailbox tasks, FLINK-37084), so a checkpoint can hold a
+  buffered slot whose timer is not in it. Each symbol therefore also keeps the release times it is waiting
+  for, and every timer releases all slots due at or before it (`take_due`), not just its own: a slot whose
+  timer was lost goes out with the symbol's next timer, in (event_time, trade_id) order like any other.
+  Windows whose close timer was lost are closed the same way (`release` closes every window due by then).
 """
 
 from __future__ import annotations
@@ -71,6 +85,33 @@ class AnalyticsConfig:
             state_ttl_minutes=int(settings.detector.state_ttl_minutes),
             release_interval_ms=release_interval_ms,
         )
+
+
+MIN_WATERMARK = -(2**63)  # Long.MIN_VALUE: no watermark yet
+
+# Per symbol: (released_through, release times with buffered trades, ascending).
+ReleaseClock = tuple[int, tuple[int, ...]]
+NEW_CLOCK: ReleaseClock = (MIN_WATERMARK, ())
+
+
+def effective_watermark(watermark: int, clock: ReleaseClock) -> int:
+    """The watermark a symbol's trades are judged against: never behind what it has released already."""
+    return max(watermark, clock[0])
+
+
+def with_due(clock: ReleaseClock, due: int) -> ReleaseClock:
+    """The clock with one more release time waiting (a new slot got its first trade)."""
+    released_through, dues = clock
+    return released_through, tuple(sorted({*dues, due}))
+
+
+def take_due(clock: ReleaseClock, timer: int) -> tuple[list[int], ReleaseClock | None]:
+    """The release times a timer releases (all <= timer, its own and any whose timer was lost) and the clock
+    after it; None when the timer is one the symbol has released already (a duplicate after a restore)."""
+    released_through, dues = clock
+    if timer <= released_through:
+        return [], None
+    return [due for due in dues if due <= timer], (timer, tuple(due for due in dues if due > timer))
 
 
 def is_late(event_time: int, watermark: int, allowed_lateness_ms: int) -> bool:

@@ -9,11 +9,16 @@ from jobs.market_metrics import SINKS_SQL, parse_start_from
 from marketpulse.analytics import AnomalyDetector, DetectorConfig, aggregate_windows
 from marketpulse.config import load_settings
 from marketpulse.flink.release import (
+    MIN_WATERMARK,
+    NEW_CLOCK,
     AnalyticsConfig,
+    effective_watermark,
     is_late,
     release,
     release_time,
+    take_due,
     window_close_time,
+    with_due,
 )
 from marketpulse.sqltemplate import TemplateError, render, split_statements, sql_variables
 from marketpulse.trade import Trade
@@ -155,3 +160,51 @@ def test_release_order_does_not_depend_on_the_order_given():
         results.append((out.windows, out.anomalies))
     assert results[0] == results[1]
     assert results[0][0][0].open == 100.0 and results[0][0][0].close == trades[19].price
+
+
+# --- restores: the release clock ---------------------------------------------------------------------
+
+def test_a_restored_symbol_judges_trades_against_what_it_released_not_the_reset_watermark():
+    clock = take_due(with_due(NEW_CLOCK, BASE + 999), BASE + 999)[1]
+    # After a restore the operator's watermark is Long.MIN_VALUE again; the clock is in the checkpoint.
+    watermark = effective_watermark(MIN_WATERMARK, clock)
+    assert watermark == BASE + 999
+    assert is_late(BASE + 999, watermark, 0) and not is_late(BASE + 1000, watermark, 0)
+    assert effective_watermark(BASE + 5000, clock) == BASE + 5000
+    assert effective_watermark(MIN_WATERMARK, NEW_CLOCK) == MIN_WATERMARK
+
+
+def test_a_timer_releases_every_slot_due_by_then_including_ones_whose_timer_was_lost():
+    clock = NEW_CLOCK
+    for due in (BASE + 2999, BASE + 999, BASE + 1999, BASE + 999):
+        clock = with_due(clock, due)
+    assert clock == (MIN_WATERMARK, (BASE + 999, BASE + 1999, BASE + 2999))
+    # The timers of 999 and 1999 never reached the timer service: 2999 releases all three, in one go.
+    dues, clock = take_due(clock, BASE + 2999)
+    assert dues == [BASE + 999, BASE + 1999, BASE + 2999] and clock == (BASE + 2999, ())
+    # A window-close timer with no slot of its own still moves the clock on.
+    dues, clock = take_due(with_due(clock, BASE + 5999), BASE + 3999)
+    assert dues == [] and clock == (BASE + 3999, (BASE + 5999,))
+    # A timer at or before what was released (registered again after a restore) releases nothing.
+    assert take_due(clock, BASE + 3999) == ([], None) and take_due(clock, BASE + 999) == ([], None)
+
+
+def test_releasing_a_stranded_slot_with_a_later_one_gives_the_uninterrupted_windows():
+    """Slots [0 s, 9 s] of one 10 s window and the first slot of the next: released slot by slot, or with
+    slots 3..9 stranded and swept up by the timer of slot 10, the windows and anomalies are the same."""
+    config = AnalyticsConfig((10_000,), 0, DETECTOR, 60)
+    trades = [Trade(f"t{i:02d}", "AAPL", 100.0 + (i % 4) * 0.05, 100 + i, "BUY", BASE + 1000 * i + 7)
+              for i in range(11)]
+
+    def run(groups):
+        open_windows, detector, windows, anomalies = {}, AnomalyDetector(DETECTOR), [], []
+        for timer, members in groups:
+            out = release("AAPL", [pending(t) for t in members], open_windows, detector, config, timer)
+            windows += out.windows
+            anomalies += out.anomalies
+        return windows, anomalies
+
+    in_order = run([(BASE + 1000 * i + 999, [t]) for i, t in enumerate(trades)])
+    swept = run([(BASE + 1000 * i + 999, [trades[i]]) for i in range(3)] + [(BASE + 10_999, trades[3:])])
+    assert in_order == swept
+    assert in_order[0] == aggregate_windows(trades[:10], 10)
