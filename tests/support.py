@@ -86,9 +86,9 @@ def query(settings: Settings, sql: str, params=None) -> list[tuple]:
 
 # --- Flink -------------------------------------------------------------------------------------------
 
-def flink_rest(settings: Settings, path: str, method: str = "GET"):
+def flink_rest(settings: Settings, path: str, method: str = "GET", body: dict | None = None):
     """Flink's REST API through the stack's own client (JSON, or None for an empty body)."""
-    return stack_flink.rest(settings, path, method=method, timeout=10)
+    return stack_flink.rest(settings, path, method=method, body=body, timeout=10)
 
 
 def flink_jobs(settings: Settings) -> list[dict]:

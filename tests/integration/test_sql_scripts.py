@@ -13,10 +13,11 @@ The run has three phases so that the result is deterministic:
 3. then one 'flush' trade per partition an hour of event time later (symbol ZZFLUSH, left out of every
    assertion): it moves the watermark past every real window, so the last windows fire too.
 
-Trades the generator itself delays (--late-fraction) may or may not be behind the watermark, depending on
-how fast the source reads each partition; the window test therefore takes the late set from the job's own
-late_trades and checks both sides of the rule: every late trade is one the generator delayed (or one of
-the deliberate ones), and the windows equal the reference over all valid trades except exactly those.
+Trades the generator itself delays (--late-fraction) are held back by less than the watermark's
+out-of-orderness bound (--max-delay-ms), so by the watermark rule they are ahead of their partition's
+watermark and on time, however fast each partition is read. The expected late set is therefore known
+without looking at the job: exactly the deliberate trades; the windows equal the reference over all other
+valid trades.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ from tests.reference import reference_windows
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
+# Below the 2 s out-of-orderness bound, with a margin for the generator's ms rounding: never late.
+MAX_DELAY_MS = 1900
 
 # Indicator parameters, as sql/indicators.sql and docs/indicators.md define them.
 SMA_BARS = 20
@@ -84,7 +87,7 @@ def test_window_metrics_match_the_reference(stack, kafka_topic, scratch_db, jobs
     sizes = (settings.windows.size_seconds, settings.windows.short_size_seconds)
     topic = kafka_topic("sql.trades", partitions=PARTITIONS)
     stream = generate(topic, kafka_topic("sql.injected"), tmp_path, "--seed", "11", "--count", "8000",
-                      "--event-rate", "20", "--late-fraction", "0.03", "--max-delay-ms", "20000",
+                      "--event-rate", "20", "--late-fraction", "0.03", "--max-delay-ms", str(MAX_DELAY_MS),
                       "--bad-fraction", "0.01")
     assert stream.bad > 0 and stream.delayed_ids
 
@@ -97,20 +100,23 @@ def test_window_metrics_match_the_reference(stack, kafka_topic, scratch_db, jobs
         return {row[0] for row in support.query(
             scratch_db, "SELECT trade_id FROM late_trades WHERE engine = 'sql'")}
 
+    deliberate_ids = {trade.trade_id for trade in deliberate}
+    expected = reference_for(stream.valid, sizes)
+
     def settled():
         assert_healthy(settings, jobs[-1])
         late = late_ids()
-        if not {trade.trade_id for trade in deliberate} <= late:
+        if not deliberate_ids <= late:
             return None
-        expected = reference_for([t for t in stream.valid if t.trade_id not in late], sizes)
         got = engine_windows(scratch_db, "sql")
         counts = {key: row["trade_count"] for key, row in got.items()}
         return (late, expected, got) if counts == {k: r["trade_count"] for k, r in expected.items()} else None
 
     late, expected, got = support.wait_for(settled, RESULT_TIMEOUT, "all windows = reference", interval=2)
 
-    # Late rule, both sides: only delayed trades are late, and the windows hold exactly the others.
-    assert late - {t.trade_id for t in deliberate} <= stream.delayed_ids
+    # Late rule, both sides: exactly the deliberate trades are late, and the windows hold all the others.
+    assert settings.windows.max_out_of_orderness_ms > MAX_DELAY_MS
+    assert late == deliberate_ids
     assert set(got) == set(expected)
     assert {size for _symbol, size, _start in got} == set(sizes)
     mismatches = []
