@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg2
 from kafka import KafkaAdminClient, KafkaProducer
@@ -113,6 +114,25 @@ def cancel_job(settings: Settings, job_id: str) -> None:
         flink_rest(settings, f"/jobs/{job_id}?mode=cancel", method="PATCH")
     except Exception:  # already finished
         pass
+
+
+def vertex_metric_sum(settings: Settings, job_id: str, suffix: str, prefix: str = "") -> int:
+    """Sum over all vertices and subtasks of the metrics named `prefix...suffix`."""
+    total = 0
+    for vertex in flink_rest(settings, f"/jobs/{job_id}")["vertices"]:
+        base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+        names = [metric["id"] for metric in flink_rest(settings, base)
+                 if metric["id"].endswith(suffix) and metric["id"].startswith(prefix)]
+        if names:
+            values = flink_rest(settings, f"{base}?get={quote(','.join(names))}&agg=sum")
+            total += sum(int(float(metric["sum"])) for metric in values)
+    return total
+
+
+def job_restarts(settings: Settings, job_id: str) -> int:
+    """How often Flink restarted the job (its numRestarts metric)."""
+    values = flink_rest(settings, f"/jobs/{job_id}/metrics?get=numRestarts") or []
+    return int(float(values[0]["value"])) if values else 0
 
 
 def job_exceptions(settings: Settings, job_id: str) -> str:

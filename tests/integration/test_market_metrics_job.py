@@ -23,7 +23,6 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from kafka import KafkaConsumer
@@ -32,6 +31,7 @@ from marketpulse.analytics import DetectorConfig
 from marketpulse.trade import InvalidTrade, Trade, parse_trade
 from tests import support
 from tests.reference import reference_anomalies, reference_windows
+from tests.support import vertex_metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -154,19 +154,6 @@ def wait_until_drained(settings, stream: Stream, job_id: str, timeout: float = 3
     raise AssertionError(f"job did not drain: counts {last}, expected windows "
                          f"{expected_window_count(stream, settings)}, bad {len(stream.bad)}\n"
                          f"{support.job_exceptions(settings, job_id)}")
-
-
-def vertex_metric_sum(settings, job_id: str, suffix: str, prefix: str = "") -> int:
-    """Sum over all vertices and subtasks of the metrics named `prefix...suffix`."""
-    total = 0
-    for vertex in support.flink_rest(settings, f"/jobs/{job_id}")["vertices"]:
-        base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
-        names = [metric["id"] for metric in support.flink_rest(settings, base)
-                 if metric["id"].endswith(suffix) and metric["id"].startswith(prefix)]
-        if names:
-            values = support.flink_rest(settings, f"{base}?get={quote(','.join(names))}&agg=sum")
-            total += sum(int(float(metric["sum"])) for metric in values)
-    return total
 
 
 # --- the assertions ------------------------------------------------------------------------------------
