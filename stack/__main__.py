@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from marketpulse.config import ConfigError, load_settings
-from stack import flink, kafka, postgres
+from stack import flink, kafka, paths, postgres
 from stack.components import COMPONENTS
 from stack.errors import StackError
 from stack.log import say
@@ -22,28 +24,85 @@ def cmd_setup(args, settings) -> int:
 
 
 def cmd_up(args, settings) -> int:
+    from stack import supervisor
     from stack.setup import setup
 
-    started_at = time.monotonic()
+    started_at, started_wall = time.monotonic(), time.time()
     setup()
     started = []
+    if supervisor.pid() is None:
+        unsupervised = [c.NAME for c in COMPONENTS if c.running()]
+        if unsupervised and all(c.healthy(settings) for c in COMPONENTS):
+            say("stack already up, nothing to do; it runs without a supervisor (started by an older "
+                "`make up`): `make down && make up` puts it under one")
+            return _topics_schema_status(settings)
+        if unsupervised:
+            raise StackError(f"{', '.join(unsupervised)} running without a supervisor (an older `make up`) "
+                             "and the stack is not healthy: run `make down`, then `make up`")
+        _start_supervised(settings)
+        started = [c.NAME for c in COMPONENTS]
+    elif not all(c.healthy(settings) for c in COMPONENTS):
+        say("the supervisor is restarting what is down; waiting for it (make status for details)")
     for component in COMPONENTS:
-        if component.healthy(settings):
-            continue
-        if component.running():
-            # Ours, but not answering: restart it rather than start a second copy.
-            say(f"{component.NAME}: running but not healthy, restarting")
-            component.stop(settings)
-        component.start(settings)
-        started.append(component.NAME)
+        _wait_ready(settings, component, started_wall)
+        if started:
+            component.after_start(settings)
     if not started:
         say("stack already up, nothing to do (make status for details)")
     else:
-        # Topics and schema may be new even when the processes were up already.
         say(f"stack up in {time.monotonic() - started_at:.1f}s (started: {', '.join(started)})")
+    return _topics_schema_status(settings)
+
+
+def _start_supervised(settings) -> None:
+    """Checks what would make a start fail (one line each), prepares state folders, starts the supervisor."""
+    from stack import supervisor
+    from stack.proc import ensure_port_free, require_java
+
+    left = supervisor.kill_leftovers()  # children of a supervisor that was itself killed
+    if left:
+        say(f"stopped processes a dead supervisor left behind: {', '.join(left)}")
+    require_java()
+    for component in COMPONENTS:
+        for port, what in component.ports(settings):
+            ensure_port_free(port, what)
+    for component in COMPONENTS:
+        component.prepare(settings)
+    say(f"starting the supervisor; it starts and watches {', '.join(supervisor.PROGRAMS)} "
+        f"(events: {supervisor.log_file()})")
+    supervisor.start_daemon()
+
+
+def _wait_ready(settings, component, since: float) -> None:
+    """Waits until the component answers; fails fast, naming its log, if its process exits meanwhile."""
+    from stack import supervisor
+
+    timeout = {"postgres": 60, "kafka": 90, "flink": 120}[component.NAME]
+    names = [name for name, owner in supervisor.COMPONENT.items() if owner == component.NAME]
+    deadline = time.monotonic() + timeout
+    while not component.ready(settings):
+        programs = supervisor.read_state().get("programs", {})
+        for name in names:
+            state = programs.get(name, {})
+            if (state.get("last_exit_at") or 0) > since:
+                title = {p.name: p for p in supervisor.programs(settings)}[name].title
+                say(f"{title}: {state['last_exit']}; the supervisor retries it with backoff "
+                    "(`make down` stops it)")
+                raise StackError(f"{title} exited during start-up; see {state['log']}")
+        if supervisor.pid() is None:
+            raise StackError(f"the supervisor exited; see {supervisor.home() / 'daemon.out'}")
+        if time.monotonic() > deadline:
+            raise StackError(f"{component.NAME} did not become ready within {timeout}s; "
+                             f"see {programs.get(names[0], {}).get('log')}")
+        time.sleep(0.3)
+
+
+def _topics_schema_status(settings) -> int:
+    # Topics and schema may be new even when the processes were up already.
     kafka.ensure_topics(settings)
     postgres.apply_schema(settings)
     print_status(settings)
+    print_processes(settings)
     return 0
 
 
@@ -66,6 +125,39 @@ def cmd_submit_all(args, settings) -> int:
     return 0
 
 
+def cmd_submit_datastream(args, settings) -> int:
+    from stack.jobs import submit_datastream
+
+    job_id = submit_datastream(settings, savepoint=args.savepoint, args=args.rest, resume=not args.fresh)
+    if job_id:
+        print(job_id)
+    return 0
+
+
+def cmd_cancel(args, settings) -> int:
+    from stack.jobs import cancel
+
+    cancel(settings, args.job_id)
+    say(f"cancelled {args.job_id}; the registry will not resubmit it")
+    return 0
+
+
+def cmd_stop_job(args, settings) -> int:
+    """`flink stop` (savepoint, then the job finishes) after marking it deliberately stopped."""
+    from stack import registry
+
+    registry.mark(args.job_id, registry.FINISHED)
+    return subprocess.run([flink.bin_path("flink"), "stop", args.job_id], env=flink.flink_env()).returncode
+
+
+def cmd_supervise(args, settings) -> int:
+    from stack import paths, supervisor
+
+    if Path(args.stack_dir).resolve() != paths.STACK_DIR.resolve():
+        raise StackError(f"supervise {args.stack_dir}: this environment's stack dir is {paths.STACK_DIR}")
+    return supervisor.main(settings)
+
+
 def cmd_check(args, settings) -> int:
     from stack.check import report
 
@@ -85,11 +177,17 @@ def cmd_flink_daemon(args, settings) -> int:
 
 
 def cmd_down(args, settings) -> int:
-    stopped = []
+    from stack import supervisor
+
+    owners = {supervisor.COMPONENT[name] for name in supervisor.children_pids()}
+    was_running = [c.NAME for c in reversed(COMPONENTS) if c.running() or c.NAME in owners]
+    stopped_supervisor = supervisor.stop_daemon()  # it stops its children first, in reverse start order
+    if stopped_supervisor:
+        say(f"supervisor (pid {stopped_supervisor}) stopped, and the processes it ran")
+    supervisor.kill_leftovers()
     for component in reversed(COMPONENTS):
-        if component.stop(settings):
-            stopped.append(component.NAME)
-    say(f"stopped: {', '.join(stopped)}" if stopped else "nothing of ours was running")
+        component.stop(settings)  # anything still running unsupervised (an older `make up`)
+    say(f"stopped: {', '.join(was_running)}" if was_running else "nothing of ours was running")
     return 0
 
 
@@ -110,13 +208,49 @@ def print_status(settings) -> None:
         print(f"{name:<15}{address:<26}{'up' if ok else 'DOWN':<9}{detail}")
 
 
+def print_processes(settings) -> None:
+    """The supervisor's view: each process, its pid, up/DOWN, uptime, restarts and last exit."""
+    from stack import supervisor
+
+    sup = supervisor.pid()
+    if sup is None:
+        unsupervised = [c.NAME for c in COMPONENTS if c.running()]
+        print("no supervisor running" + (f" ({', '.join(unsupervised)} started by an older `make up`: "
+                                         "`make down && make up` supervises them)" if unsupervised else ""),
+              file=sys.stderr)
+        return
+    state = supervisor.read_state()
+    now = time.time()
+    print(f"\nsupervisor pid {sup}, up {supervisor.format_duration(now - state.get('started_at', now))}; "
+          f"events: {supervisor.log_file()}")
+    print(f"{'process':<13}{'pid':<9}{'state':<7}{'uptime':<9}{'restarts':<10}last exit")
+    for name in supervisor.PROGRAMS:
+        p = state.get("programs", {}).get(name, {})
+        up = p.get("state") == "up"
+        last = p.get("last_exit") or "-"
+        if p.get("last_exit_at"):
+            last += f" ({supervisor.format_duration(now - p['last_exit_at'])} ago)"
+        if not up and p.get("next_start_at"):
+            last += f"; restart in {supervisor.format_duration(p['next_start_at'] - now)}"
+        print(f"{name:<13}{p.get('pid') or '-'!s:<9}{'up' if up else 'DOWN':<7}"
+              f"{supervisor.format_duration(now - p['started_at']) if up else '-':<9}"
+              f"{p.get('restarts', 0):<10}{last}")
+    for done in state.get("resubmissions", [])[-4:]:
+        print(f"resubmitted '{done['name']}' as {done.get('job_id')} from {done.get('restored_from')}"
+              f" ({supervisor.format_duration(now - done['at'])} ago)")
+
+
 def cmd_status(args, settings) -> int:
     print_status(settings)
+    print_processes(settings)
     return 0 if all(c.healthy(settings) for c in COMPONENTS) else 1
 
 
 def cmd_logs(args, settings) -> int:
+    from stack import supervisor
+
     files = {
+        "supervisor": [supervisor.log_file()],
         "postgres": [postgres.log_file()],
         "kafka": [kafka.LOG_FILE],
         "flink": sorted(flink.LOG_DIR.glob("*.log")) if flink.LOG_DIR.exists() else [],
@@ -150,9 +284,27 @@ def cmd_exec(args, settings) -> int:
 
 
 def cmd_sql(args, settings) -> int:
+    """Runs the script in the terminal; a streaming script that names its job is recorded in the registry."""
+    from stack import jobs, registry
     from stack.sql import run_sql_script
 
-    return run_sql_script(settings, args.script, extra=args.rest)
+    script = Path(args.script)
+    found = jobs.PIPELINE_NAME.search(script.read_text()) if script.is_file() else None
+    if not found:
+        return run_sql_script(settings, args.script, extra=args.rest)
+    name = found.group(1)
+    with jobs._lock():
+        if name in jobs.running_jobs(settings):
+            say(f"Flink: '{name}' is already running (make cancel JOB=<id> first to replace it)")
+            return 0
+        code = run_sql_script(settings, args.script, extra=args.rest)
+        job_id = jobs.running_jobs(settings).get(name)
+        if code == 0 and job_id:
+            shown = script.resolve()
+            shown = shown.relative_to(paths.REPO) if shown.is_relative_to(paths.REPO) else shown
+            registry.record(name, "sql", str(shown), job_id)
+            say(f"'{name}' is job {job_id}, recorded in {registry.registry_file()}")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +319,20 @@ def main(argv: list[str] | None = None) -> int:
                    ).set_defaults(func=cmd_init)
     sub.add_parser("submit-all", help="submit the DataStream job and the SQL scripts (skips running ones)"
                    ).set_defaults(func=cmd_submit_all)
+    p = sub.add_parser("submit-datastream", help="submit the DataStream job (recorded; resumes last state)")
+    p.add_argument("--savepoint", help="start from this savepoint or retained checkpoint")
+    p.add_argument("--fresh", action="store_true", help="ignore the registry's last checkpoint")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for jobs/market_metrics.py")
+    p.set_defaults(func=cmd_submit_datastream)
+    p = sub.add_parser("cancel", help="cancel a job; the supervisor will not resubmit it")
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("stop-job", help="stop a job with a savepoint (flink stop); not resubmitted")
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_stop_job)
+    p = sub.add_parser("supervise", help="the supervisor daemon (`up` starts it)")
+    p.add_argument("stack_dir")
+    p.set_defaults(func=cmd_supervise)
     sub.add_parser("check", help="is data flowing? rows per table, newest window, running jobs"
                    ).set_defaults(func=cmd_check)
     sub.add_parser("demo", help="the whole system until Ctrl-C: stack, jobs, generator, dashboard"
@@ -176,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_flink_daemon)
     sub.add_parser("status", help="each component, its address and health").set_defaults(func=cmd_status)
     p = sub.add_parser("logs", help="the last lines of the components' logs")
-    p.add_argument("component", nargs="?", choices=("postgres", "kafka", "flink"))
+    p.add_argument("component", nargs="?", choices=("supervisor", "postgres", "kafka", "flink"))
     p.add_argument("-n", "--lines", type=int, default=40)
     p.set_defaults(func=cmd_logs)
     sub.add_parser("env", help="print exports for running flink / sql-client.sh by hand").set_defaults(

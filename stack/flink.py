@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,8 +18,7 @@ from urllib.parse import urlparse
 from marketpulse.config import Settings
 from stack import paths
 from stack.errors import StackError
-from stack.log import say
-from stack.proc import ensure_port_free, pid_alive, require_java, stop_pid, wait_until
+from stack.proc import Program, pid_alive, require_java, stop_pid
 
 NAME = "flink"
 HOME = paths.STACK_DIR / "flink"
@@ -124,11 +122,14 @@ def overview(settings: Settings) -> dict | None:
         return None
 
 
-def start(settings: Settings) -> None:
+def ports(settings: Settings) -> list[tuple[int, str]]:
+    return [(rest_host_port(settings)[1], "Flink REST / web UI"),
+            (settings.flink.rpc_port, "Flink JobManager RPC")]
+
+
+def prepare(settings: Settings) -> None:
+    """Before the supervisor's first start: the rendered configuration and the state folders."""
     require_java()
-    host, rest_port = rest_host_port(settings)
-    ensure_port_free(rest_port, "Flink REST / web UI")
-    ensure_port_free(settings.flink.rpc_port, "Flink JobManager RPC")
     if not any(paths.FLINK_LIB_DIR.glob("flink-dist*.jar")):
         raise StackError("Flink lib folder .deps/flink-lib is not assembled: run `make setup`")
     render_conf(settings)
@@ -136,20 +137,29 @@ def start(settings: Settings) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     for stale in _pid_files():
         stale.unlink()
-    say(f"Flink: starting JobManager + TaskManager ({settings.flink.taskmanager_slots} slots), "
-        f"web UI {settings.flink.rest_url}")
+
+
+def program(settings: Settings, daemon: str) -> Program:
+    """JobManager or TaskManager as its own foreground program (`<x>.sh start-foreground` execs the JVM, so
+    the pid is Java's): the supervisor restarts each alone. Their logs go to Flink's usual files."""
+    script = {"jobmanager": "jobmanager.sh", "taskmanager": "taskmanager.sh"}[daemon]
     env = flink_env()
-    for script in ("jobmanager.sh", "taskmanager.sh"):
-        result = subprocess.run([bin_path(script), "start"], env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise StackError(f"Flink {script} failed: {result.stderr.strip()[-300:]}; logs in {LOG_DIR}")
-    slots = settings.flink.taskmanager_slots
+    env["STD_REDIRECT_TO_FILE"] = "true"  # stdout/err to log/*.out|.err, no second copy of the log on stdout
+    return Program(name=daemon, title=f"Flink {'JobManager' if daemon == 'jobmanager' else 'TaskManager'}",
+                   argv=[bin_path(script), "start-foreground"], env=env,
+                   log_file=LOG_DIR / f"{daemon}.console", log_hint=LOG_DIR, stop_timeout=30.0,
+                   cwd=paths.REPO)
 
-    def ready() -> bool:
-        info = overview(settings)
-        return bool(info) and info.get("taskmanagers", 0) >= 1 and info.get("slots-total", 0) >= slots
 
-    wait_until(ready, 120, "Flink cluster", LOG_DIR, alive=lambda: len(pids()) == len(DAEMONS), interval=0.5)
+def ready(settings: Settings) -> bool:
+    """The JobManager answers and the TaskManager has registered all its slots."""
+    info = overview(settings)
+    return bool(info) and info.get("taskmanagers", 0) >= 1 and \
+        info.get("slots-total", 0) >= settings.flink.taskmanager_slots
+
+
+def after_start(settings: Settings) -> None:
+    pass
 
 
 def run_foreground(settings: Settings, daemon: str) -> None:

@@ -13,7 +13,7 @@ from marketpulse.config import Settings
 from stack import paths
 from stack.errors import StackError
 from stack.log import say
-from stack.proc import ensure_port_free, port_open, read_pid, require_java, start_daemon, stop_pid, wait_until
+from stack.proc import Program, port_open, read_pid, require_java, stop_pid
 
 NAME = "kafka"
 HOME = paths.STACK_DIR / "kafka"
@@ -68,10 +68,8 @@ def running() -> bool:
     return pid() is not None
 
 
-def start(settings: Settings) -> None:
-    port, controller = broker_port(settings), settings.kafka.controller_port
-    ensure_port_free(port, "Kafka broker")
-    ensure_port_free(controller, "Kafka controller")
+def prepare(settings: Settings) -> None:
+    """Before the supervisor's first start: server.properties for this machine, storage formatted once."""
     if not any(paths.KAFKA_JARS.glob("kafka_*.jar")):
         raise StackError("Kafka jars missing in .deps/kafka: run `make setup`")
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -84,11 +82,25 @@ def start(settings: Settings) -> None:
             capture_output=True, text=True)
         if result.returncode != 0:
             raise StackError(f"Kafka storage format failed: {(result.stdout + result.stderr).strip()[-400:]}")
-    say(f"Kafka: starting broker on {settings.kafka.bootstrap_servers} (controller :{controller})")
-    start_daemon(_java("kafka.Kafka", str(properties), max_heap="1g", min_heap="1g"), STDOUT_LOG, PID_FILE)
-    wait_until(lambda: metadata_ready(settings), 90, "Kafka broker", LOG_FILE,
-               alive=lambda: pid() is not None, interval=0.5)
+
+
+def program(settings: Settings) -> Program:
+    """The broker's JVM in the foreground, the supervisor its parent."""
+    return Program(name="kafka", title="Kafka broker",
+                   argv=_java("kafka.Kafka", str(HOME / "server.properties"), max_heap="1g", min_heap="1g"),
+                   log_file=STDOUT_LOG, log_hint=LOG_FILE, pid_file=PID_FILE, stop_timeout=30.0)
+
+
+def ports(settings: Settings) -> list[tuple[int, str]]:
+    return [(broker_port(settings), "Kafka broker"), (settings.kafka.controller_port, "Kafka controller")]
+
+
+def after_start(settings: Settings) -> None:
     ensure_topics(settings)
+
+
+def ready(settings: Settings) -> bool:
+    return metadata_ready(settings)
 
 
 def _admin(settings: Settings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from marketpulse.config import Settings
 from stack import paths
 from stack.errors import StackError
 from stack.log import say
-from stack.proc import ensure_port_free, port_open, read_pid
+from stack.proc import Program, port_open, read_pid
 from stack.setup import postgres_bin_dir
 
 NAME = "postgres"
@@ -81,10 +82,10 @@ def _psql_admin(settings: Settings, sql: str, db: str = "postgres") -> str:
     return result.stdout.strip()
 
 
-def start(settings: Settings) -> None:
-    port = settings.postgres.port
-    ensure_port_free(port, "PostgreSQL")
-    base = base_dir()
+def prepare(settings: Settings) -> None:
+    """Before the supervisor's first start: the cluster's data folder (initdb on first use)."""
+    base_dir()
+    _bin("postgres")
     if not (data_dir() / "PG_VERSION").exists():
         say("PostgreSQL: initdb (first start)")
         result = subprocess.run(
@@ -93,14 +94,34 @@ def start(settings: Settings) -> None:
             capture_output=True, text=True)
         if result.returncode != 0:
             raise StackError(f"PostgreSQL initdb failed: {result.stderr.strip()[-400:]}")
-    say(f"PostgreSQL: starting on {settings.postgres.host}:{port}")
-    options = f"-p {port} -k {base} -c listen_addresses={settings.postgres.host} -c max_connections=200"
-    result = subprocess.run(
-        _as_postgres([_bin("pg_ctl"), "-D", str(data_dir()), "-l", str(log_file()), "-o", options,
-                      "-w", "-t", "60", "start"]),
-        capture_output=True, text=True)
-    if result.returncode != 0:
-        raise StackError(f"PostgreSQL failed to start; see {log_file()}")
+
+
+def program(settings: Settings) -> Program:
+    """The server binary itself in the foreground (not pg_ctl, which daemonizes), logging to stderr, so the
+    supervisor is its parent. SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for clients)."""
+    return Program(
+        name="postgres", title="PostgreSQL",
+        argv=[_bin("postgres"), "-D", str(data_dir()), "-p", str(settings.postgres.port),
+              "-k", str(base_dir()), "-c", f"listen_addresses={settings.postgres.host}",
+              "-c", "max_connections=200"],
+        log_file=log_file(), user="postgres" if _as_root() else None, stop_signal=signal.SIGINT,
+        stop_timeout=60.0, cwd=base_dir())
+
+
+def ports(settings: Settings) -> list[tuple[int, str]]:
+    return [(settings.postgres.port, "PostgreSQL")]
+
+
+def ready(settings: Settings) -> bool:
+    """Accepts the superuser's queries (not merely the port: it also listens while recovering)."""
+    try:
+        return _psql_admin(settings, "SELECT 1") == "1"
+    except StackError:
+        return False
+
+
+def after_start(settings: Settings) -> None:
+    """Once it answers: the app's role and database, then the schema."""
     _ensure_app_database(settings)
     apply_schema(settings)
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from stack.errors import StackError
@@ -118,3 +119,20 @@ def require_java() -> str:
             "(Debian: apt-get install openjdk-17-jre-headless)"
         )
     return java
+
+
+@dataclass
+class Program:
+    """One long-running process as the supervisor runs it: in the foreground, as its child."""
+
+    name: str                      # postgres | kafka | jobmanager | taskmanager
+    title: str                     # as error messages name it ("Kafka broker")
+    argv: list[str]
+    log_file: Path                 # stdout+stderr of the process (appended)
+    env: dict[str, str] | None = None
+    user: str | None = None        # run as this user (PostgreSQL refuses root)
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 30.0
+    pid_file: Path | None = None   # written for tools that look there (kafka.pid)
+    cwd: Path | None = None
+    log_hint: Path | None = None   # the log a person should read, if not log_file

@@ -20,12 +20,16 @@ __all__ = ["PLACEHOLDER", "render", "run_sql_script", "sql_variables"]
 RENDERED_DIR = paths.STACK_DIR / "sql"
 
 
-def render(script: Path, settings: Settings, variables: dict[str, str] | None = None) -> Path:
-    """Fills the script's ${placeholders} into .stack/sql/<name>; returns that file."""
+def render(script: Path, settings: Settings, variables: dict[str, str] | None = None,
+           savepoint: str | None = None) -> Path:
+    """Fills the script's ${placeholders} into .stack/sql/<name>; returns that file. With a savepoint (or
+    retained checkpoint) path, the script's jobs start from it: a SET ahead of every statement."""
     try:
         text = render_text(script.read_text(), sql_variables(settings) | (variables or {}))
     except TemplateError as err:
         raise StackError(f"{script}: {err}") from None
+    if savepoint:
+        text = f"SET 'execution.savepoint.path' = '{savepoint}';\n" + text
     RENDERED_DIR.mkdir(parents=True, exist_ok=True)
     rendered = RENDERED_DIR / script.name
     rendered.write_text(text)
@@ -33,13 +37,14 @@ def render(script: Path, settings: Settings, variables: dict[str, str] | None = 
 
 
 def run_sql_script(settings: Settings, script: str, extra: list[str] | None = None,
-                   variables: dict[str, str] | None = None, capture: bool = False):
+                   variables: dict[str, str] | None = None, capture: bool = False,
+                   savepoint: str | None = None):
     path = Path(script)
     if not path.exists():
         raise StackError(f"SQL script not found: {script}")
     if not flink.healthy(settings):
         raise StackError(f"Flink cluster is not up at {settings.flink.rest_url}: run `make up` first")
-    rendered = render(path, settings, variables)
+    rendered = render(path, settings, variables, savepoint)
     say(f"sql-client.sh -f {rendered.relative_to(paths.REPO)} (from {script})")
     cmd = [flink.bin_path("sql-client.sh"), "-f", str(rendered), *(extra or [])]
     result = subprocess.run(cmd, env=flink.flink_env(), capture_output=capture, text=True)

@@ -144,7 +144,8 @@ def test_status_reports_every_component_up(stack):
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["component", "address", "health", "detail"]
-    table = {line[:15].strip(): line[15:].split()[:2] for line in lines[1:]}
+    health_rows = lines[1:lines.index("")] if "" in lines else lines[1:]  # the supervisor's table follows
+    table = {line[:15].strip(): line[15:].split()[:2] for line in health_rows}
     assert table == {
         "PostgreSQL": [f"{stack.postgres.host}:{stack.postgres.port}", "up"],
         "Kafka (KRaft)": [stack.kafka.bootstrap_servers, "up"],

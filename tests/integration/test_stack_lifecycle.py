@@ -62,6 +62,21 @@ def processes_mentioning(path: Path) -> list[str]:
     return found
 
 
+def status_tables(stdout: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """`status` output as ({component: health}, {process: {pid, state, uptime, restarts, last_exit}})."""
+    lines = stdout.splitlines()
+    end = lines.index("") if "" in lines else len(lines)
+    health = {line[:15].strip(): line[15:].split()[1] for line in lines[1:end]}
+    processes = {}
+    for line in lines[end + 3:]:  # blank, "supervisor pid ...", header
+        if line.startswith("resubmitted"):
+            break
+        name, pid, state, uptime, restarts, *last = line.split(maxsplit=5)
+        processes[name] = {"pid": pid, "state": state, "uptime": uptime, "restarts": restarts,
+                           "last_exit": last[0] if last else ""}
+    return health, processes
+
+
 def assert_one_clear_line(result: subprocess.CompletedProcess, *expected: str) -> str:
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -96,7 +111,11 @@ def test_up_up_down_and_the_bad_situations(private_stack):
     print(f"\nprivate stack: fresh `up` took {float(wall.group(1)):.1f}s "
           f"({time.monotonic() - started:.1f}s with the CLI)")
     status = stack_cli("status", env=env)
-    assert status.returncode == 0 and status.stdout.count(" up ") == 3, status.stdout
+    health, processes = status_tables(status.stdout)
+    assert status.returncode == 0 and list(health.values()) == ["up"] * 3, status.stdout
+    # Each process runs under the supervisor, started once.
+    assert {name: (row["state"], row["restarts"]) for name, row in processes.items()} == {
+        name: ("up", "0") for name in ("postgres", "kafka", "jobmanager", "taskmanager")}, status.stdout
 
     # Again: a no-op that says so.
     again = stack_cli("up", env=env)
@@ -110,6 +129,7 @@ def test_up_up_down_and_the_bad_situations(private_stack):
     assert processes_mentioning(stack_dir) == []
     after = stack_cli("status", env=env)
     assert after.returncode == 1 and after.stdout.count("DOWN") == 3, after.stdout
+    assert "no supervisor running" in after.stderr
 
     # A component that fails to start: the error names it and its log file.
     (stack_dir / "kafka" / "data" / "meta.properties").write_text("version=99\nnode.id=1\n")
