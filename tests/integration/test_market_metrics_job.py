@@ -107,13 +107,16 @@ def submit(scratch, topic: str, anomalies_topic: str, *extra: str, checkpoint_se
     result = support.flink_run(*extra, "-d", "-py", JOB, "--start-from", "earliest",
                                "--group-id", f"test-{topic}", *job_args, env=env)
     assert result.returncode == 0, f"flink run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    job_id = support.job_id_from_output(result.stdout)
+    return wait_running_all(scratch, support.job_id_from_output(result.stdout))
+
+
+def wait_running_all(settings, job_id: str) -> str:
     try:
         support.wait_for(lambda: all(vertex["status"] == "RUNNING" for vertex in
-                                     support.flink_rest(scratch, f"/jobs/{job_id}")["vertices"]),
+                                     support.flink_rest(settings, f"/jobs/{job_id}")["vertices"]),
                          120, f"all tasks of job {job_id} running (free slots?)")
     except AssertionError:
-        support.cancel_job(scratch, job_id)
+        support.cancel_job(settings, job_id)
         raise
     return job_id
 
@@ -356,21 +359,16 @@ def test_restart_from_checkpoint_gives_the_same_tables(stack, kafka_topic, scrat
             support.cancel_job(stack, resumed)
 
 
-def stop_with_savepoint(settings, job_id: str) -> str:
-    """`flink stop` through REST (no drain: no MAX_WATERMARK, windows stay open in the savepoint)."""
-    trigger = support.flink_rest(settings, f"/jobs/{job_id}/stop", "POST", {"drain": False})["request-id"]
-
-    def done():
-        status = support.flink_rest(settings, f"/jobs/{job_id}/savepoints/{trigger}")
-        if status["status"]["id"] != "COMPLETED":
-            return None
-        operation = status["operation"]
-        assert "location" in operation, operation.get("failure-cause")
-        return operation["location"]
-
-    path = support.wait_for(done, 120, f"stop-with-savepoint of {job_id}")
-    support.wait_for(lambda: job_state(settings, job_id) == "FINISHED", 60, f"{job_id} finished")
-    return path
+def redeploy(scratch, topic: str, anomalies_topic: str, job_id: str, *job_args: str) -> str:
+    """`python -m stack redeploy` (what `make rescale` / `make upgrade` run): savepoint, stop, resume."""
+    env = support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic,
+                          flink_checkpoint_interval_seconds=10)
+    result = subprocess.run([sys.executable, "-m", "stack", "redeploy", job_id, *job_args], cwd=support.REPO,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"redeploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    print(result.stderr.strip())
+    assert job_state(scratch, job_id) == "FINISHED"
+    return result.stdout.split()[-1]
 
 
 def keyed_parallelism(settings, job_id: str) -> int:
@@ -379,35 +377,38 @@ def keyed_parallelism(settings, job_id: str) -> int:
 
 
 def test_savepoint_rescale_and_upgrade_give_the_same_tables(stack, kafka_topic, scratch_db, tmp_path):
-    """Stop with a savepoint at parallelism 1, resume at 2, stop again, resume at 1 with a changed but
-    compatible job (release timers every 500 ms instead of 1000 ms): the tables equal the reference, with
-    exactly the deliberately late trades late, no duplicates, no gaps."""
+    """Run at parallelism 1; `make rescale` to 2; `make upgrade` back to 1 with a changed but compatible job
+    (release timers every 500 ms instead of 1000 ms). Each step stops with a savepoint and resumes from it
+    while trades keep arriving: the tables equal the reference, with exactly the deliberately late trades
+    late, no duplicates, no gaps."""
     topic = kafka_topic("mm_trades", partitions=PARTITIONS)
     anomalies_topic = kafka_topic("mm_anomalies")
     stream = generate_file(tmp_path)
     thirds = [stream.messages[:7_000], stream.messages[7_000:14_000], stream.messages[14_000:]]
-    runs = [(), ("--parallelism", "2"), ("--parallelism", "1", "--release-interval-ms", "500")]
-    job_ids, savepoint = [], None
+    steps = [(), ("--parallelism", "2"), ("--parallelism", "1", "--release-interval-ms", "500")]
+    job_ids: list[str] = []
     try:
-        for number, (messages, job_args) in enumerate(zip(thirds, runs, strict=True)):
-            last = number == len(runs) - 1
+        for number, (messages, job_args) in enumerate(zip(thirds, steps, strict=True)):
+            last = number == len(steps) - 1
             support.produce(stack, topic, messages + (stream.flush_messages() if last else []))
-            resume = ("-s", savepoint) if savepoint else ()
-            job_ids.append(submit(scratch_db, topic, anomalies_topic, *resume, job_args=job_args))
+            if number == 0:
+                job_ids.append(submit(scratch_db, topic, anomalies_topic))
+            else:
+                job_ids.append(redeploy(scratch_db, topic, anomalies_topic, job_ids[-1], *job_args))
+                wait_running_all(scratch_db, job_ids[-1])
             job_id = job_ids[-1]
-            print(f"\nrun {number + 1}: keyed operator parallelism {keyed_parallelism(stack, job_id)}, "
-                  f"options {' '.join(job_args) or '(none)'}, from {savepoint or 'the beginning'}")
+            print(f"\nstep {number + 1}: keyed operator parallelism {keyed_parallelism(stack, job_id)}, "
+                  f"options {' '.join(job_args) or '(none)'}; tables {table_counts(scratch_db)}")
             if last:
                 break
-            # Each run reads its third from where the savepoint left off (metrics start at 0 per job).
             count = len(messages)
 
+            # Each job reads its third from where the savepoint left off (metrics start at 0 per job).
             def read_its_third(job_id=job_id, count=count):
                 return _source_out(stack, job_id) >= count and table_counts(scratch_db)[0] > 0
 
-            support.wait_for(read_its_third, 120, f"run {number + 1} to read its records")
-            savepoint = stop_with_savepoint(stack, job_id)
-            print(f"stopped with savepoint {savepoint}; tables then: {table_counts(scratch_db)}")
+            support.wait_for(read_its_third, 120, f"step {number + 1} to read its records")
+        assert [keyed_parallelism(stack, job_id) for job_id in job_ids] == [1, 2, 1]
         counts = wait_until_drained(scratch_db, stream, job_ids[-1])
         print(f"tables at the end: {counts}")
         deliberate = deliberately_late(stream)
