@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup up down status logs check test test-unit lint demo submit-datastream cancel savepoint \
-        resume sql generator dashboard bench clean
+        resume rescale upgrade sql generator dashboard bench clean
 
 help:  ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -38,13 +38,13 @@ up: $(STAMP)  ## start PostgreSQL, Kafka (KRaft) and the Flink cluster; prints t
 down: $(STAMP)  ## stop everything `up` and `demo` started, nothing else
 	@$(PY) -m stack down
 
-status: $(STAMP)  ## each component, its address and health
+status: $(STAMP)  ## each component's health; each process's pid, uptime, restarts, last exit
 	@$(PY) -m stack status
 
 check: $(STAMP)  ## is data flowing? rows per table, newest window, running Flink jobs
 	@$(PY) -m stack check
 
-logs: $(STAMP)  ## last lines of every component's log (make logs C=kafka for one)
+logs: $(STAMP)  ## last lines of every log (make logs C=kafka for one; C=supervisor: restarts)
 	@$(PY) -m stack logs $(C)
 
 test: $(STAMP)  ## every test layer against the real stack: unit, local Flink, integration, browser
@@ -61,17 +61,23 @@ lint: $(STAMP)  ## ruff
 demo: $(STAMP)  ## the whole system: stack, both Flink jobs, generator, dashboard (Ctrl-C stops it)
 	@$(PY) -m stack demo
 
-submit-datastream: $(STAMP)  ## submit the PyFlink DataStream job to the cluster (detached)
-	@$(PY) -m stack flink run -d -py jobs/market_metrics.py
+submit-datastream: $(STAMP)  ## submit the PyFlink DataStream job (detached; recorded, resumes its last state)
+	@$(PY) -m stack submit-datastream
 
-cancel: $(STAMP)  ## cancel a job: make cancel JOB=<job id>
-	@$(PY) -m stack flink cancel $(JOB)
+cancel: $(STAMP)  ## cancel a job for good (not resubmitted): make cancel JOB=<job id>
+	@$(PY) -m stack cancel $(JOB)
 
 savepoint: $(STAMP)  ## stop a job with a savepoint: make savepoint JOB=<job id>
-	@$(PY) -m stack flink stop $(JOB)
+	@$(PY) -m stack stop-job $(JOB)
 
 resume: $(STAMP)  ## resume the DataStream job: make resume SAVEPOINT=<path printed by make savepoint>
-	@$(PY) -m stack flink run -d -s $(SAVEPOINT) -py jobs/market_metrics.py
+	@$(PY) -m stack submit-datastream --savepoint $(SAVEPOINT)
+
+rescale: $(STAMP)  ## savepoint the DataStream job, resume it at PARALLELISM: make rescale JOB=<id> PARALLELISM=2
+	@$(PY) -m stack redeploy $(JOB) --parallelism $(PARALLELISM)
+
+upgrade: $(STAMP)  ## savepoint the DataStream job, resume it with the code as it is now: make upgrade JOB=<id>
+	@$(PY) -m stack redeploy $(JOB) $(ARGS)
 
 sql: $(STAMP)  ## run a Flink SQL script with sql-client.sh -f: make sql SCRIPT=sql/window_metrics.sql
 	@$(PY) -m stack sql $(SCRIPT)

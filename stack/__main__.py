@@ -31,6 +31,9 @@ def cmd_up(args, settings) -> int:
     setup()
     started = []
     if supervisor.pid() is None:
+        left = supervisor.kill_leftovers()  # children of a supervisor that was itself killed
+        if left:
+            say(f"stopped what a dead supervisor left running ({', '.join(left)}); starting them anew")
         unsupervised = [c.NAME for c in COMPONENTS if c.running()]
         if unsupervised and all(c.healthy(settings) for c in COMPONENTS):
             say("stack already up, nothing to do; it runs without a supervisor (started by an older "
@@ -59,9 +62,6 @@ def _start_supervised(settings) -> None:
     from stack import supervisor
     from stack.proc import ensure_port_free, require_java
 
-    left = supervisor.kill_leftovers()  # children of a supervisor that was itself killed
-    if left:
-        say(f"stopped processes a dead supervisor left behind: {', '.join(left)}")
     require_java()
     for component in COMPONENTS:
         for port, what in component.ports(settings):
@@ -119,9 +119,11 @@ def cmd_init(args, settings) -> int:
 
 
 def cmd_submit_all(args, settings) -> int:
-    from stack.jobs import submit_all
+    from stack.jobs import submit_all, watch
 
     submit_all(settings)
+    if args.watch:
+        watch(settings)
     return 0
 
 
@@ -148,6 +150,14 @@ def cmd_stop_job(args, settings) -> int:
 
     registry.mark(args.job_id, registry.FINISHED)
     return subprocess.run([flink.bin_path("flink"), "stop", args.job_id], env=flink.flink_env()).returncode
+
+
+def cmd_redeploy(args, settings) -> int:
+    from stack.redeploy import redeploy
+
+    job_args = (["--parallelism", str(args.parallelism)] if args.parallelism else []) + args.rest
+    print(redeploy(settings, args.job_id, job_args))
+    return 0
 
 
 def cmd_supervise(args, settings) -> int:
@@ -317,8 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop what `up` started, nothing else").set_defaults(func=cmd_down)
     sub.add_parser("init", help="create topics and apply the schema on running services (containers)"
                    ).set_defaults(func=cmd_init)
-    sub.add_parser("submit-all", help="submit the DataStream job and the SQL scripts (skips running ones)"
-                   ).set_defaults(func=cmd_submit_all)
+    p = sub.add_parser("submit-all", help="submit the DataStream job and the SQL scripts (skips running "
+                       "ones; registered ones resume from their newest checkpoint)")
+    p.add_argument("--watch", action="store_true",
+                   help="then keep them running: resubmit what a JobManager restart lost (containers)")
+    p.set_defaults(func=cmd_submit_all)
     p = sub.add_parser("submit-datastream", help="submit the DataStream job (recorded; resumes last state)")
     p.add_argument("--savepoint", help="start from this savepoint or retained checkpoint")
     p.add_argument("--fresh", action="store_true", help="ignore the registry's last checkpoint")
@@ -330,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("stop-job", help="stop a job with a savepoint (flink stop); not resubmitted")
     p.add_argument("job_id")
     p.set_defaults(func=cmd_stop_job)
+    p = sub.add_parser("redeploy", help="stop the DataStream job with a savepoint and resume it at another "
+                       "parallelism and/or with the current code (rescale, upgrade)")
+    p.add_argument("job_id")
+    p.add_argument("--parallelism", type=int, help="parallelism of the keyed operator and the sinks")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="further arguments for jobs/market_metrics.py")
+    p.set_defaults(func=cmd_redeploy)
     p = sub.add_parser("supervise", help="the supervisor daemon (`up` starts it)")
     p.add_argument("stack_dir")
     p.set_defaults(func=cmd_supervise)

@@ -130,15 +130,24 @@ def submit_all(settings: Settings) -> list[str]:
     return [job_id for job_id in submitted if job_id]
 
 
-def resume_registered(settings: Settings, report: Callable[[str], None] = say) -> list[dict]:
-    """Resubmits every active registry entry that is not running, each from its newest retained checkpoint
-    (what the Flink Kubernetes Operator's last-state mode does); returns what was done, one dict per job."""
+def lost_jobs(settings: Settings) -> list[dict]:
+    """Active registry entries whose newest job the cluster does not know at all: its JobManager restarted
+    (or the stack was taken down) since. A job the cluster knows as FAILED is left for a person to look at."""
+    known = {job["jid"]: job for job in flink.rest(settings, "/jobs/overview", timeout=3)["jobs"]}
+    running = {job["name"] for job in known.values() if job["state"] in LIVE_STATES}
+    return [entry for entry in registry.active()
+            if entry["name"] not in running and (entry.get("job_ids") or [None])[-1] not in known]
+
+
+def resume_registered(settings: Settings, report: Callable[[str], None] = say,
+                      skip: set[str] = frozenset()) -> list[dict]:
+    """Resubmits every lost job (lost_jobs) from its newest retained checkpoint, what the Flink Kubernetes
+    Operator's last-state mode does; returns what was done, one dict per job."""
     done = []
     with _lock():
-        running = running_jobs(settings)
-        for entry in registry.active():
+        for entry in lost_jobs(settings):
             name = entry["name"]
-            if name in running:
+            if name in skip:
                 continue
             restore = registry.restore_point(entry, flink.CHECKPOINT_DIR)
             report(f"jobs: resubmitting '{name}' ({entry['kind']} {entry['script']}) from "
@@ -157,6 +166,26 @@ def resume_registered(settings: Settings, report: Callable[[str], None] = say) -
             report(f"jobs: '{name}' resubmitted as {job_id}")
             done.append({"name": name, "job_id": job_id, "restored_from": restore})
     return done
+
+
+def watch(settings: Settings, interval: float = 5.0) -> None:
+    """docker-compose's `jobs` service after submit-all: keeps the registered jobs alive the way the local
+    supervisor does (job ends into the registry; jobs a restarted JobManager lost, resubmitted)."""
+    import time
+
+    say(f"watching the jobs every {interval:g}s (registry {registry.registry_file()})")
+    while True:
+        pause = interval
+        try:
+            if flink.healthy(settings):
+                record_job_ends(settings)
+                if lost_jobs(settings):
+                    with registry.submission_lock(blocking=False) as got:
+                        if got and any(r.get("error") for r in resume_registered(settings)):
+                            pause = 60.0  # a failing resubmission is not retried in a tight loop
+        except (StackError, OSError, ValueError, KeyError) as err:  # the JobManager restarting: next round
+            say(f"jobs: {err}")
+        time.sleep(pause)
 
 
 def record_job_ends(settings: Settings) -> list[str]:

@@ -4,8 +4,8 @@ restarts whichever dies, alone, after a bounded exponential backoff: systemd's R
 pod's restartPolicy. A TaskManager that dies gets a new TaskManager; the JobManager and its jobs stay.
 
 When the JobManager itself had to be restarted, its jobs are gone (a session cluster without HA forgets
-them), so once the new cluster is healthy the supervisor resubmits the registered jobs (stack/registry.py)
-from their newest retained checkpoint.
+them), so once the new cluster is healthy the supervisor resubmits the registered jobs it lost
+(stack/registry.py, jobs.lost_jobs) from their newest retained checkpoint.
 
 Files in <stack dir>/supervisor/: supervisor.pid; state.json (what `status` shows; read_state() for tests);
 supervisor.log (one line per event: start, exit with its reason, restart after backoff, resubmission);
@@ -252,7 +252,7 @@ class Supervisor:
         self.children = {p.name: Child(p) for p in programs}
         self.stopping = False
         self.started_at = time.time()
-        self.resubmit_wanted = False
+        self.failed_resubmits: dict[str, float] = {}  # job name -> when its resubmission failed
         self.resubmitter: threading.Thread | None = None
         self.resubmissions: list[dict] = []
         self.next_job_poll = 0.0
@@ -298,8 +298,6 @@ class Supervisor:
             program.pid_file.write_text(f"{child.proc.pid}\n")
         self.log(f"{program.name}: started, pid {child.proc.pid}"
                  + (f" (restart {child.starts - 1})" if child.starts > 1 else ""))
-        if program.name == "jobmanager" and child.starts > 1:
-            self.resubmit_wanted = True
 
     def exited(self, child: Child, reason: str, ran: float) -> None:
         child.last_exit, child.last_exit_at = reason, time.time()
@@ -334,40 +332,39 @@ class Supervisor:
 
     # --- jobs ---
     def follow_jobs(self) -> bool:
-        """Copies job ends into the registry (a cancelled job stays down), and resubmits after a
-        JobManager restart once the cluster is healthy."""
-        if time.monotonic() < self.next_job_poll:
+        """Every JOB_POLL seconds, in a thread (REST calls and resubmissions must not delay restarts):
+        job ends go into the registry, and jobs the cluster lost are resubmitted."""
+        if time.monotonic() < self.next_job_poll or (self.resubmitter and self.resubmitter.is_alive()):
             return False
-        self.next_job_poll = time.monotonic() + (1.0 if self.resubmit_wanted else JOB_POLL)
-        from stack import flink, jobs
-
-        try:
-            jobs.record_job_ends(self.settings)
-        except Exception:  # noqa: BLE001 - the JobManager may be down or starting: try again next poll
-            return False
-        busy = self.resubmitter is not None and self.resubmitter.is_alive()
-        if self.resubmit_wanted and not busy and flink.healthy(self.settings):
-            self.resubmit_wanted = False
-            self.resubmitter = threading.Thread(target=self.resubmit, daemon=True)
-            self.resubmitter.start()
-            return True
+        self.next_job_poll = time.monotonic() + JOB_POLL
+        self.resubmitter = threading.Thread(target=self.keep_jobs, daemon=True)
+        self.resubmitter.start()
         return False
 
-    def resubmit(self) -> None:
-        from stack import jobs, registry
+    def keep_jobs(self) -> None:
+        from stack import flink, jobs, registry
 
-        with registry.submission_lock(blocking=False) as got:
-            if not got:
-                self.log("jobs: a submission is in progress; resubmitting after it")
-                self.resubmit_wanted = True
+        try:
+            if not flink.healthy(self.settings):
                 return
-            try:
-                results = jobs.resume_registered(self.settings, report=self.log)
-            except Exception as err:  # noqa: BLE001 - logged for people, tried again on the next poll
-                self.log(f"jobs: resubmission failed: {err}; trying again")
-                self.resubmit_wanted = True
+            jobs.record_job_ends(self.settings)
+            retry_later = {name for name, at in self.failed_resubmits.items() if time.time() - at < 60}
+            if not [e for e in jobs.lost_jobs(self.settings) if e["name"] not in retry_later]:
                 return
+            # Never while a person's submission is under way: next poll instead.
+            with registry.submission_lock(blocking=False) as got:
+                if not got:
+                    return
+                results = jobs.resume_registered(self.settings, report=self.log, skip=retry_later)
+        except Exception:  # noqa: BLE001 - the JobManager may be down or starting: next poll
+            return
+        for result in results:
+            if result.get("error"):
+                self.failed_resubmits[result["name"]] = time.time()
+            else:
+                self.failed_resubmits.pop(result["name"], None)
         self.resubmissions += [dict(result, at=time.time()) for result in results]
+        self.write_state()
 
     def stop_all(self) -> None:
         self.stopping = True

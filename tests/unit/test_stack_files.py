@@ -105,3 +105,36 @@ def test_every_sql_script_uses_only_known_placeholders():
     for script in sorted((REPO / "sql").glob("*.sql")):
         unknown = set(PLACEHOLDER.findall(script.read_text())) - known
         assert not unknown, f"{script.name}: {unknown}"
+
+
+def test_long_running_services_restart_and_one_shots_do_not(compose):
+    services = compose["services"]
+    for name in ("kafka", "postgres", "jobmanager", "taskmanager", "jobs", "dashboard", "generator"):
+        assert services[name].get("restart") in ("unless-stopped", "on-failure", "always"), name
+    assert "restart" not in services["init"]  # one-shot: it must be allowed to complete
+
+
+def test_compose_jobs_service_resumes_from_the_clusters_checkpoints(compose):
+    """The `jobs` service resubmits lost jobs from the newest checkpoint: it must see the checkpoints where
+    the JobManager writes them, and keep its registry across container restarts."""
+    services = compose["services"]
+    assert services["jobs"]["command"] == ["python", "-m", "stack", "submit-all", "--watch"]
+    stack_dir = re.search(r"^ENV MARKETPULSE_STACK_DIR=(\S+)$", (REPO / "docker/Dockerfile").read_text(),
+                          re.MULTILINE).group(1)
+    flink_mount = f"flink-state:{stack_dir}/{flink.HOME.relative_to(paths.STACK_DIR)}"
+    for name in ("jobmanager", "taskmanager", "jobs"):
+        assert flink_mount in services[name]["volumes"], name
+    assert f"jobs-registry:{stack_dir}/jobs" in services["jobs"]["volumes"]
+    assert set(compose["volumes"]) >= {"flink-state", "jobs-registry"}
+
+
+def test_sql_render_starts_from_a_savepoint_before_any_statement(tmp_path, monkeypatch):
+    import stack.sql as sql
+    from marketpulse.sqltemplate import split_statements
+
+    monkeypatch.setattr(sql, "RENDERED_DIR", tmp_path / "out")
+    script = tmp_path / "x.sql"
+    script.write_text("SET 'pipeline.name' = 'x';\nCREATE TABLE t (a INT);\nINSERT INTO t VALUES (1);\n")
+    statements = split_statements(render(script, SETTINGS, savepoint="/s/chk-7").read_text())
+    assert statements[0] == "SET 'execution.savepoint.path' = '/s/chk-7'"
+    assert statements[1:] == split_statements(script.read_text())
