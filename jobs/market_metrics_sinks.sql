@@ -7,6 +7,8 @@
 -- the timestamptz columns receive the right instants whatever that zone is.
 -- Every Postgres sink declares the table's primary key: the JDBC connector then writes
 -- INSERT ... ON CONFLICT DO UPDATE, and a replay after a restart rewrites the same rows.
+-- 'marketpulse-jdbc' is that JDBC connector with a close() that cannot kill the TaskManager (flink-ext/).
+-- The options all Postgres sinks share are written once, in marketpulse/sqltemplate.py (postgres_sink_options).
 
 -- Window aggregates, one row per (symbol, window size, window start); final when written.
 CREATE TEMPORARY TABLE window_metrics_sink (
@@ -31,13 +33,9 @@ CREATE TEMPORARY TABLE window_metrics_sink (
     stddev_price    DOUBLE,
     PRIMARY KEY (engine, symbol, window_seconds, window_start) NOT ENFORCED
 ) WITH (
-    'connector' = 'jdbc',
-    'url' = '${postgres_jdbc_url}',
+    'connector' = 'marketpulse-jdbc',
     'table-name' = 'window_metrics',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}',
-    'sink.buffer-flush.max-rows' = '500',
-    'sink.buffer-flush.interval' = '1s'
+    ${postgres_sink_options}
 );
 
 -- Anomalies, one row per (trade, rule).
@@ -54,13 +52,9 @@ CREATE TEMPORARY TABLE anomalies_sink (
     detected_at  TIMESTAMP(3),
     PRIMARY KEY (trade_id, `rule`) NOT ENFORCED
 ) WITH (
-    'connector' = 'jdbc',
-    'url' = '${postgres_jdbc_url}',
+    'connector' = 'marketpulse-jdbc',
     'table-name' = 'anomalies',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}',
-    'sink.buffer-flush.max-rows' = '500',
-    'sink.buffer-flush.interval' = '1s'
+    ${postgres_sink_options}
 );
 
 -- The same anomalies for event consumers: key = symbol (raw UTF-8), value = JSON with epoch-ms times.
@@ -99,13 +93,9 @@ CREATE TEMPORARY TABLE late_trades_sink (
     `watermark`  TIMESTAMP(3),
     PRIMARY KEY (engine, trade_id) NOT ENFORCED
 ) WITH (
-    'connector' = 'jdbc',
-    'url' = '${postgres_jdbc_url}',
+    'connector' = 'marketpulse-jdbc',
     'table-name' = 'late_trades',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}',
-    'sink.buffer-flush.max-rows' = '500',
-    'sink.buffer-flush.interval' = '1s'
+    ${postgres_sink_options}
 );
 
 -- Records that are not valid trades, keyed by the SHA-1 of the payload.
@@ -118,13 +108,9 @@ CREATE TEMPORARY TABLE dead_letters_sink (
     received_at   TIMESTAMP(3),
     PRIMARY KEY (engine, payload_sha1) NOT ENFORCED
 ) WITH (
-    'connector' = 'jdbc',
-    'url' = '${postgres_jdbc_url}',
+    'connector' = 'marketpulse-jdbc',
     'table-name' = 'dead_letters',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}',
-    'sink.buffer-flush.max-rows' = '500',
-    'sink.buffer-flush.interval' = '1s'
+    ${postgres_sink_options}
 );
 
 -- Window rows.

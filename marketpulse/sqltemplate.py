@@ -5,8 +5,9 @@ statements, without the stack (a PyFlink job renders its own sink DDL on the cli
     for statement in split_statements(render(text, variables)):
         t_env.execute_sql(statement)
 
-The names are those of stack/sql.py (settings.flat() plus postgres_jdbc_url, window_size_ms and
-max_out_of_orderness_seconds), so a script renders the same way in a job and in the SQL client.
+The names are those of stack/sql.py (settings.flat() plus postgres_jdbc_url, window_size_ms,
+max_out_of_orderness_seconds and postgres_sink_options), so a script renders the same way in a job and in the
+SQL client.
 """
 
 from __future__ import annotations
@@ -19,6 +20,27 @@ from marketpulse.config import Settings, postgres_jdbc_url
 PLACEHOLDER = re.compile(r"\$\{([a-z0-9_]+)\}")
 
 
+# The WITH options every PostgreSQL sink shares (rendered as ${postgres_sink_options}, after
+# 'connector' = 'marketpulse-jdbc' and 'table-name'). The marketpulse-jdbc connector is Flink's JDBC sink
+# whose close() cannot kill the TaskManager (flink-ext/); the values bound how long a failing write takes to
+# fail the job, so the job's restart strategy (conf/flink/config.yaml), not the sink, rides out an outage:
+# 3 retries sleep 0+1+2 s, and a dead connection is given up after 10 s (default 60 s), far below
+# task.cancellation.timeout, so a sink never holds up the cancellation of its task.
+POSTGRES_SINK_TUNING = {
+    "sink.buffer-flush.max-rows": "500",
+    "sink.buffer-flush.interval": "1s",
+    "sink.max-retries": "3",
+    "connection.max-retry-timeout": "10s",
+}
+
+
+def postgres_sink_options(settings: Settings) -> str:
+    options = {"url": postgres_jdbc_url(settings), "username": settings.postgres.user,
+               "password": settings.postgres.password, **POSTGRES_SINK_TUNING}
+    quoted = {key: str(value).replace("'", "''") for key, value in options.items()}
+    return ",\n    ".join(f"'{key}' = '{value}'" for key, value in quoted.items())
+
+
 class TemplateError(ValueError):
     """A placeholder has no value, or the text cannot be split into statements."""
 
@@ -28,6 +50,7 @@ def sql_variables(settings: Settings) -> dict[str, str]:
     values["postgres_jdbc_url"] = postgres_jdbc_url(settings)
     values["window_size_ms"] = str(settings.windows.size_seconds * 1000)
     values["max_out_of_orderness_seconds"] = f"{settings.windows.max_out_of_orderness_ms / 1000:g}"
+    values["postgres_sink_options"] = postgres_sink_options(settings)
     return values
 
 

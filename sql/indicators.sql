@@ -87,11 +87,9 @@ CREATE TABLE moving_averages (
     trade_count    BIGINT,
     PRIMARY KEY (symbol, window_seconds, slide_seconds, window_end) NOT ENFORCED
 ) WITH (
-    'connector' = 'jdbc',
-    'url' = '${postgres_jdbc_url}',
+    'connector' = 'marketpulse-jdbc',
     'table-name' = 'moving_averages',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}'
+    ${postgres_sink_options}
 );
 
 -- Sink: indicators (db/schema/003_sql_analytics.sql), upserted by its primary key.
@@ -109,11 +107,9 @@ CREATE TABLE indicators (
     rsi             DOUBLE,
     PRIMARY KEY (symbol, bar_seconds, bar_start) NOT ENFORCED
 ) WITH (
-    'connector' = 'jdbc',
-    'url' = '${postgres_jdbc_url}',
+    'connector' = 'marketpulse-jdbc',
     'table-name' = 'indicators',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}'
+    ${postgres_sink_options}
 );
 
 -- Valid trades only, by the rules of marketpulse/trade.py (a malformed record arrives as NULL columns).

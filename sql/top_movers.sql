@@ -74,11 +74,9 @@ CREATE TABLE top_movers (
     trade_count    BIGINT,
     PRIMARY KEY (ranking, window_seconds, window_start, `rank`) NOT ENFORCED
 ) WITH (
-    'connector' = 'jdbc',
-    'url' = '${postgres_jdbc_url}',
+    'connector' = 'marketpulse-jdbc',
     'table-name' = 'top_movers',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}'
+    ${postgres_sink_options}
 );
 
 -- Valid trades only, by the rules of marketpulse/trade.py (a malformed record arrives as NULL columns).

@@ -99,11 +99,9 @@ CREATE TABLE window_metrics (
     stddev_price   DOUBLE,
     PRIMARY KEY (engine, symbol, window_seconds, window_start) NOT ENFORCED
 ) WITH (
-    'connector' = 'jdbc',
-    'url' = '${postgres_jdbc_url}',
+    'connector' = 'marketpulse-jdbc',
     'table-name' = 'window_metrics',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}'
+    ${postgres_sink_options}
 );
 
 -- Sink: late_trades (db/schema/001_core.sql), with the watermark each late trade met.
@@ -118,11 +116,9 @@ CREATE TABLE late_trades (
     `watermark` TIMESTAMP(3),
     PRIMARY KEY (engine, trade_id) NOT ENFORCED
 ) WITH (
-    'connector' = 'jdbc',
-    'url' = '${postgres_jdbc_url}',
+    'connector' = 'marketpulse-jdbc',
     'table-name' = 'late_trades',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}'
+    ${postgres_sink_options}
 );
 
 -- Valid trades only, by the rules of marketpulse/trade.py (a malformed record arrives as NULL columns).

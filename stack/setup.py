@@ -61,6 +61,42 @@ def ensure_jars() -> None:
     say(f"  {jars} jars in {paths.DEPS_DIR.relative_to(paths.REPO)}/")
 
 
+EXT_SOURCES = paths.REPO / "flink-ext" / "src" / "main"
+EXT_JAR = paths.DEPS_DIR / "flink-ext" / "marketpulse-flink-ext.jar"
+
+
+def build_flink_ext() -> None:
+    """flink-ext/ (the 'marketpulse-jdbc' sink: Flink's JDBC sink whose close() cannot kill a TaskManager)
+    compiled with javac against the Flink and connector jars into .deps/flink-ext when its sources changed."""
+    files = sorted(path for path in EXT_SOURCES.rglob("*") if path.is_file())
+    stamp = EXT_JAR.with_suffix(".sha")
+    digests = b"".join(_sha(path).encode() + path.name.encode() for path in files)
+    want = hashlib.sha256(digests).hexdigest()[:16]
+    if EXT_JAR.exists() and stamp.exists() and stamp.read_text() == want:
+        return
+    javac = shutil.which("javac")
+    if javac is None:
+        raise StackError("javac not found: install a JDK (sudo apt-get install openjdk-17-jdk-headless)")
+    say("compiling flink-ext (the marketpulse-jdbc sink) with javac")
+    classes = EXT_JAR.parent / "classes"
+    shutil.rmtree(classes, ignore_errors=True)
+    classes.mkdir(parents=True)
+    classpath = ":".join(str(jar) for folder in (paths.pyflink_home() / "lib", paths.FLINK_CONNECTOR_JARS)
+                         for jar in sorted(folder.glob("*.jar")))
+    _run([javac, "--release", "17", "-nowarn", "-d", str(classes), "-cp", classpath,
+          *(str(path) for path in files if path.suffix == ".java")],
+         "javac of flink-ext", paths.STACK_DIR / "setup" / "javac.log")
+    import zipfile
+
+    with zipfile.ZipFile(EXT_JAR, "w") as jar:
+        for path in sorted(classes.rglob("*.class")):
+            jar.write(path, path.relative_to(classes).as_posix())
+        for path in files:
+            if "resources" in path.relative_to(EXT_SOURCES).parts[:1]:
+                jar.write(path, path.relative_to(EXT_SOURCES / "resources").as_posix())
+    stamp.write_text(want)
+
+
 def assemble_flink_dirs() -> None:
     """FLINK_LIB_DIR / FLINK_OPT_DIR for bin/config.sh: pyflink's own jars plus ours, as symlinks, so
     site-packages is never written to. Rebuilt each time: cheap, and follows a re-created venv."""
@@ -76,6 +112,8 @@ def assemble_flink_dirs() -> None:
         # The SQL gateway belongs in opt/ (sql-client.sh looks there); connectors and the driver in lib/.
         folder = paths.FLINK_OPT_DIR if jar.name.startswith("flink-sql-gateway") else paths.FLINK_LIB_DIR
         (folder / jar.name).symlink_to(jar.resolve())
+    if EXT_JAR.exists():
+        (paths.FLINK_LIB_DIR / EXT_JAR.name).symlink_to(EXT_JAR)
 
 
 def postgres_bin_dir() -> Path | None:
@@ -101,6 +139,7 @@ def ensure_browser() -> None:
 def setup(browser: bool = False) -> None:
     require_java()
     ensure_jars()
+    build_flink_ext()
     assemble_flink_dirs()
     ensure_postgres()
     if browser:

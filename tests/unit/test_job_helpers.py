@@ -56,7 +56,9 @@ def test_the_sink_script_renders_to_five_tables_and_five_inserts():
     creates = [s for s in statements if s.startswith("CREATE TEMPORARY TABLE")]
     inserts = [s for s in statements if s.startswith("INSERT INTO")]
     assert len(creates) == 5 and len(inserts) == 5 and len(statements) == 10
-    assert all("jdbc:postgresql://127.0.0.1:5432/marketpulse" in s for s in creates if "'jdbc'" in s)
+    postgres_sinks = [s for s in creates if "'marketpulse-jdbc'" in s]
+    assert len(postgres_sinks) == 4
+    assert all("jdbc:postgresql://127.0.0.1:5432/marketpulse" in s for s in postgres_sinks)
     assert "'topic' = 'anomalies'" in statements[2] and "'key.fields' = 'symbol'" in statements[2]
     # Every Postgres sink declares the table's primary key.
     keys = {s.split()[3]: s[s.index("PRIMARY KEY"):].split(")")[0] for s in creates if "PRIMARY KEY" in s}

@@ -83,7 +83,7 @@ def test_house_order_and_a_comment_over_every_statement(script):
     assert inserts >= 1 and len(re.findall(r"^\s*-- ", body, re.M)) >= inserts  # a comment over each INSERT
     # The first table is the Kafka source; the others are JDBC sinks.
     connectors = [connector for connector, _columns, _key in tables(script.read_text()).values()]
-    assert connectors[0] == "kafka" and set(connectors[1:]) == {"jdbc"}
+    assert connectors[0] == "kafka" and set(connectors[1:]) == {"marketpulse-jdbc"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
@@ -104,7 +104,7 @@ def test_job_names_are_unique():
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
 def test_sinks_match_the_postgres_tables(script):
     for name, (connector, columns, key) in tables(script.read_text()).items():
-        if connector != "jdbc":
+        if connector != "marketpulse-jdbc":
             continue
         assert re.search(rf"'table-name' = '{name}'", script.read_text())
         pg_columns, pg_key = postgres_table(name)
