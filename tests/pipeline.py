@@ -66,12 +66,14 @@ class Stream:
         self.max_event_time = max(trade.event_time for trade in self.valid)
 
 
-def generate(topic: str, injected_topic: str, tmp_path: Path, *options: str) -> Stream:
-    """The generator to Kafka, then the same options to a file (the exact records)."""
+def generate(topic: str, injected_topic: str, tmp_path: Path, *options: str, to_kafka: bool = True) -> Stream:
+    """The generator to Kafka (unless to_kafka=False: the test sends the records itself, e.g. paced), then
+    the same options to a file (the exact records)."""
     common = [sys.executable, "-m", "generator", *options, "--rate", "0", "--topic", topic,
               "--injected-topic", injected_topic, "--no-reference", "--quiet"]
-    produced = subprocess.run(common, cwd=support.REPO, capture_output=True, text=True, timeout=300)
-    assert produced.returncode == 0, produced.stderr
+    if to_kafka:
+        produced = subprocess.run(common, cwd=support.REPO, capture_output=True, text=True, timeout=300)
+        assert produced.returncode == 0, produced.stderr
     records_file = tmp_path / f"{topic}.tsv"
     written = subprocess.run([*common, "--output", str(records_file)], cwd=support.REPO,
                              capture_output=True, text=True, timeout=300)
@@ -172,6 +174,21 @@ def submit_datastream(settings, scratch, topic: str, anomalies_topic: str) -> st
         env=support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic))
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return wait_running(settings, support.job_id_from_output(result.stdout + result.stderr))
+
+
+def window_differences(got: dict, expected: dict) -> tuple[list, list, list]:
+    """(missing, extra, different) window keys of one engine's engine_windows() against the reference:
+    exact counts, volume and prices, the sums to 1e-9 relative (close_enough)."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    different = []
+    for key in sorted(set(got) & set(expected)):
+        for column in WINDOW_COLUMNS:
+            want, have = expected[key][column], got[key][column]
+            if not (have == want if column in EXACT_COLUMNS else close_enough(have, want)):
+                different.append((key, column, have, want))
+                break
+    return missing, extra, different
 
 
 def engine_windows(scratch: Settings, engine: str) -> dict[tuple, dict]:
