@@ -6,7 +6,8 @@ records -> PostgreSQL (and anomalies -> Kafka), as ONE Flink job.
 
 Topology (uid in brackets; every operator has one, so savepoints map back after a redeploy):
 
-    KafkaSource [trades-source]                      JSON strings, one source subtask per partition
+    Kafka table source [trades-source]               Row(value bytes | None, partition, offset), one source
+                                                     subtask per partition
     -> ParseTrades [parse-trades]                    (Row(symbol, trade), event_time) | dead letters
     -> timestamps + watermarks [trade-watermarks]    bounded out-of-orderness + idleness
     -> drop timestamp field [trade-unwrap]           Row(symbol, trade)
@@ -24,7 +25,13 @@ subtasks than partitions, one subtask reading a backlog takes a fetch of one par
 its watermark would race ahead of the slower partitions, turning their trades into late ones.
 Late semantics and the event-time ordering of the detector: see marketpulse/flink/release.py.
 
-main() wires Kafka and the sinks; build_pipeline() is the topology on any source stream of JSON strings, so
+Source: a Kafka table source with 'value.format' = 'raw' (BYTES, null for a tombstone) and the partition and
+offset metadata columns, converted with to_data_stream. SimpleStringSchema cannot read a tombstone (the job
+would fail and restart forever on one), and the record's coordinates make each dead letter its own row. It is
+the same KafkaSource underneath (same splits, offsets committed on checkpoints); kafka_records() gives it the
+uid trades-source and the partition count as parallelism, like the DataStream source had.
+
+main() wires Kafka and the sinks; build_pipeline() is the topology on any stream of rows.KAFKA_RECORD, so
 tests run it on env.from_collection(...) in a local mini-cluster.
 """
 
@@ -37,9 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.common.serialization import SimpleStringSchema
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
-from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer, KafkaSource
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
@@ -82,16 +87,17 @@ def parse_start_from(text: str) -> str | int:
     return int(moment.timestamp() * 1000)
 
 
-def starting_offsets(start_from: str | int) -> KafkaOffsetsInitializer:
+def startup_options(start_from: str | int) -> dict[str, str]:
+    """The Kafka table source's options for --start-from."""
     if start_from == "earliest":
-        return KafkaOffsetsInitializer.earliest()
+        return {"scan.startup.mode": "earliest-offset"}
     if start_from == "latest":
-        return KafkaOffsetsInitializer.latest()
+        return {"scan.startup.mode": "latest-offset"}
     if start_from == "committed":
         # The group's committed offsets (committed on each checkpoint); the beginning for a new group.
-        return KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+        return {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
     # Backfill: the first record whose Kafka timestamp (producer time) is >= start_from.
-    return KafkaOffsetsInitializer.timestamp(start_from)
+    return {"scan.startup.mode": "timestamp", "scan.startup.timestamp-millis": str(start_from)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -173,7 +179,7 @@ def build_pipeline(
     watermarks: WatermarkStrategy,
     source_parallelism: int | None = None,
 ) -> Outputs:
-    """The job's topology on a stream of JSON strings (Kafka values or a test collection)."""
+    """The job's topology on a stream of rows.KAFKA_RECORD (Kafka records or a test collection)."""
     parsed = (raw.process(ParseTrades(topic), rows.TIMESTAMPED_TRADE)
               .name("parse + validate trades").uid("parse-trades"))
     if source_parallelism:
@@ -213,16 +219,41 @@ def topic_partitions(settings: Settings, topic: str) -> int:
     return int(settings.kafka.trades_partitions)
 
 
-def kafka_source(settings: Settings, topic: str, group_id: str, start_from: str | int) -> KafkaSource:
-    return (KafkaSource.builder()
-            .set_bootstrap_servers(settings.kafka.bootstrap_servers)
-            .set_topics(topic)
-            .set_group_id(group_id)
-            .set_starting_offsets(starting_offsets(start_from))
-            .set_value_only_deserializer(SimpleStringSchema())
-            .set_property("commit.offsets.on.checkpoint", "true")
-            .set_property("partition.discovery.interval.ms", "60000")
-            .build())
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def kafka_records(t_env: StreamTableEnvironment, settings: Settings, topic: str, group_id: str,
+                  start_from: str | int, parallelism: int) -> DataStream:
+    """The topic as a stream of rows.KAFKA_RECORD, read by `parallelism` source subtasks under the uid
+    trades-source (the conversion operators between the source and ParseTrades get the same parallelism,
+    so the chain stays forward-connected: one partition per subtask up to the watermark assigner)."""
+    options = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": settings.kafka.bootstrap_servers,
+        "properties.group.id": group_id,
+        "properties.commit.offsets.on.checkpoint": "true",
+        "scan.topic-partition-discovery.interval": "60000 ms",
+        "value.format": "raw",
+        **startup_options(start_from),
+    }
+    t_env.execute_sql(
+        "CREATE TEMPORARY TABLE trades_raw (`value` BYTES, `partition` INT METADATA VIRTUAL, "
+        "`offset` BIGINT METADATA VIRTUAL) WITH ("
+        + ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in options.items()) + ")")
+    stream = t_env.to_data_stream(t_env.from_path("trades_raw"))
+    # Walk from the conversion back to the source: same parallelism all the way, the source's uid fixed.
+    pending = [stream._j_data_stream.getTransformation()]
+    while pending:
+        transformation = pending.pop()
+        transformation.setParallelism(parallelism)
+        inputs = list(transformation.getInputs())
+        if not inputs:
+            transformation.setUid("trades-source")
+            transformation.setName(f"Kafka {topic}")
+        pending.extend(inputs)
+    return stream
 
 
 def add_sinks(t_env: StreamTableEnvironment, outputs: Outputs, settings: Settings):
@@ -254,9 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     # Stable uids for the operators the planner adds (conversions, sinks), like ours.
     t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
 
-    raw = (env.from_source(kafka_source(settings, topic, args.group_id, args.start_from),
-                           WatermarkStrategy.no_watermarks(), f"Kafka {topic}")
-           .uid("trades-source").set_parallelism(source_parallelism))
+    raw = kafka_records(t_env, settings, topic, args.group_id, args.start_from, source_parallelism)
     outputs = build_pipeline(raw, topic=topic,
                              config=AnalyticsConfig.from_settings(settings, args.release_interval_ms),
                              watermarks=watermark_strategy(settings), source_parallelism=source_parallelism)

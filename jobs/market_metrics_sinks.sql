@@ -98,15 +98,19 @@ CREATE TEMPORARY TABLE late_trades_sink (
     ${postgres_sink_options}
 );
 
--- Records that are not valid trades, keyed by the SHA-1 of the payload.
+-- Records that are not valid trades: one row per Kafka record (engine, topic, partition, offset), the raw
+-- value as bytes (NULL for a tombstone; the table keeps the first 64 KiB and the full length,
+-- db/schema/005_dead_letters_raw.sql), its SHA-1 and the reason.
 CREATE TEMPORARY TABLE dead_letters_sink (
-    engine        STRING NOT NULL,
-    payload_sha1  STRING NOT NULL,
-    payload       STRING,
-    reason        STRING,
-    topic         STRING,
-    received_at   TIMESTAMP(3),
-    PRIMARY KEY (engine, payload_sha1) NOT ENFORCED
+    engine           STRING NOT NULL,
+    topic            STRING NOT NULL,
+    kafka_partition  INT NOT NULL,
+    kafka_offset     BIGINT NOT NULL,
+    payload          BYTES,
+    payload_sha1     STRING,
+    reason           STRING,
+    received_at      TIMESTAMP(3),
+    PRIMARY KEY (engine, topic, kafka_partition, kafka_offset) NOT ENFORCED
 ) WITH (
     'connector' = 'marketpulse-jdbc',
     'table-name' = 'dead_letters',
@@ -140,5 +144,6 @@ FROM datastream_late_trades;
 
 -- Bad records.
 INSERT INTO dead_letters_sink
-SELECT 'datastream', payload_sha1, payload, reason, topic, CAST(TO_TIMESTAMP_LTZ(received_at, 3) AS TIMESTAMP(3))
+SELECT 'datastream', topic, `partition`, `offset`, payload, payload_sha1, reason,
+       CAST(TO_TIMESTAMP_LTZ(received_at, 3) AS TIMESTAMP(3))
 FROM datastream_dead_letters;

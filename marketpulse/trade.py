@@ -2,6 +2,11 @@
 
 The JSON schema in marketpulse/schemas/trade.schema.json documents it; `parse_trade` enforces the same
 rules without a schema library, fast enough for the hot path of a Flink job, and says why a record is bad.
+
+`parse_trade` takes any Kafka message value (None for a tombstone, any bytes) and either returns a Trade
+that every sink can store (printable ASCII ids, finite numbers inside BIGINT/DOUBLE/TIMESTAMP range, sums
+over a window that cannot overflow) or raises InvalidTrade; never anything else. Its reason is short,
+printable, NUL-free UTF-8 (see `describe`), so a dead-letter row can always be written.
 """
 
 from __future__ import annotations
@@ -13,9 +18,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "trade.schema.json"
-SYMBOL_PATTERN = re.compile(r"^[A-Z][A-Z0-9.\-]{0,11}$")
+# fullmatch semantics: `$` alone would also accept a trailing newline ("AAPL\n").
+SYMBOL_PATTERN = re.compile(r"[A-Z][A-Z0-9.\-]{0,11}")
+# Letters, digits and . _ : - only: an id is a key in Postgres, Kafka and the dashboard, survives every
+# encoding, and reads the same in JSON text (the SQL scripts check the field's JSON text, sql/*.sql).
+TRADE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 SIDES = ("BUY", "SELL")
 FIELDS = ("trade_id", "symbol", "price", "size", "side", "event_time")
+# Upper bounds that keep every derived value storable: SUM(size) of a window stays far inside BIGINT and
+# price * size inside DOUBLE; windows of the last valid event time still end before 10000-01-01 (TIMESTAMP(3)).
+MAX_PRICE = 1_000_000_000.0
+MAX_SIZE = 1_000_000_000
+MAX_EVENT_TIME_MS = 253_402_214_399_999  # 9999-12-30T23:59:59.999Z
+# A valid trade is < 300 bytes; anything far larger is rejected before it is parsed at all.
+MAX_PAYLOAD_BYTES = 4096
+REASON_MAX_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +55,13 @@ class InvalidTrade(ValueError):
     """A record that is not a valid trade; str(err) is the reason stored in the dead-letter table."""
 
 
+def describe(value: object, limit: int = 40) -> str:
+    """A short printable form of a bad value for a reason: repr() escapes NUL, control characters and lone
+    surrogates; the result is cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -48,33 +72,78 @@ def validate_trade_dict(record: object) -> Trade:
     missing = [name for name in FIELDS if name not in record]
     if missing:
         raise InvalidTrade(f"missing field(s): {', '.join(missing)}")
-    extra = sorted(set(record) - set(FIELDS))
-    if extra:
-        raise InvalidTrade(f"unknown field(s): {', '.join(extra)}")
+    if len(record) != len(FIELDS):
+        extra = sorted(describe(name) for name in set(record) - set(FIELDS))
+        raise InvalidTrade(describe_list("unknown field(s): ", extra))
 
     trade_id, symbol, price = record["trade_id"], record["symbol"], record["price"]
     size, side, event_time = record["size"], record["side"], record["event_time"]
-    if not isinstance(trade_id, str) or not 1 <= len(trade_id) <= 64:
-        raise InvalidTrade(f"bad trade_id: {trade_id!r}")
-    if not isinstance(symbol, str) or not SYMBOL_PATTERN.match(symbol):
-        raise InvalidTrade(f"bad symbol: {symbol!r}")
+    if not isinstance(trade_id, str) or not TRADE_ID_PATTERN.fullmatch(trade_id):
+        raise InvalidTrade(f"bad trade_id: {describe(trade_id)}")
+    if not isinstance(symbol, str) or not SYMBOL_PATTERN.fullmatch(symbol):
+        raise InvalidTrade(f"bad symbol: {describe(symbol)}")
     if not isinstance(price, int | float) or isinstance(price, bool) or not math.isfinite(price):
-        raise InvalidTrade(f"bad price: {price!r}")
+        raise InvalidTrade(f"bad price: {describe(price)}")
     if price <= 0:
-        raise InvalidTrade(f"non-positive price: {price!r}")
-    if not _is_int(size) or size < 1:
-        raise InvalidTrade(f"bad size: {size!r}")
-    if side not in SIDES:
-        raise InvalidTrade(f"bad side: {side!r}")
-    if not _is_int(event_time) or event_time < 0:
-        raise InvalidTrade(f"bad event_time: {event_time!r}")
+        raise InvalidTrade(f"non-positive price: {describe(price)}")
+    if price > MAX_PRICE:
+        raise InvalidTrade(f"price above {MAX_PRICE:.0f}: {describe(price)}")
+    if not _is_int(size) or not 1 <= size <= MAX_SIZE:
+        raise InvalidTrade(f"bad size: {describe(size)}")
+    if not isinstance(side, str) or side not in SIDES:
+        raise InvalidTrade(f"bad side: {describe(side)}")
+    if not _is_int(event_time) or not 0 <= event_time <= MAX_EVENT_TIME_MS:
+        raise InvalidTrade(f"bad event_time: {describe(event_time)}")
     return Trade(trade_id, symbol, float(price), size, side, event_time)
 
 
-def parse_trade(payload: bytes | str) -> Trade:
-    """Parses one Kafka message value; raises InvalidTrade with the reason."""
+def describe_list(prefix: str, items: list[str]) -> str:
+    text = prefix + ", ".join(items)
+    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 3] + "..."
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise InvalidTrade(f"duplicate key: {describe(duplicate)}")
+    return record
+
+
+def _no_constant(name: str):
+    raise InvalidTrade(f"malformed JSON: {name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+
+
+def parse_trade(payload: bytes | str | None) -> Trade:
+    """Parses one Kafka message value (None = a tombstone); raises InvalidTrade with the reason."""
+    if payload is None:
+        raise InvalidTrade("null value (tombstone)")
+    if len(payload) == 0:
+        raise InvalidTrade("empty value")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidTrade(f"value too large: {len(payload)} bytes (limit {MAX_PAYLOAD_BYTES})")
+    if isinstance(payload, bytes | bytearray | memoryview):
+        try:
+            # Explicitly UTF-8: json.loads(bytes) would also guess UTF-16 and UTF-32.
+            text = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InvalidTrade(f"not UTF-8: {err.reason} at byte {err.start}") from None
+    elif isinstance(payload, str):
+        text = payload
+    else:
+        raise InvalidTrade(f"not a message value: {type(payload).__name__}")
     try:
-        record = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InvalidTrade(f"malformed JSON: {err.msg if hasattr(err, 'msg') else err}") from None
+        record = _DECODER.decode(text)
+    except InvalidTrade:  # from the hooks: duplicate key, NaN/Infinity
+        raise
+    except json.JSONDecodeError as err:
+        raise InvalidTrade(f"malformed JSON: {err.msg}") from None
+    except RecursionError:
+        raise InvalidTrade("malformed JSON: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer literal beyond Python's digit limit
+        raise InvalidTrade(f"malformed JSON: {describe(str(err), REASON_MAX_CHARS)}") from None
     return validate_trade_dict(record)

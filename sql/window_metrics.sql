@@ -32,8 +32,11 @@
 -- is ahead of the watermark checked here, and the watermark the window operator sees is never ahead of it.
 -- So every valid trade is counted in its windows of both sizes or in late_trades, never in both or neither.
 --
--- Invalid records (malformed JSON, missing fields, non-positive price or size, bad symbol or side: the rules
--- of marketpulse/trade.py) are skipped here; the DataStream job keeps them in dead_letters.
+-- Invalid records: the source reads every Kafka record as raw bytes (a tombstone too) and checked_trades
+-- decides in SQL whether it is a valid trade, by the rules of marketpulse/trade.py; every other record goes
+-- to dead_letters with engine = 'sql' and a reason, keyed by (topic, partition, offset). No record can fail
+-- the job: invalid ones never reach an operator that needs a field, and never move the watermark. The
+-- differences from the DataStream job's parser are listed in README (Troubleshooting: bad records).
 
 -- Job name in the Flink web UI and REST API (the tests find the job by it).
 SET 'pipeline.name' = 'marketpulse-sql-window-metrics';
@@ -56,15 +59,44 @@ SET 'execution.checkpointing.interval' = '${flink_checkpoint_interval_seconds} s
 -- seen minus the bounded delay minus 1 ms (Flink's BoundedOutOfOrderness watermark, as in the DataStream
 -- job) minus the allowed lateness: a window fires when the DataStream job emits it.
 CREATE TABLE trades (
-    trade_id   STRING,
-    symbol     STRING,
-    price      DOUBLE,
-    size       BIGINT,
-    side       STRING,
-    event_time BIGINT,
-    ts AS TO_TIMESTAMP_LTZ(event_time, 3),
-    WATERMARK FOR ts AS ts - INTERVAL '${max_out_of_orderness_seconds}' SECOND(3)
-                         - INTERVAL '${windows_allowed_lateness_seconds}' SECOND(3) - INTERVAL '0.001' SECOND
+    `value`      BYTES,
+    `partition`  INT METADATA VIRTUAL,
+    `offset`     BIGINT METADATA VIRTUAL,
+    f_trade_id   AS JSON_QUERY(CAST(`value` AS STRING), '$.trade_id' WITH UNCONDITIONAL ARRAY WRAPPER),
+    f_symbol     AS JSON_QUERY(CAST(`value` AS STRING), '$.symbol' WITH UNCONDITIONAL ARRAY WRAPPER),
+    f_price      AS JSON_QUERY(CAST(`value` AS STRING), '$.price' WITH UNCONDITIONAL ARRAY WRAPPER),
+    f_size       AS JSON_QUERY(CAST(`value` AS STRING), '$.size' WITH UNCONDITIONAL ARRAY WRAPPER),
+    f_side       AS JSON_QUERY(CAST(`value` AS STRING), '$.side' WITH UNCONDITIONAL ARRAY WRAPPER),
+    f_event_time AS JSON_QUERY(CAST(`value` AS STRING), '$.event_time' WITH UNCONDITIONAL ARRAY WRAPPER),
+    f_all        AS JSON_QUERY(CAST(`value` AS STRING), '$' WITH UNCONDITIONAL ARRAY WRAPPER),
+    ts AS TO_TIMESTAMP_LTZ(LEAST(253402214399999, COALESCE(TRY_CAST(
+              REGEXP_EXTRACT(CAST(`value` AS STRING), '"event_time"\s*:\s*([0-9]{1,15})', 1) AS BIGINT), 0)), 3),
+    WATERMARK FOR ts AS CASE WHEN COALESCE(
+        CAST(CAST(`value` AS STRING) AS BYTES) = `value`
+        AND CHAR_LENGTH(CAST(`value` AS STRING)) <= 4096
+        AND REGEXP(CAST(`value` AS STRING), '\}[ \t\n\r]*\z')
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '}', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 1
+        AND NOT REGEXP(CAST(`value` AS STRING), '\\u[dD][89a-fA-F]')
+        AND REGEXP(f_trade_id, '^\["[A-Za-z0-9._:\-]{1,64}"\]\z')
+        AND REGEXP(f_symbol, '^\["[A-Z][A-Z0-9.\-]{0,11}"\]\z')
+        AND TRY_CAST(REGEXP_EXTRACT(f_price, '^\[(-?[0-9][0-9.eE+\-]*)\]\z', 1) AS DOUBLE)
+            BETWEEN 4.9E-324 AND 1000000000
+        AND REGEXP(f_size, '^\[([1-9][0-9]{0,8}|1000000000)\]\z')
+        AND f_side IN ('["BUY"]', '["SELL"]')
+        AND TRY_CAST(REGEXP_EXTRACT(f_event_time, '^\[(0|[1-9][0-9]{0,14})\]\z', 1) AS BIGINT)
+            <= 253402214399999
+        AND CHAR_LENGTH(f_all) = 52 + CHAR_LENGTH(f_trade_id) + CHAR_LENGTH(f_symbol) + CHAR_LENGTH(f_price)
+                                 + CHAR_LENGTH(f_size) + CHAR_LENGTH(f_side) + CHAR_LENGTH(f_event_time)
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"trade_id"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 10
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"symbol"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 8
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"price"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 7
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"size"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 6
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"side"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 6
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"event_time"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 12,
+        FALSE)
+        THEN ts - INTERVAL '${max_out_of_orderness_seconds}' SECOND(3)
+                - INTERVAL '${windows_allowed_lateness_seconds}' SECOND(3) - INTERVAL '0.001' SECOND
+        ELSE TO_TIMESTAMP_LTZ(0, 3) END
 ) WITH (
     'connector' = 'kafka',
     'topic' = '${kafka_trades_topic}',
@@ -72,8 +104,7 @@ CREATE TABLE trades (
     'properties.group.id' = 'marketpulse-sql-window-metrics.${kafka_trades_topic}',
     'properties.auto.offset.reset' = 'earliest',
     'scan.startup.mode' = 'group-offsets',
-    'format' = 'json',
-    'json.ignore-parse-errors' = 'true'
+    'value.format' = 'raw'
 );
 
 -- Sink: window_metrics (db/schema/001_core.sql), upserted by its primary key.
@@ -121,13 +152,102 @@ CREATE TABLE late_trades (
     ${postgres_sink_options}
 );
 
--- Valid trades only, by the rules of marketpulse/trade.py (a malformed record arrives as NULL columns).
+-- Sink: dead_letters (db/schema/005_dead_letters_raw.sql): every record that is not a valid trade, one row
+-- per Kafka record (engine, topic, partition, offset), the raw value as bytes (the table keeps the first
+-- 64 KiB; payload_length is filled in by its trigger), its SHA-1 and the first rule it breaks.
+CREATE TABLE dead_letters (
+    engine          STRING,
+    payload_sha1    STRING,
+    payload         BYTES,
+    reason          STRING,
+    topic           STRING,
+    received_at     TIMESTAMP(3),
+    kafka_partition INT,
+    kafka_offset    BIGINT,
+    payload_length  INT,
+    PRIMARY KEY (engine, topic, kafka_partition, kafka_offset) NOT ENFORCED
+) WITH (
+    'connector' = 'marketpulse-jdbc',
+    'table-name' = 'dead_letters',
+    ${postgres_sink_options}
+);
+
+-- Every Kafka record of the topic, with is_valid: the rules of marketpulse/trade.py on the JSON text of
+-- each field (f_*), written exactly as in the source's WATERMARK clause, so that only valid trades move
+-- event time. Valid: UTF-8 of at most 4096 bytes without surrogate escapes, one JSON object and nothing
+-- after it (a valid record has exactly one '}'); trade_id 1..64 letters, digits, '.', '_', ':' or '-';
+-- symbol by its pattern; price a number in (0, 1e9]; size an integer in [1, 1e9]; side BUY or SELL;
+-- event_time an integer in [0, 9999-12-30]; exactly these six keys, each once. Not valid: everything else,
+-- a tombstone (NULL value) and anything that is not a JSON object included.
+CREATE TEMPORARY VIEW checked_trades AS
+SELECT `partition`, `offset`, `value`, f_trade_id, f_symbol, f_price, f_size, f_side, f_event_time, f_all, ts,
+       COALESCE(
+        CAST(CAST(`value` AS STRING) AS BYTES) = `value`
+        AND CHAR_LENGTH(CAST(`value` AS STRING)) <= 4096
+        AND REGEXP(CAST(`value` AS STRING), '\}[ \t\n\r]*\z')
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '}', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 1
+        AND NOT REGEXP(CAST(`value` AS STRING), '\\u[dD][89a-fA-F]')
+        AND REGEXP(f_trade_id, '^\["[A-Za-z0-9._:\-]{1,64}"\]\z')
+        AND REGEXP(f_symbol, '^\["[A-Z][A-Z0-9.\-]{0,11}"\]\z')
+        AND TRY_CAST(REGEXP_EXTRACT(f_price, '^\[(-?[0-9][0-9.eE+\-]*)\]\z', 1) AS DOUBLE)
+            BETWEEN 4.9E-324 AND 1000000000
+        AND REGEXP(f_size, '^\[([1-9][0-9]{0,8}|1000000000)\]\z')
+        AND f_side IN ('["BUY"]', '["SELL"]')
+        AND TRY_CAST(REGEXP_EXTRACT(f_event_time, '^\[(0|[1-9][0-9]{0,14})\]\z', 1) AS BIGINT)
+            <= 253402214399999
+        AND CHAR_LENGTH(f_all) = 52 + CHAR_LENGTH(f_trade_id) + CHAR_LENGTH(f_symbol) + CHAR_LENGTH(f_price)
+                                 + CHAR_LENGTH(f_size) + CHAR_LENGTH(f_side) + CHAR_LENGTH(f_event_time)
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"trade_id"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 10
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"symbol"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 8
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"price"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 7
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"size"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 6
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"side"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 6
+        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"event_time"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 12,
+        FALSE) AS is_valid
+FROM trades;
+
+-- Valid trades only, typed (the f_* texts without their array brackets and quotes).
 CREATE TEMPORARY VIEW valid_trades AS
-SELECT trade_id, symbol, price, size, side, event_time, ts
-FROM trades
-WHERE trade_id IS NOT NULL AND CHAR_LENGTH(trade_id) BETWEEN 1 AND 64
-  AND symbol IS NOT NULL AND REGEXP(symbol, '^[A-Z][A-Z0-9.\-]{0,11}$')
-  AND price > 0 AND size >= 1 AND side IN ('BUY', 'SELL') AND event_time >= 0;
+SELECT SUBSTRING(f_trade_id FROM 3 FOR CHAR_LENGTH(f_trade_id) - 4) AS trade_id,
+       SUBSTRING(f_symbol FROM 3 FOR CHAR_LENGTH(f_symbol) - 4) AS symbol,
+       CAST(SUBSTRING(f_price FROM 2 FOR CHAR_LENGTH(f_price) - 2) AS DOUBLE) AS price,
+       CAST(SUBSTRING(f_size FROM 2 FOR CHAR_LENGTH(f_size) - 2) AS BIGINT) AS size,
+       SUBSTRING(f_side FROM 3 FOR CHAR_LENGTH(f_side) - 4) AS side,
+       CAST(SUBSTRING(f_event_time FROM 2 FOR CHAR_LENGTH(f_event_time) - 2) AS BIGINT) AS event_time, ts
+FROM checked_trades
+WHERE is_valid;
+
+-- The records that are not valid trades, with the first rule each one breaks (reasons in the words of
+-- marketpulse/trade.py, without the offending value).
+CREATE TEMPORARY VIEW rejected_records AS
+SELECT `partition`, `offset`, `value`,
+       CASE
+           WHEN `value` IS NULL THEN 'null value (tombstone)'
+           WHEN CAST(`value` AS STRING) = '' THEN 'empty value'
+           WHEN CAST(CAST(`value` AS STRING) AS BYTES) <> `value` THEN 'not UTF-8'
+           WHEN CHAR_LENGTH(CAST(`value` AS STRING)) > 4096 THEN 'value too large'
+           WHEN f_all IS NULL OR NOT REGEXP(CAST(`value` AS STRING), '\}[ \t\n\r]*\z')
+                OR CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '}', '')) <> CHAR_LENGTH(CAST(`value` AS STRING)) - 1
+               THEN 'malformed JSON'
+           WHEN f_all NOT LIKE '[{%' THEN 'not a JSON object'
+           WHEN REGEXP(CAST(`value` AS STRING), '\\u[dD][89a-fA-F]') THEN 'surrogate escape'
+           WHEN f_trade_id IS NULL OR f_symbol IS NULL OR f_price IS NULL OR f_size IS NULL OR f_side IS NULL
+                OR f_event_time IS NULL THEN 'missing field(s)'
+           WHEN NOT REGEXP(f_trade_id, '^\["[A-Za-z0-9._:\-]{1,64}"\]\z') THEN 'bad trade_id'
+           WHEN NOT REGEXP(f_symbol, '^\["[A-Z][A-Z0-9.\-]{0,11}"\]\z') THEN 'bad symbol'
+           WHEN NOT COALESCE(TRY_CAST(REGEXP_EXTRACT(f_price, '^\[(-?[0-9][0-9.eE+\-]*)\]\z', 1) AS DOUBLE)
+                             BETWEEN 4.9E-324 AND 1000000000, FALSE) THEN 'bad price'
+           WHEN NOT REGEXP(f_size, '^\[([1-9][0-9]{0,8}|1000000000)\]\z') THEN 'bad size'
+           WHEN f_side NOT IN ('["BUY"]', '["SELL"]') THEN 'bad side'
+           WHEN NOT COALESCE(TRY_CAST(REGEXP_EXTRACT(f_event_time, '^\[(0|[1-9][0-9]{0,14})\]\z', 1) AS BIGINT)
+                             <= 253402214399999, FALSE) THEN 'bad event_time'
+           WHEN CHAR_LENGTH(f_all) <> 52 + CHAR_LENGTH(f_trade_id) + CHAR_LENGTH(f_symbol) + CHAR_LENGTH(f_price)
+                                      + CHAR_LENGTH(f_size) + CHAR_LENGTH(f_side) + CHAR_LENGTH(f_event_time)
+               THEN 'unknown field(s)'
+           ELSE 'duplicate key'
+       END AS reason
+FROM checked_trades
+WHERE NOT is_valid;
 
 -- Each trade with the watermark it met; at or behind it means late.
 CREATE TEMPORARY VIEW classified_trades AS
@@ -239,9 +359,15 @@ JOIN short_opens AS o
 JOIN short_closes AS c
   ON a.window_start = c.window_start AND a.window_end = c.window_end AND a.symbol = c.symbol;
 
--- The three inserts run as one job that reads the topic once.
+-- The four inserts run as one job that reads the topic once.
 EXECUTE STATEMENT SET
 BEGIN
+    -- Records that are not valid trades, keyed by where they were read: a replay rewrites the same rows.
+    INSERT INTO dead_letters
+    SELECT 'sql', SHA1(`value`), `value`, reason, '${kafka_trades_topic}', CAST(LOCALTIMESTAMP AS TIMESTAMP(3)),
+           `partition`, `offset`, CAST(NULL AS INT)
+    FROM rejected_records;
+
     -- Late trades, with the watermark they met.
     INSERT INTO late_trades
     SELECT 'sql', trade_id, symbol, price, size, side, CAST(ts AS TIMESTAMP(3)),

@@ -31,9 +31,9 @@ LATE_TRADES = OutputTag("late-trades", rows.LATE_TRADE)
 ANOMALIES = OutputTag("anomalies", rows.ANOMALY)
 
 
-def payload_sha1(payload: str) -> str:
-    """The dead_letters key: hex SHA-1 of the value's UTF-8 bytes (as the generator labels bad records)."""
-    return hashlib.sha1(payload.encode("utf-8")).hexdigest()
+def payload_sha1(payload: bytes | None) -> str | None:
+    """Hex SHA-1 of the raw value, as the generator labels bad records; None for a tombstone."""
+    return None if payload is None else hashlib.sha1(payload).hexdigest()
 
 
 def now_ms() -> int:
@@ -41,7 +41,10 @@ def now_ms() -> int:
 
 
 class ParseTrades(ProcessFunction):
-    """JSON string -> (Row(symbol, trade), event_time); a bad record -> DEAD_LETTERS, counted, never fatal."""
+    """Kafka record -> (Row(symbol, trade), event_time); a bad record -> DEAD_LETTERS, counted, never fatal.
+
+    Input: rows.KAFKA_RECORD, Row(value bytes or None, partition, offset). parse_trade raises nothing but
+    InvalidTrade for any value, and its reasons are storable text (marketpulse/trade.py)."""
 
     def __init__(self, topic: str):
         self.topic = topic
@@ -50,13 +53,15 @@ class ParseTrades(ProcessFunction):
     def open(self, runtime_context: RuntimeContext):
         self.bad_records = runtime_context.get_metrics_group().counter("badRecords")
 
-    def process_element(self, payload, ctx):
+    def process_element(self, record, ctx):
+        payload, partition, offset = record
         try:
             trade = parse_trade(payload)
         except InvalidTrade as err:
             self.bad_records.inc()
-            # Row(payload_sha1, payload, reason, topic, received_at)
-            yield DEAD_LETTERS, Row(payload_sha1(payload), payload, str(err), self.topic, now_ms())
+            # Row(topic, partition, offset, payload, payload_sha1, reason, received_at)
+            yield DEAD_LETTERS, Row(self.topic, partition, offset, payload, payload_sha1(payload), str(err),
+                                    now_ms())
             return
         # (Row(symbol, Row(trade_id, symbol, price, size, side, event_time)), event_time)
         yield Row(trade.symbol, Row(trade.trade_id, trade.symbol, trade.price, trade.size, trade.side,

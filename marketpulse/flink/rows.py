@@ -52,8 +52,17 @@ LATE_TRADE = Types.ROW_NAMED(
      Types.LONG()],
 )
 
-DEAD_LETTER_FIELDS = ("payload_sha1", "payload", "reason", "topic", "received_at")
+# One Kafka record of the trades topic as the source reads it: the raw value (None for a tombstone) and its
+# coordinates, which make each record's dead letter its own row (and a replay rewrite the same row).
+KAFKA_RECORD_FIELDS = ("value", "partition", "offset")
+KAFKA_RECORD = Types.ROW_NAMED(
+    list(KAFKA_RECORD_FIELDS), [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.INT(), Types.LONG()])
+
+# A record that is not a valid trade: the full raw value (the database keeps the first 64 KiB, its length
+# and this hash; db/schema/005_dead_letters_raw.sql), why it was rejected, and where it came from.
+DEAD_LETTER_FIELDS = ("topic", "partition", "offset", "payload", "payload_sha1", "reason", "received_at")
 DEAD_LETTER = Types.ROW_NAMED(
     list(DEAD_LETTER_FIELDS),
-    [Types.STRING(), Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG()],
+    [Types.STRING(), Types.INT(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(),
+     Types.STRING(), Types.LONG()],
 )

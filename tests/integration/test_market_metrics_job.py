@@ -213,13 +213,14 @@ def deliberately_late(stream: Stream) -> dict[str, Trade]:
 
 
 def assert_dead_letters(settings, stream: Stream, topic: str) -> None:
-    rows = support.query(settings, "SELECT payload_sha1, payload, reason, topic, engine FROM dead_letters")
+    rows = support.query(settings, "SELECT payload_sha1, payload, reason, topic, engine, payload_length "
+                                   "FROM dead_letters")
     labels = {label["payload_sha1"]: label for label in stream.labels if label["kind"] == "bad"}
     assert len(rows) == len(labels) == len(stream.bad) > 0
-    assert {row[1] for row in rows} == set(stream.bad)
-    for sha1, _payload, reason, row_topic, engine in rows:
+    assert {bytes(row[1]).decode() for row in rows} == set(stream.bad)  # the raw bytes, as sent
+    for sha1, payload, reason, row_topic, engine, length in rows:
         assert sha1 in labels and reason == labels[sha1]["reason"], (sha1, reason)
-        assert (row_topic, engine) == (topic, "datastream")
+        assert (row_topic, engine, length) == (topic, "datastream", len(payload))
 
 
 def assert_anomalies(settings, stream: Stream, on_time: list[Trade], quality: bool = True) -> list[tuple]:

@@ -84,17 +84,19 @@ def test_postgres_schema_write_and_read(stack, pg):
     assert versions[0] == ("001_core.sql",)
     with pg.cursor() as cur:
         cur.execute("BEGIN")
-        cur.execute(
-            "INSERT INTO dead_letters (engine, payload_sha1, payload, reason, topic, received_at) "
-            "VALUES ('test', 'abc', '{oops', 'malformed JSON', 'trades', '2025-01-02T14:30:00Z')")
-        # The primary key is the upsert key: writing the same record again changes nothing.
-        cur.execute(
-            "INSERT INTO dead_letters (engine, payload_sha1, payload, reason, topic, received_at) "
-            "VALUES ('test', 'abc', '{oops', 'malformed JSON', 'trades', '2025-01-02T14:30:00Z') "
-            "ON CONFLICT (engine, payload_sha1) DO UPDATE SET reason = EXCLUDED.reason")
-        cur.execute("SELECT payload, reason, extract(epoch FROM received_at) FROM dead_letters "
-                    "WHERE engine = 'test'")
-        assert cur.fetchall() == [("{oops", "malformed JSON", 1735828200)]
+        insert = ("INSERT INTO dead_letters (engine, topic, kafka_partition, kafka_offset, payload_sha1, payload, "
+                  "reason, received_at) VALUES ('test', 'trades', 0, 7, 'abc', %s, %s, '2025-01-02T14:30:00Z') ")
+        cur.execute(insert, (b"{oops\x00\xff", "malformed JSON"))
+        # The primary key (engine, topic, partition, offset) is the upsert key: writing the same Kafka record
+        # again changes nothing. Any bytes are storable; the table keeps the first 64 KiB and the full length.
+        cur.execute(insert + "ON CONFLICT (engine, topic, kafka_partition, kafka_offset) DO UPDATE SET "
+                    "reason = EXCLUDED.reason", (b"{oops\x00\xff", "malformed JSON"))
+        cur.execute(insert.replace("7", "8"), (b"x" * 70000, "value too large"))
+        cur.execute("SELECT kafka_offset, payload, payload_length, reason, extract(epoch FROM received_at) "
+                    "FROM dead_letters WHERE engine = 'test' ORDER BY kafka_offset")
+        assert [(offset, bytes(payload), *rest) for offset, payload, *rest in cur.fetchall()] == [
+            (7, b"{oops\x00\xff", 7, "malformed JSON", 1735828200),
+            (8, b"x" * 65536, 70000, "value too large", 1735828200)]
         cur.execute("ROLLBACK")
 
 

@@ -20,11 +20,12 @@ import pytest
 
 pytest.importorskip("pyflink")
 
-from pyflink.common import Configuration, Duration, Types, WatermarkStrategy  # noqa: E402
+from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrategy  # noqa: E402
 from pyflink.datastream import MapFunction, StreamExecutionEnvironment  # noqa: E402
 
 from jobs.market_metrics import build_pipeline  # noqa: E402
 from marketpulse.analytics import DetectorConfig  # noqa: E402
+from marketpulse.flink import rows  # noqa: E402
 from marketpulse.flink.release import AnalyticsConfig  # noqa: E402
 from marketpulse.trade import Trade  # noqa: E402
 from tests.reference import reference_anomalies, reference_windows  # noqa: E402
@@ -102,7 +103,9 @@ def run_pipeline(values: list[str]) -> dict[str, list]:
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(1)
     env.get_config().set_auto_watermark_interval(1)
-    raw = env.from_collection(values, Types.STRING()).map(Pace(), Types.STRING())
+    # Kafka records as the job's source gives them: Row(value bytes, partition, offset).
+    records = [Row(value.encode(), 0, offset) for offset, value in enumerate(values)]
+    raw = env.from_collection(records, rows.KAFKA_RECORD).map(Pace(), rows.KAFKA_RECORD)
     outputs = build_pipeline(raw, topic="trades-test", config=CONFIG,
                              watermarks=WatermarkStrategy.for_bounded_out_of_orderness(
                                  Duration.of_millis(OUT_OF_ORDERNESS_MS)))
@@ -207,9 +210,11 @@ def test_late_trades_carry_the_watermark_they_missed(output):
 
 
 def test_bad_records_become_dead_letters_with_the_payload_hash(output):
-    rows = sorted(output["dead_letters"], key=lambda row: row[1])
-    expected = sorted(BAD)
-    assert [(row[1], row[2], row[3]) for row in rows] == [(payload, reason, "trades-test")
-                                                          for payload, reason in expected]
-    assert [row[0] for row in rows] == [hashlib.sha1(payload.encode()).hexdigest() for payload, _ in expected]
-    assert all(abs(row[4] - time.time() * 1000) < 600_000 for row in rows)
+    # Row(topic, partition, offset, payload, payload_sha1, reason, received_at)
+    dead = sorted(output["dead_letters"], key=lambda row: row[2])
+    offsets = {value: offset for offset, value in enumerate(arrivals())}
+    expected = sorted(BAD, key=lambda bad: offsets[bad[0]])
+    assert [(row[0], row[1], row[2], row[3], row[5]) for row in dead] == [
+        ("trades-test", 0, offsets[payload], payload.encode(), reason) for payload, reason in expected]
+    assert [row[4] for row in dead] == [hashlib.sha1(payload.encode()).hexdigest() for payload, _ in expected]
+    assert all(abs(row[6] - time.time() * 1000) < 600_000 for row in dead)

@@ -66,7 +66,7 @@ def test_the_sink_script_renders_to_five_tables_and_five_inserts():
         "window_metrics_sink": "PRIMARY KEY (engine, symbol, window_seconds, window_start",
         "anomalies_sink": "PRIMARY KEY (trade_id, `rule`",
         "late_trades_sink": "PRIMARY KEY (engine, trade_id",
-        "dead_letters_sink": "PRIMARY KEY (engine, payload_sha1",
+        "dead_letters_sink": "PRIMARY KEY (engine, topic, kafka_partition, kafka_offset",
     }
 
 

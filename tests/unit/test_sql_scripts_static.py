@@ -14,7 +14,7 @@ SETTINGS = load_settings(environ={})
 SCRIPTS = sorted((REPO / "sql").glob("*.sql"))
 SCHEMA = "\n".join(path.read_text() for path in sorted((REPO / "db" / "schema").glob("*.sql")))
 # The view chain every script shares, so all of them count exactly the same trades as on time.
-SHARED_VIEWS = ("valid_trades", "classified_trades", "on_time_trades")
+SHARED_VIEWS = ("checked_trades", "valid_trades", "classified_trades", "on_time_trades")
 
 
 def statements(text: str) -> list[tuple[str, str]]:
@@ -57,10 +57,15 @@ def tables(text: str) -> dict[str, tuple[str, list[str], list[str]]]:
 
 
 def postgres_table(name: str) -> tuple[list[str], list[str]]:
+    """Columns and primary key of a table after every migration (CREATE TABLE, then ALTER TABLE ... ADD
+    COLUMN / ADD PRIMARY KEY in later files)."""
     body = re.search(rf"CREATE TABLE {name} \((.*?)\n\);", SCHEMA, re.S).group(1)
     lines = [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("--")]
     columns = [line.split()[0] for line in lines if not line.startswith("PRIMARY KEY")]
     key = re.search(r"PRIMARY KEY \(([^)]*)\)", body).group(1)
+    for alter in re.findall(rf"ALTER TABLE {name}\b(.*?);", SCHEMA, re.S):
+        columns += re.findall(r"ADD COLUMN (\w+)", alter)
+        key = next(iter(re.findall(r"ADD PRIMARY KEY \(([^)]*)\)", alter)), key)
     return columns, [c.strip() for c in key.split(",")]
 
 
@@ -128,3 +133,24 @@ def test_window_sizes_fit_the_interval_literals():
     windows = SETTINGS.windows
     assert 0 < windows.short_size_seconds < windows.size_seconds < 1000
     assert windows.size_seconds % windows.short_size_seconds == 0
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_one_validity_rule_for_the_watermark_and_the_views(script):
+    """Only valid trades move event time: the WATERMARK clause's condition is checked_trades' is_valid."""
+    text = script.read_text()
+    in_watermark = re.search(r"WATERMARK FOR ts AS CASE WHEN (COALESCE\(.*?FALSE\))\n", text, re.S).group(1)
+    in_view = re.search(r"CREATE TEMPORARY VIEW checked_trades AS\n.*?(COALESCE\(.*?FALSE\)) AS is_valid", text,
+                        re.S).group(1)
+    assert " ".join(in_watermark.split()) == " ".join(in_view.split())
+
+
+def test_the_sql_rule_uses_the_bounds_of_the_trade_contract():
+    from marketpulse import trade
+
+    rule = re.search(r"CREATE TEMPORARY VIEW checked_trades AS\n(.*?);", (REPO / "sql" / "window_metrics.sql")
+                     .read_text(), re.S).group(1)
+    assert f"BETWEEN 4.9E-324 AND {trade.MAX_PRICE:.0f}" in rule
+    assert f"|{trade.MAX_SIZE})" in rule and f"<= {trade.MAX_EVENT_TIME_MS}" in rule
+    assert f"<= {trade.MAX_PAYLOAD_BYTES}" in rule
+    assert trade.TRADE_ID_PATTERN.pattern in rule and trade.SYMBOL_PATTERN.pattern in rule
