@@ -133,10 +133,28 @@ def submit_all(settings: Settings) -> list[str]:
 def lost_jobs(settings: Settings) -> list[dict]:
     """Active registry entries whose newest job the cluster does not know at all: its JobManager restarted
     (or the stack was taken down) since. A job the cluster knows as FAILED is left for a person to look at."""
-    known = {job["jid"]: job for job in flink.rest(settings, "/jobs/overview", timeout=3)["jobs"]}
-    running = {job["name"] for job in known.values() if job["state"] in LIVE_STATES}
-    return [entry for entry in registry.active()
+    return lost_entries(registry.active(), flink.rest(settings, "/jobs/overview", timeout=3)["jobs"])
+
+
+def lost_entries(entries: list[dict], cluster_jobs: list[dict]) -> list[dict]:
+    """The entries (active ones) whose newest job id the cluster's /jobs/overview does not list, and whose
+    name does not run under another id either."""
+    known = {job["jid"] for job in cluster_jobs}
+    running = {job["name"] for job in cluster_jobs if job["state"] in LIVE_STATES}
+    return [entry for entry in entries
             if entry["name"] not in running and (entry.get("job_ids") or [None])[-1] not in known]
+
+
+def ended_entries(entries: list[dict], cluster_jobs: list[dict]) -> dict[str, str]:
+    """{newest job id: registry state} for entries whose newest job was CANCELED or FINISHED on purpose."""
+    states = {job["jid"]: job["state"] for job in cluster_jobs}
+    ends = {"CANCELED": registry.CANCELLED, "FINISHED": registry.FINISHED}
+    found = {}
+    for entry in entries:
+        newest = (entry.get("job_ids") or [None])[-1]
+        if states.get(newest) in ends:
+            found[newest] = ends[states[newest]]
+    return found
 
 
 def resume_registered(settings: Settings, report: Callable[[str], None] = say,
@@ -192,14 +210,8 @@ def record_job_ends(settings: Settings) -> list[str]:
     """Copies deliberate ends into the registry: a registered job CANCELED (make cancel, web UI, REST) or
     FINISHED (stopped with a savepoint, bounded) is not resurrected. A job that merely vanished with its
     JobManager stays active. Returns the names marked."""
-    states = {job["jid"]: job["state"] for job in flink.rest(settings, "/jobs/overview", timeout=3)["jobs"]}
-    marked = []
-    for entry in registry.active():
-        newest = (entry.get("job_ids") or [None])[-1]
-        ended = {"CANCELED": registry.CANCELLED, "FINISHED": registry.FINISHED}.get(states.get(newest))
-        if ended and registry.mark(newest, ended):
-            marked.append(entry["name"])
-    return marked
+    ended = ended_entries(registry.active(), flink.rest(settings, "/jobs/overview", timeout=3)["jobs"])
+    return [name for job_id, state in ended.items() if (name := registry.mark(job_id, state))]
 
 
 def cancel(settings: Settings, job_id: str) -> None:

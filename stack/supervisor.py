@@ -257,6 +257,7 @@ class Supervisor:
         self.resubmissions: list[dict] = []
         self.next_job_poll = 0.0
         self._log_lock = threading.Lock()
+        self._state_lock = threading.Lock()
 
     # One line per event, for people: `make logs C=supervisor`.
     def log(self, message: str) -> None:
@@ -270,9 +271,10 @@ class Supervisor:
                  "programs": {name: child.as_state() for name, child in self.children.items()},
                  "resubmitting": bool(self.resubmitter and self.resubmitter.is_alive()),
                  "resubmissions": self.resubmissions[-20:]}
-        tmp = state_file().with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, state_file())
+        with self._state_lock:  # the job thread writes it too
+            tmp = state_file().with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=1))
+            os.replace(tmp, state_file())
 
     def start(self, child: Child) -> None:
         program = child.program
@@ -401,12 +403,19 @@ class Supervisor:
         last_write = time.monotonic()
         try:
             while not self.stopping:
-                if self.tick() or time.monotonic() - last_write > 10:
+                try:
+                    changed = self.tick()
+                except Exception as err:  # noqa: BLE001 - a supervisor that dies supervises nothing
+                    self.log(f"supervisor: error {err!r}; carrying on")
+                    changed = True
+                if changed or time.monotonic() - last_write > 10:
                     self.write_state()
                     last_write = time.monotonic()
                 time.sleep(TICK)
             self.log("supervisor: stopping")
             self.stop_all()
+            if self.resubmitter is not None:
+                self.resubmitter.join(timeout=30)  # its `flink run` fails fast without a JobManager
         finally:
             self.write_state()
             self.log("supervisor: stopped")

@@ -100,6 +100,14 @@ def processes(env) -> dict[str, dict[str, str]]:
 
 def test_supervisor_restarts_only_what_died_and_resubmits_lost_jobs(private_stack):
     stack_dir, env = private_stack
+    try:
+        exercise(stack_dir, env)
+    finally:  # the fixture deletes the folder: keep the supervisor's account in the test output
+        log = supervisor.log_file(stack_dir)
+        print("\n" + log.read_text() if log.exists() else "no supervisor log")
+
+
+def exercise(stack_dir, env) -> None:
     figures = {}
     started = time.monotonic()
     result = stack_cli("up", env=env)
@@ -156,6 +164,9 @@ def test_supervisor_restarts_only_what_died_and_resubmits_lost_jobs(private_stac
     # new one and resubmits the job from its newest retained checkpoint.
     wait_for(lambda: job_running(job_id), 120, "the job RUNNING before the JobManager kill")
     wait_for(lambda: completed_checkpoints(job_id) >= 1, 60, "a checkpoint after the PostgreSQL restart")
+    # (Until issue 10's sink fix, a PostgreSQL outage can also make the TaskManager exit; the supervisor
+    # restarts it like any exit. What matters here: the JobManager's restart restarts nothing else.)
+    restarts_before = {name: row["restarts"] for name, row in processes(env).items()}
     os.kill(jm_pid, signal.SIGKILL)
     killed = time.monotonic()
     expected = newest_complete_checkpoint(stack_dir, job_id)  # no checkpoint completes without a JobManager
@@ -172,8 +183,8 @@ def test_supervisor_restarts_only_what_died_and_resubmits_lost_jobs(private_stac
     # The state came back: counts go on from the checkpoint's, they do not start again from zero.
     wait_for(lambda: completed_checkpoints(new_id) >= 1, 60, "a checkpoint of the resubmitted job")
     assert counted() >= counted_at_kill * 0.5, (counted(), counted_at_kill)
-    table = processes(env)
-    assert table["jobmanager"]["restarts"] == "1" and table["taskmanager"]["restarts"] == "1", table
+    restarts_after = {name: row["restarts"] for name, row in processes(env).items()}
+    assert restarts_after == dict(restarts_before, jobmanager="1"), (restarts_before, restarts_after)
     assert f"'{COUNTER_JOB}' resubmitted as {new_id}" in supervisor.log_file(stack_dir).read_text()
 
     # 4. A deliberate cancel is remembered: the registry will not bring the job back.

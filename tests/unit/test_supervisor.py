@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from stack import paths, registry, supervisor
+from stack import jobs, paths, registry, supervisor
 from stack.proc import Program
 
 
@@ -122,3 +122,20 @@ def test_the_loop_restarts_only_the_program_that_died_with_backoff(tmp_path, mon
     sup.write_state()
     assert supervisor.children_pids() == {}
     assert "kafka: stopped (killed by SIGTERM)" in supervisor.log_file().read_text()
+
+
+def test_lost_jobs_are_those_the_cluster_does_not_know_and_ends_are_deliberate():
+    a, b, c, d = ("a" * 32, "b" * 32, "c" * 32, "d" * 32)
+    entries = [{"name": "ds", "job_ids": [a, b]}, {"name": "sql", "job_ids": [c]},
+               {"name": "failed", "job_ids": [d]}, {"name": "never-seen", "job_ids": []}]
+    # After a JobManager restart the cluster knows none of them: all lost (an older id says nothing).
+    old_only = [{"jid": a, "name": "ds", "state": "CANCELED"}]
+    assert [e["name"] for e in jobs.lost_entries(entries, old_only)] == ["ds", "sql", "failed", "never-seen"]
+    cluster = [{"jid": b, "name": "ds", "state": "RUNNING"},
+               {"jid": "e" * 32, "name": "sql", "state": "RUNNING"},
+               {"jid": d, "name": "failed", "state": "FAILED"}]
+    # Running (under its id or, resubmitted by hand, another one) or known as FAILED: not lost.
+    assert [e["name"] for e in jobs.lost_entries(entries, cluster)] == ["never-seen"]
+    ended = [{"jid": b, "name": "ds", "state": "CANCELED"}, {"jid": c, "name": "sql", "state": "FINISHED"},
+             {"jid": d, "name": "failed", "state": "FAILED"}]
+    assert jobs.ended_entries(entries, ended) == {b: registry.CANCELLED, c: registry.FINISHED}
