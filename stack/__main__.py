@@ -34,21 +34,24 @@ def cmd_up(args, settings) -> int:
         left = supervisor.kill_leftovers()  # children of a supervisor that was itself killed
         if left:
             say(f"stopped what a dead supervisor left running ({', '.join(left)}); starting them anew")
-        unsupervised = [c.NAME for c in COMPONENTS if c.running()]
-        if unsupervised and all(c.healthy(settings) for c in COMPONENTS):
-            say("stack already up, nothing to do; it runs without a supervisor (started by an older "
-                "`make up`): `make down && make up` puts it under one")
-            return _topics_schema_status(settings)
-        if unsupervised:
-            raise StackError(f"{', '.join(unsupervised)} running without a supervisor (an older `make up`) "
-                             "and the stack is not healthy: run `make down`, then `make up`")
-        _start_supervised(settings)
-        started = [c.NAME for c in COMPONENTS]
+        unsupervised = supervisor.alive_unsupervised()
+        # Only what is not running: processes an older `make up` started stay as they are (a missing
+        # TaskManager means a new TaskManager, not a new cluster), the rest runs under the supervisor.
+        missing = [name for name in supervisor.PROGRAMS if name not in unsupervised]
+        if not missing:
+            if all(c.healthy(settings) for c in COMPONENTS):
+                say("stack already up, nothing to do; it runs without a supervisor (started by an older "
+                    "`make up`): `make down && make up` puts it under one")
+                return _topics_schema_status(settings)
+            raise StackError("the stack runs without a supervisor (an older `make up`) and is not healthy: "
+                             "run `make down`, then `make up`")
+        _start_supervised(settings, missing)
+        started = [c.NAME for c in COMPONENTS if c.NAME in {supervisor.COMPONENT[n] for n in missing}]
     elif not all(c.healthy(settings) for c in COMPONENTS):
         say("the supervisor is restarting what is down; waiting for it (make status for details)")
     for component in COMPONENTS:
         _wait_ready(settings, component, started_wall)
-        if started:
+        if component.NAME in started:
             component.after_start(settings)
     if not started:
         say("stack already up, nothing to do (make status for details)")
@@ -57,20 +60,26 @@ def cmd_up(args, settings) -> int:
     return _topics_schema_status(settings)
 
 
-def _start_supervised(settings) -> None:
-    """Checks what would make a start fail (one line each), prepares state folders, starts the supervisor."""
+def _start_supervised(settings, names: list[str]) -> None:
+    """Checks what would make a start fail (one line each), prepares state folders, starts the supervisor
+    for the programs `names`."""
     from stack import supervisor
     from stack.proc import ensure_port_free, require_java
 
     require_java()
-    for component in COMPONENTS:
+    components = [c for c in COMPONENTS if c.NAME in {supervisor.COMPONENT[name] for name in names}]
+    for component in components:
         for port, what in component.ports(settings):
-            ensure_port_free(port, what)
-    for component in COMPONENTS:
+            if component.NAME != "flink" or "jobmanager" in names:  # a TaskManager alone binds no fixed port
+                ensure_port_free(port, what)
+    for component in components:
         component.prepare(settings)
-    say(f"starting the supervisor; it starts and watches {', '.join(supervisor.PROGRAMS)} "
+    if len(names) < len(supervisor.PROGRAMS):
+        say(f"{', '.join(n for n in supervisor.PROGRAMS if n not in names)} run(s) without a supervisor "
+            "(started by an older `make up`; `make down && make up` puts everything under one)")
+    say(f"starting the supervisor; it starts and watches {', '.join(names)} "
         f"(events: {supervisor.log_file()})")
-    supervisor.start_daemon()
+    supervisor.start_daemon(only=None if len(names) == len(supervisor.PROGRAMS) else names)
 
 
 def _wait_ready(settings, component, since: float) -> None:
@@ -79,6 +88,8 @@ def _wait_ready(settings, component, since: float) -> None:
 
     timeout = {"postgres": 60, "kafka": 90, "flink": 120}[component.NAME]
     names = [name for name, owner in supervisor.COMPONENT.items() if owner == component.NAME]
+    log_hint = {"postgres": postgres.log_file, "kafka": lambda: kafka.LOG_FILE,
+                "flink": lambda: flink.LOG_DIR}[component.NAME]()
     deadline = time.monotonic() + timeout
     while not component.ready(settings):
         programs = supervisor.read_state().get("programs", {})
@@ -92,8 +103,7 @@ def _wait_ready(settings, component, since: float) -> None:
         if supervisor.pid() is None:
             raise StackError(f"the supervisor exited; see {supervisor.home() / 'daemon.out'}")
         if time.monotonic() > deadline:
-            raise StackError(f"{component.NAME} did not become ready within {timeout}s; "
-                             f"see {programs.get(names[0], {}).get('log')}")
+            raise StackError(f"{component.NAME} did not become ready within {timeout}s; see {log_hint}")
         time.sleep(0.3)
 
 
@@ -165,7 +175,7 @@ def cmd_supervise(args, settings) -> int:
 
     if Path(args.stack_dir).resolve() != paths.STACK_DIR.resolve():
         raise StackError(f"supervise {args.stack_dir}: this environment's stack dir is {paths.STACK_DIR}")
-    return supervisor.main(settings)
+    return supervisor.main(settings, only=args.only.split(",") if args.only else None)
 
 
 def cmd_check(args, settings) -> int:
@@ -224,7 +234,7 @@ def print_processes(settings) -> None:
 
     sup = supervisor.pid()
     if sup is None:
-        unsupervised = [c.NAME for c in COMPONENTS if c.running()]
+        unsupervised = supervisor.alive_unsupervised()
         print("no supervisor running" + (f" ({', '.join(unsupervised)} started by an older `make up`: "
                                          "`make down && make up` supervises them)" if unsupervised else ""),
               file=sys.stderr)
@@ -235,7 +245,10 @@ def print_processes(settings) -> None:
           f"events: {supervisor.log_file()}")
     print(f"{'process':<13}{'pid':<9}{'state':<7}{'uptime':<9}{'restarts':<10}last exit")
     for name in supervisor.PROGRAMS:
-        p = state.get("programs", {}).get(name, {})
+        p = state.get("programs", {}).get(name)
+        if p is None:  # left to an older `make up`'s daemon
+            print(f"{name:<13}{'-':<9}{'-':<7}{'-':<9}{'-':<10}not supervised (an older `up` started it)")
+            continue
         up = p.get("state") == "up"
         last = p.get("last_exit") or "-"
         if p.get("last_exit_at"):
@@ -351,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_redeploy)
     p = sub.add_parser("supervise", help="the supervisor daemon (`up` starts it)")
     p.add_argument("stack_dir")
+    p.add_argument("--only", help="comma-separated subset of postgres,kafka,jobmanager,taskmanager")
     p.set_defaults(func=cmd_supervise)
     sub.add_parser("check", help="is data flowing? rows per table, newest window, running jobs"
                    ).set_defaults(func=cmd_check)

@@ -102,6 +102,13 @@ def pids() -> list[int]:
     return found
 
 
+def daemon_pids(daemon: str) -> list[int]:
+    """Live pids of 'jobmanager' or 'taskmanager' from Flink's pid files (whoever started them)."""
+    service = {"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}[daemon]
+    return [int(token) for pid_file in _pid_files() if pid_file.name.endswith(f"-{service}.pid")
+            for token in pid_file.read_text().split() if token.isdigit() and pid_alive(int(token))]
+
+
 def running() -> bool:
     """Any of our Flink daemons is alive (whether or not the REST API answers yet)."""
     return bool(pids())
@@ -135,8 +142,10 @@ def prepare(settings: Settings) -> None:
     render_conf(settings)
     for folder in (LOG_DIR, PID_DIR, CHECKPOINT_DIR, SAVEPOINT_DIR):
         folder.mkdir(parents=True, exist_ok=True)
-    for stale in _pid_files():
-        stale.unlink()
+    # Only files of dead daemons: a JobManager an older `up` started may live on.
+    for pid_file in _pid_files():
+        if not any(token.isdigit() and pid_alive(int(token)) for token in pid_file.read_text().split()):
+            pid_file.unlink()
 
 
 def program(settings: Settings, daemon: str) -> Program:

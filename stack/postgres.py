@@ -94,6 +94,10 @@ def prepare(settings: Settings) -> None:
             capture_output=True, text=True)
         if result.returncode != 0:
             raise StackError(f"PostgreSQL initdb failed: {result.stderr.strip()[-400:]}")
+    # The supervisor (maybe root) appends the server's output here; the postgres user keeps owning it.
+    log_file().touch()
+    if _as_root():
+        subprocess.run(["chown", "postgres:postgres", str(log_file())], check=True)
 
 
 def program(settings: Settings) -> Program:

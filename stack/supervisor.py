@@ -141,13 +141,15 @@ def children_pids(state: dict | None = None) -> dict[str, int]:
             if p.get("pid") and pid_alive(p["pid"]) and start_ticks(p["pid"]) == p.get("start_ticks")}
 
 
-def start_daemon(timeout: float = 30.0) -> int:
-    """Starts `python -m stack supervise` detached (it outlives `up`); returns its pid once it runs."""
+def start_daemon(timeout: float = 30.0, only: list[str] | None = None) -> int:
+    """Starts `python -m stack supervise` detached (it outlives `up`); returns its pid once it runs. `only`:
+    a subset of PROGRAMS, when the others run unsupervised (an older `make up` started them)."""
     home().mkdir(parents=True, exist_ok=True)
     state_file().unlink(missing_ok=True)
     with open(home() / "daemon.out", "ab") as out:
         # The stack dir on the command line lets a person (and `down`'s check) see whose supervisor it is.
-        proc = subprocess.Popen([sys.executable, "-m", "stack", "supervise", str(paths.STACK_DIR)],
+        proc = subprocess.Popen([sys.executable, "-m", "stack", "supervise", str(paths.STACK_DIR),
+                                 *(["--only", ",".join(only)] if only else [])],
                                 cwd=paths.REPO, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -422,16 +424,27 @@ class Supervisor:
             pid_file().unlink(missing_ok=True)
 
 
-def programs(settings) -> list[Program]:
+def programs(settings, only: list[str] | None = None) -> list[Program]:
     from stack import flink, kafka, postgres
 
-    return [postgres.program(settings), kafka.program(settings),
-            flink.program(settings, "jobmanager"), flink.program(settings, "taskmanager")]
+    every = [postgres.program(settings), kafka.program(settings),
+             flink.program(settings, "jobmanager"), flink.program(settings, "taskmanager")]
+    return [program for program in every if only is None or program.name in only]
 
 
-def main(settings) -> int:
+def alive_unsupervised() -> list[str]:
+    """Programs running without this stack's supervisor (started by an older, daemonizing `make up`)."""
+    from stack import flink, kafka, postgres
+
+    mine = set(children_pids().values()) if pid() else set()
+    found = {"postgres": [postgres.pid()], "kafka": [kafka.pid()],
+             "jobmanager": flink.daemon_pids("jobmanager"), "taskmanager": flink.daemon_pids("taskmanager")}
+    return [name for name in PROGRAMS if any(p and p not in mine for p in found[name])]
+
+
+def main(settings, only: list[str] | None = None) -> int:
     if pid() not in (None, os.getpid()):
         print(f"a supervisor already runs for {paths.STACK_DIR} (pid {pid()})", file=sys.stderr)
         return 1
-    Supervisor(settings, programs(settings)).run()
+    Supervisor(settings, programs(settings, only)).run()
     return 0
