@@ -48,6 +48,12 @@ def cmd_up(args, settings) -> int:
         _start_supervised(settings, missing)
         started = [c.NAME for c in COMPONENTS if c.NAME in {supervisor.COMPONENT[n] for n in missing}]
     elif not all(c.healthy(settings) for c in COMPONENTS):
+        supervised = supervisor.read_state().get("programs", {})
+        gone = [name for name in supervisor.PROGRAMS
+                if name not in supervised and name not in supervisor.alive_unsupervised()]
+        if gone:  # started by an older `up`, died since, and nobody restarts it
+            raise StackError(f"{', '.join(gone)} (started by an older `make up`, not supervised) is down: "
+                             "run `make down`, then `make up`")
         say("the supervisor is restarting what is down; waiting for it (make status for details)")
     for component in COMPONENTS:
         _wait_ready(settings, component, started_wall)
