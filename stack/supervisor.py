@@ -171,6 +171,7 @@ def stop_daemon(timeout: float = 120.0) -> int | None:
     if running is None:
         return None
     os.kill(running, signal.SIGTERM)
+    os.kill(running, signal.SIGCONT)  # a test may have paused it (SIGSTOP) to keep something down
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and pid_alive(running):
         time.sleep(0.2)
