@@ -88,12 +88,16 @@ def build_flink_ext() -> None:
          "javac of flink-ext", paths.STACK_DIR / "setup" / "javac.log")
     import zipfile
 
-    with zipfile.ZipFile(EXT_JAR, "w") as jar:
+    # Written aside and renamed over the old jar: a running Flink JVM keeps reading the old file (its inode)
+    # instead of finding a half-written or changed jar under classes it already indexed.
+    building = EXT_JAR.with_suffix(".jar.tmp")
+    with zipfile.ZipFile(building, "w") as jar:
         for path in sorted(classes.rglob("*.class")):
             jar.write(path, path.relative_to(classes).as_posix())
         for path in files:
             if "resources" in path.relative_to(EXT_SOURCES).parts[:1]:
                 jar.write(path, path.relative_to(EXT_SOURCES / "resources").as_posix())
+    os.replace(building, EXT_JAR)
     stamp.write_text(want)
 
 
