@@ -24,6 +24,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from marketpulse.trade import InvalidTrade, parse_trade
 
@@ -46,7 +47,8 @@ class HostileRecord:
         return None if self.value is None else hashlib.sha1(self.value).hexdigest()
 
     def label(self) -> dict:
-        return {"class": self.klass, "expect": "dead", "reason": self.reason, "payload_sha1": self.payload_sha1,
+        return {"class": self.klass, "expect": "dead", "reason": self.reason,
+                "payload_sha1": self.payload_sha1,
                 "length": None if self.value is None else len(self.value),
                 "value_b64": None if self.value is None else base64.b64encode(self.value).decode()}
 
@@ -114,7 +116,7 @@ CLASSES: dict[str, Callable[[dict, random.Random], bytes | None]] = {
     "scalar": lambda t, r: b"42",
     "trailing_garbage": lambda t, r: dumps(t) + b"}",
     "two_objects": lambda t, r: dumps(t) + b"\n" + dumps(t),
-    **{f"bad_{kind}": (lambda kind: lambda t, r: make_bad(kind, t, r))(kind) for kind in BAD_KINDS},
+    **{f"bad_{kind}": partial(make_bad, kind) for kind in BAD_KINDS},
 }
 
 # Classes that are costly to send and store (megabytes, deep recursion): at most this many per corpus.

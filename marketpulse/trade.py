@@ -26,7 +26,7 @@ TRADE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 SIDES = ("BUY", "SELL")
 FIELDS = ("trade_id", "symbol", "price", "size", "side", "event_time")
 # Upper bounds that keep every derived value storable: SUM(size) of a window stays far inside BIGINT and
-# price * size inside DOUBLE; windows of the last valid event time still end before 10000-01-01 (TIMESTAMP(3)).
+# price * size inside DOUBLE; windows of the last valid event time end before 10000-01-01 (TIMESTAMP(3)).
 MAX_PRICE = 1_000_000_000.0
 MAX_SIZE = 1_000_000_000
 MAX_EVENT_TIME_MS = 253_402_214_399_999  # 9999-12-30T23:59:59.999Z

@@ -244,7 +244,7 @@ SELECT `partition`, `offset`, `value`,
            WHEN CHAR_LENGTH(f_all) <> 52 + CHAR_LENGTH(f_trade_id) + CHAR_LENGTH(f_symbol) + CHAR_LENGTH(f_price)
                                       + CHAR_LENGTH(f_size) + CHAR_LENGTH(f_side) + CHAR_LENGTH(f_event_time)
                THEN 'unknown field(s)'
-           ELSE 'duplicate key'
+           ELSE 'duplicate key (or a key written with escapes)'
        END AS reason
 FROM checked_trades
 WHERE NOT is_valid;

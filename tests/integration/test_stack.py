@@ -84,8 +84,9 @@ def test_postgres_schema_write_and_read(stack, pg):
     assert versions[0] == ("001_core.sql",)
     with pg.cursor() as cur:
         cur.execute("BEGIN")
-        insert = ("INSERT INTO dead_letters (engine, topic, kafka_partition, kafka_offset, payload_sha1, payload, "
-                  "reason, received_at) VALUES ('test', 'trades', 0, 7, 'abc', %s, %s, '2025-01-02T14:30:00Z') ")
+        insert = ("INSERT INTO dead_letters (engine, topic, kafka_partition, kafka_offset, payload_sha1, "
+                  "payload, reason, received_at) "
+                  "VALUES ('test', 'trades', 0, 7, 'abc', %s, %s, '2025-01-02T14:30:00Z') ")
         cur.execute(insert, (b"{oops\x00\xff", "malformed JSON"))
         # The primary key (engine, topic, partition, offset) is the upsert key: writing the same Kafka record
         # again changes nothing. Any bytes are storable; the table keeps the first 64 KiB and the full length.

@@ -41,10 +41,9 @@ def run(values: list[bytes | None]) -> tuple[dict[int, tuple], dict[int, str]]:
     t_env.create_temporary_view("raw_input", source)
     columns, views = script_parts()
     # The script's source table, minus Kafka: the same f_* columns over the same bytes (ts is not under test).
-    t_env.execute_sql("CREATE TEMPORARY VIEW trades AS SELECT `value`, 0 AS `partition`, "
-                      "CAST(idx AS BIGINT) AS `offset`, " + ", ".join(re.sub(r"^(f_\w+)\s+AS (.*)$", r"\2 AS \1", c)
-                                                                      for c in columns)
-                      + ", TO_TIMESTAMP_LTZ(0, 3) AS ts FROM raw_input")
+    fields = ", ".join(re.sub(r"^(f_\w+)\s+AS (.*)$", r"\2 AS \1", column) for column in columns)
+    t_env.execute_sql("CREATE TEMPORARY VIEW trades AS SELECT `value`, 0 AS `partition`, CAST(idx AS BIGINT) "
+                      f"AS `offset`, {fields}, TO_TIMESTAMP_LTZ(0, 3) AS ts FROM raw_input")
     for view in views:
         t_env.execute_sql(view)
     valid = {}

@@ -140,8 +140,8 @@ def test_one_validity_rule_for_the_watermark_and_the_views(script):
     """Only valid trades move event time: the WATERMARK clause's condition is checked_trades' is_valid."""
     text = script.read_text()
     in_watermark = re.search(r"WATERMARK FOR ts AS CASE WHEN (COALESCE\(.*?FALSE\))\n", text, re.S).group(1)
-    in_view = re.search(r"CREATE TEMPORARY VIEW checked_trades AS\n.*?(COALESCE\(.*?FALSE\)) AS is_valid", text,
-                        re.S).group(1)
+    in_view = re.search(r"CREATE TEMPORARY VIEW checked_trades AS\n.*?(COALESCE\(.*?FALSE\)) AS is_valid",
+                        text, re.S).group(1)
     assert " ".join(in_watermark.split()) == " ".join(in_view.split())
 
 
