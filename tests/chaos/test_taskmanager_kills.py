@@ -27,9 +27,8 @@ from kafka import KafkaConsumer
 from marketpulse.analytics import AnomalyDetector, DetectorConfig
 from tests import support
 from tests.chaos import harness
+from tests.chaos.conftest import taskmanager_exits
 from tests.pipeline import (
-    EXACT_COLUMNS,
-    WINDOW_COLUMNS,
     close_enough,
     engine_windows,
     flush_trades,
@@ -38,6 +37,7 @@ from tests.pipeline import (
     send,
     submit_datastream,
     submit_sql,
+    window_differences,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -64,21 +64,6 @@ def clean_run_anomalies(trades, config: DetectorConfig) -> dict[tuple[str, str],
             for anomaly in detector.push(trade):
                 found[(anomaly.trade_id, anomaly.rule)] = anomaly.z_score
     return found
-
-
-def window_differences(got: dict, expected: dict) -> tuple[list, list, list]:
-    """(missing, extra, different) window keys of one engine against the reference."""
-    missing = sorted(set(expected) - set(got))
-    extra = sorted(set(got) - set(expected))
-    different = []
-    for key in set(got) & set(expected):
-        for column in WINDOW_COLUMNS:
-            want, have = expected[key][column], got[key][column]
-            same = have == want if column in EXACT_COLUMNS else close_enough(have, want)
-            if not same:
-                different.append((key, column, have, want))
-                break
-    return missing, extra, different
 
 
 def kafka_anomalies(settings, topic: str) -> list[tuple[str, str]]:
@@ -112,17 +97,28 @@ def test_taskmanager_kills_lose_nothing(chaos_stack, tmp_path):
     jobs = {"sql": submit_sql(settings, settings, topic, "sql/window_metrics.sql"),
             "datastream": submit_datastream(settings, settings, topic, anomalies_topic)}
     try:
+        # Kill moments: random points of the DataStream job's progress (the slower engine), each reached
+        # after the previous restore, plus a random delay, so every kill hits jobs that are draining.
         rng = random.Random(SEED)
+        targets = sorted(rng.uniform(0.1, 0.8) for _ in range(KILLS))
         drain_started = time.monotonic()
-        for kill in range(1, KILLS + 1):
+        first_pid = harness.taskmanager_pid(settings)
+        for kill, target in enumerate(targets, 1):
             harness.wait_jobs_running(settings, jobs.values())
-            time.sleep(rng.uniform(4, 14))
+
+            def reached(target=target):
+                harness.assert_no_terminal_state(settings, jobs.values())
+                return len(engine_windows(settings, "datastream")) >= target * len(expected)
+
+            support.wait_for(reached, DRAIN_TIMEOUT, f"{target:.0%} of the windows before kill {kill}",
+                             interval=0.5)
+            time.sleep(rng.uniform(0, 3))
             written = {engine: len(engine_windows(settings, engine)) for engine in ENGINES}
             pid = harness.taskmanager_pid(settings)
             os.kill(pid, signal.SIGKILL)
             print(f"kill {kill}: SIGKILL TaskManager pid {pid} at {time.monotonic() - drain_started:.0f}s "
                   f"of the drain; windows written then: {written} of {len(expected)}")
-            assert min(written.values()) < len(expected), "killed after the drain: no chaos"
+            assert written["datastream"] < len(expected), "killed after the drain: no chaos"
             new_pid = harness.wait_new_taskmanager(settings, pid)
             print(f"        the supervisor started TaskManager pid {new_pid}")
 
@@ -154,9 +150,11 @@ def test_taskmanager_kills_lose_nothing(chaos_stack, tmp_path):
         print(f"anomalies topic (at-least-once, key trade_id+rule): {len(messages)} messages, "
               f"{len(set(messages))} distinct, {len(messages) - len(set(messages))} repeated after restores")
         recovered = support.vertex_metric_sum(settings, jobs["datastream"], ".recoveredReleases")
-        print(f"datastream: {recovered} buffered slots released by a later timer after a restore; "
-              f"TaskManager exits {KILLS} (the test's kills); total {time.monotonic() - started:.0f}s")
+        exits = taskmanager_exits(first_pid)
+        print(f"datastream: {recovered} buffered slots released by a later timer since the last restore; "
+              f"TaskManager exits {exits} ({KILLS} kills); total {time.monotonic() - started:.0f}s")
         assert not failures, failures
+        assert exits == KILLS, "the TaskManager exited on its own too"
         assert set(got) == set(anomalies) and not wrong_z
         assert set(messages) == set(anomalies)
     finally:
