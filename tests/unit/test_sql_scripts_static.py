@@ -154,3 +154,13 @@ def test_the_sql_rule_uses_the_bounds_of_the_trade_contract():
     assert f"|{trade.MAX_SIZE})" in rule and f"<= {trade.MAX_EVENT_TIME_MS}" in rule
     assert f"<= {trade.MAX_PAYLOAD_BYTES}" in rule
     assert trade.TRADE_ID_PATTERN.pattern in rule and trade.SYMBOL_PATTERN.pattern in rule
+
+
+def test_the_datastream_dead_letter_sink_matches_the_postgres_table():
+    """The DataStream job's dead-letter sink writes columns of the table (payload_length is the trigger's)
+    and upserts by its primary key, like window_metrics.sql's sink."""
+    text = (REPO / "jobs" / "market_metrics_sinks.sql").read_text()
+    text = text.replace("CREATE TEMPORARY TABLE", "CREATE TABLE")
+    _connector, columns, key = tables(text)["dead_letters_sink"]
+    pg_columns, pg_key = postgres_table("dead_letters")
+    assert set(columns) == set(pg_columns) - {"payload_length"} and key == pg_key
