@@ -5,8 +5,11 @@ equal those of an uninterrupted run, and nothing is late, dead-lettered, missing
 
 The whole stream (plus one flush trade per partition an hour later, which closes every window) is in the
 topic before the jobs start, so after each restore the jobs read a backlog on every partition, as they would
-after a real crash with the market still trading. The generator holds nothing back (--late-fraction 0), so
-by the watermark rule no trade may be late in either engine.
+after a real crash. The market keeps trading meanwhile: every few seconds one more flush-symbol trade per
+partition, later still. That matters: Kafka sources do not checkpoint their watermarks, so after a restore a
+partition whose last record was read before the checkpoint holds the SQL job's watermark at its minimum
+until a new record arrives there (the DataStream job marks it idle instead). The generator holds nothing
+back (--late-fraction 0), so by the watermark rule no trade may be late in either engine.
 
 Sizes: MARKETPULSE_CHAOS_TRADES (default 500000) trades and MARKETPULSE_CHAOS_KILLS (default 3) kills; the
 kill moments come from a seeded random generator and are printed.
@@ -25,10 +28,12 @@ import pytest
 from kafka import KafkaConsumer
 
 from marketpulse.analytics import AnomalyDetector, DetectorConfig
+from marketpulse.trade import Trade
 from tests import support
 from tests.chaos import harness
 from tests.chaos.conftest import taskmanager_exits
 from tests.pipeline import (
+    FLUSH_SYMBOL,
     close_enough,
     engine_windows,
     flush_trades,
@@ -66,6 +71,25 @@ def clean_run_anomalies(trades, config: DetectorConfig) -> dict[tuple[str, str],
     return found
 
 
+class Market:
+    """Keeps trading on the flush symbol: one trade per partition per `every` seconds, each later in event
+    time than the last (left out of every comparison, like the flush trades)."""
+
+    def __init__(self, settings, topic: str, after_ms: int, every: float = 5.0):
+        self.settings, self.topic, self.at, self.every, self.last, self.sent = \
+            settings, topic, after_ms, every, 0.0, 0
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last < self.every:
+            return
+        self.last = time.monotonic()
+        self.at += 1000
+        trades = [Trade(f"TICK-{self.sent}-{p}", FLUSH_SYMBOL, 1.0, 1, "BUY", self.at)
+                  for p in range(PARTITIONS)]
+        send(self.settings, self.topic, trades, partition_of=lambda trade: int(trade.trade_id[-1]))
+        self.sent += 1
+
+
 def kafka_anomalies(settings, topic: str) -> list[tuple[str, str]]:
     consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
                              auto_offset_reset="earliest", consumer_timeout_ms=5000)
@@ -86,8 +110,9 @@ def test_taskmanager_kills_lose_nothing(chaos_stack, tmp_path):
                       "--event-rate", "200", "--anomaly-rate", "0.002",
                       "--bootstrap-servers", settings.kafka.bootstrap_servers)
     assert stream.bad == 0 and not stream.delayed_ids and len(stream.valid) == TRADES
-    send(settings, topic, flush_trades(stream, PARTITIONS),
-         partition_of=lambda trade: int(trade.trade_id[-1]))
+    flush = flush_trades(stream, PARTITIONS)
+    send(settings, topic, flush, partition_of=lambda trade: int(trade.trade_id[-1]))
+    market = Market(settings, topic, flush[0].event_time)
     sizes = (settings.windows.size_seconds, settings.windows.short_size_seconds)
     expected = reference_for(stream.valid, sizes)
     anomalies = clean_run_anomalies(stream.valid, DetectorConfig.from_settings(settings))
@@ -108,6 +133,7 @@ def test_taskmanager_kills_lose_nothing(chaos_stack, tmp_path):
 
             def reached(target=target):
                 harness.assert_no_terminal_state(settings, jobs.values())
+                market.tick()
                 return len(engine_windows(settings, "datastream")) >= target * len(expected)
 
             support.wait_for(reached, DRAIN_TIMEOUT, f"{target:.0%} of the windows before kill {kill}",
@@ -124,6 +150,7 @@ def test_taskmanager_kills_lose_nothing(chaos_stack, tmp_path):
 
         def drained():
             harness.assert_no_terminal_state(settings, jobs.values())
+            market.tick()
             return all(len(engine_windows(settings, engine)) >= len(expected) for engine in ENGINES)
 
         support.wait_for(drained, DRAIN_TIMEOUT, "both engines to write every window", interval=3)
