@@ -286,9 +286,6 @@ def main(argv: list[str] | None = None) -> None:
     t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
 
     raw = kafka_records(t_env, settings, topic, args.group_id, args.start_from, source_parallelism)
-    # Translating the source table re-applies the configuration to the environment, and with a savepoint to
-    # restore that resets its parallelism to parallelism.default: set it again for the operators after it.
-    env.set_parallelism(parallelism)
     outputs = build_pipeline(raw, topic=topic,
                              config=AnalyticsConfig.from_settings(settings, args.release_interval_ms),
                              watermarks=watermark_strategy(settings), source_parallelism=source_parallelism)
