@@ -111,6 +111,10 @@ def test_hostile_corpus_is_dead_lettered_and_stops_nothing(stack, kafka_topic, s
             per_engine = [sum(1 for key in dead[engine] if key in by_coordinates
                               and by_coordinates[key].klass == klass) for engine in ENGINES]
             print(f"{klass:28s} {sent[klass]:5d} {per_engine[0]:17d} {per_engine[1]:10d}")
+        for engine in ENGINES:
+            missing, extra, different = window_differences(engine_windows(scratch_db, engine), expected)
+            print(f"{engine}: windows missing {len(missing)}, extra {len(extra)}, different {len(different)} "
+                  f"(of {len(expected)})")
         for engine, job_id in engine_job.items():
             restarts = support.job_restarts(settings, job_id)
             print(f"{engine}: {len(dead[engine])} dead letters, restarts {restarts}")
