@@ -70,9 +70,14 @@ def submit_datastream(settings: Settings, savepoint: str | None = None, args: li
             raise StackError(f"DataStream job not found: {job_file}")
         savepoint = _last_state(name, savepoint, resume)
         restore = ["-s", savepoint] if savepoint else []
-        say(f"Flink: submitting '{name}' (flink run -d {' '.join(restore + ['-py', script] + args)})")
-        result = subprocess.run([flink.bin_path("flink"), "run", "-d", *restore, "-py", str(job_file), *args],
-                                env=flink.flink_env(), capture_output=True, text=True, cwd=paths.REPO)
+        # The Flink CLI parses options up to the first one it does not know: behind -py FILE, a job option
+        # Flink also has (--parallelism is its -p) would be taken by Flink and never reach the job. A
+        # job-only option first (the job's default, which restored partitions ignore anyway) ends that.
+        program = ["--start-from", "committed", *args] if args else []
+        say(f"Flink: submitting '{name}' (flink run -d {' '.join(restore + ['-py', script] + program)})")
+        command = [flink.bin_path("flink"), "run", "-d", *restore, "-py", str(job_file), *program]
+        result = subprocess.run(command, env=flink.flink_env(), capture_output=True, text=True,
+                                cwd=paths.REPO)
         job_ids = re.findall(r"JobID ([0-9a-f]{32})", result.stdout)
         if result.returncode != 0 or not job_ids:
             log = flink.LOG_DIR / "submit-datastream.log"
