@@ -11,8 +11,10 @@ partition whose last record was read before the checkpoint holds the SQL job's w
 until a new record arrives there (the DataStream job marks it idle instead). The generator holds nothing
 back (--late-fraction 0), so by the watermark rule no trade may be late in either engine.
 
-Sizes: MARKETPULSE_CHAOS_TRADES (default 500000) trades and MARKETPULSE_CHAOS_KILLS (default 3) kills; the
-kill moments come from a seeded random generator and are printed.
+Sizes: MARKETPULSE_CHAOS_TRADES trades and MARKETPULSE_CHAOS_KILLS (default 3) kills; the kill moments
+come from a seeded random generator and are printed. The suite runs 200000 trades (about 7 minutes here);
+the issue's acceptance size is 500000 (about 15 minutes on this 2-core machine):
+    MARKETPULSE_CHAOS_TRADES=500000 .venv/bin/python -m pytest -s tests/chaos/test_taskmanager_kills.py
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from tests.pipeline import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-TRADES = int(os.environ.get("MARKETPULSE_CHAOS_TRADES", "500000"))
+TRADES = int(os.environ.get("MARKETPULSE_CHAOS_TRADES", "200000"))
 KILLS = int(os.environ.get("MARKETPULSE_CHAOS_KILLS", "3"))
 SEED = 20261122
 PARTITIONS = 4
