@@ -99,11 +99,11 @@ def generate_to_kafka(settings, topic: str, injected_topic: str) -> None:
 # --- the job -------------------------------------------------------------------------------------------
 
 def submit(scratch, topic: str, anomalies_topic: str, *extra: str, checkpoint_seconds: int = 10,
-           job_args: tuple[str, ...] = ()) -> str:
+           job_args: tuple[str, ...] = (), **overrides) -> str:
     """`flink run EXTRA -d -py JOB ... JOB_ARGS`: extra are options of `flink run` (e.g. -s), job_args of
-    the job."""
+    the job, overrides more settings (section_key=value)."""
     env = support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic,
-                          flink_checkpoint_interval_seconds=checkpoint_seconds)
+                          flink_checkpoint_interval_seconds=checkpoint_seconds, **overrides)
     result = support.flink_run(*extra, "-d", "-py", JOB, "--start-from", "earliest",
                                "--group-id", f"test-{topic}", *job_args, env=env)
     assert result.returncode == 0, f"flink run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -323,7 +323,9 @@ def test_restart_from_checkpoint_gives_the_same_tables(stack, kafka_topic, scrat
     stream = generate_file(tmp_path)
     first, second = stream.messages[:12_000], stream.messages[12_000:]
     support.produce(stack, topic, first[:8_000])
-    job_id = submit(scratch_db, topic, anomalies_topic, checkpoint_seconds=2)
+    # This test is about restarts: with source idleness off, the pauses it makes (waiting for a checkpoint,
+    # the restart) cannot let one partition move event time alone and make the other's trades late.
+    job_id = submit(scratch_db, topic, anomalies_topic, checkpoint_seconds=2, windows_idleness_seconds=0)
     resumed = None
     try:
         # A checkpoint taken after the first 8000 records were read holds open windows and buffered trades.
@@ -347,7 +349,8 @@ def test_restart_from_checkpoint_gives_the_same_tables(stack, kafka_topic, scrat
         # move the watermark alone while the others are marked idle, and on-time trades of theirs would be
         # late: idleness trades completeness for liveness, see README.)
         support.produce(stack, topic, second + stream.flush_messages())
-        resumed = submit(scratch_db, topic, anomalies_topic, "-s", checkpoint, checkpoint_seconds=2)
+        resumed = submit(scratch_db, topic, anomalies_topic, "-s", checkpoint, checkpoint_seconds=2,
+                         windows_idleness_seconds=0)
         counts = wait_until_drained(scratch_db, stream, resumed)
         print(f"tables after the restart: {counts}")
         on_time = assert_windows_equal_reference(scratch_db, stream)
@@ -363,7 +366,7 @@ def test_restart_from_checkpoint_gives_the_same_tables(stack, kafka_topic, scrat
 def redeploy(scratch, topic: str, anomalies_topic: str, job_id: str, *job_args: str) -> str:
     """`python -m stack redeploy` (what `make rescale` / `make upgrade` run): savepoint, stop, resume."""
     env = support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic,
-                          flink_checkpoint_interval_seconds=10)
+                          flink_checkpoint_interval_seconds=10, windows_idleness_seconds=0)
     result = subprocess.run([sys.executable, "-m", "stack", "redeploy", job_id, *job_args], cwd=support.REPO,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"redeploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -393,7 +396,10 @@ def test_savepoint_rescale_and_upgrade_give_the_same_tables(stack, kafka_topic, 
             last = number == len(steps) - 1
             support.produce(stack, topic, messages + (stream.flush_messages() if last else []))
             if number == 0:
-                job_ids.append(submit(scratch_db, topic, anomalies_topic))
+                # Idleness off, as in the restart test: a source subtask that starts more than
+                # idleness_seconds after its sibling (a loaded machine) would be marked idle and the other
+                # partition would move event time alone.
+                job_ids.append(submit(scratch_db, topic, anomalies_topic, windows_idleness_seconds=0))
             else:
                 job_ids.append(redeploy(scratch_db, topic, anomalies_topic, job_ids[-1], *job_args))
                 wait_running_all(scratch_db, job_ids[-1])
