@@ -69,3 +69,19 @@ def wait_jobs_running(settings: Settings, job_ids: Iterable[str]) -> None:
                    for job_id in job_ids)
 
     support.wait_for(running, RECOVERY_TIMEOUT, f"jobs {job_ids} running", interval=1)
+
+
+PYTHON_CLOSE_FATAL = "Reference count must not be negative"
+
+
+def known_python_close_fatals() -> int:
+    """TaskManager exits caused by PyFlink 2.2's Beam runner throwing in a failed task's cleanup
+    (DefaultJobBundleFactory.close -> 'Reference count must not be negative'), which Flink's Task.doRun
+    turns into a fatal TaskManager error: counted from the TaskManager logs of the stack in os.environ."""
+    count = 0
+    for log in (stack_dir() / "flink" / "log").glob("flink-*taskexecutor*.log*"):
+        text = log.read_text(errors="replace")
+        for fatal in text.split("FATAL - exception in exception handler")[1:]:
+            count += PYTHON_CLOSE_FATAL in fatal[:3000]
+    # Task and TaskExecutor both log the same fatal error: count TaskManager exits, not log lines.
+    return count // 2
