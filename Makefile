@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup up down status logs check test test-unit lint demo submit-datastream cancel savepoint \
-        resume rescale upgrade sql generator dashboard bench clean
+        resume rescale upgrade sql generator dashboard alerts bench clean
 
 help:  ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ generator: $(STAMP)  ## publish synthetic trades to Kafka (ARGS="--rate 500 --an
 
 dashboard: $(STAMP)  ## serve the Dash dashboard on :8050
 	@$(PY) -m dashboard
+
+alerts: $(STAMP)  ## run the alert service: anomalies topic -> log/webhook/Slack ([alerts] in conf/pipeline.toml)
+	@$(PY) -m alerts
 
 bench: $(STAMP)  ## run the benchmarks in bench/ (figures, not asserts)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

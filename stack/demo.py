@@ -1,6 +1,6 @@
 """`make demo`: the whole system on this machine. Brings the stack up, submits the DataStream job and the
-SQL scripts, starts the generator and the dashboard, prints where to look, and reports progress until
-Ctrl-C, which stops the generator, the dashboard and the jobs it submitted (the stack stays up: make down)."""
+SQL scripts, starts the generator, the alert service and the dashboard, prints where to look, and reports
+progress until Ctrl-C, which stops them and the jobs it submitted (the stack stays up: make down)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from alerts.config import AlertConfig
 from marketpulse.config import Settings
 from stack import paths
 from stack.check import table_counts
@@ -38,6 +39,10 @@ def run_demo(settings: Settings, up) -> int:
         "--reference-to-postgres"])
     say(f"generator: {demo.rate} trades/s with anomalies, late and bad records "
         f"(log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
+    alerts = _spawn("alerts", ["-m", "alerts"])
+    cooldown = AlertConfig.from_settings(settings).cooldown_seconds
+    say(f"alert service: anomalies -> alerts, cooldown {cooldown:g} s per symbol and rule "
+        f"(log {LOG_DIR.relative_to(paths.REPO)}/alerts.log)")
     dashboard = _spawn("dashboard", ["-m", "dashboard"])
     host, port = settings.dashboard.host, settings.dashboard.port
     wait_until(lambda: port_open(port, host), 60, "dashboard", LOG_DIR / "dashboard.log",
@@ -47,6 +52,7 @@ def run_demo(settings: Settings, up) -> int:
     dashboard      http://{host}:{port}
     Flink web UI   {settings.flink.rest_url}
     check data     make check        (rows per table, newest window, running jobs)
+    alerts         {(LOG_DIR / "alerts.log").relative_to(paths.REPO)}   (webhooks: README, Alerts)
     stop           Ctrl-C here, then `make down` to stop the stack
 """, flush=True)
 
@@ -55,7 +61,7 @@ def run_demo(settings: Settings, up) -> int:
     first_window_at = None
     try:
         while not stop["requested"]:
-            for name, proc in (("generator", generator), ("dashboard", dashboard)):
+            for name, proc in (("generator", generator), ("alerts", alerts), ("dashboard", dashboard)):
                 if proc.poll() is not None:
                     raise StackError(f"{name} exited with code {proc.returncode}; see {LOG_DIR / name}.log")
             counts = table_counts(settings)
@@ -70,11 +76,11 @@ def run_demo(settings: Settings, up) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        say("stopping the generator, the dashboard and the jobs this demo submitted")
-        for proc in (generator, dashboard):
+        say("stopping the generator, the alert service, the dashboard and the jobs this demo submitted")
+        for proc in (generator, alerts, dashboard):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        for proc in (generator, dashboard):
+        for proc in (generator, alerts, dashboard):
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

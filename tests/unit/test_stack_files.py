@@ -64,6 +64,22 @@ def test_dockerfile_copies_files_that_exist():
         assert (REPO / source).exists(), f"docker/Dockerfile copies {source}, which does not exist"
 
 
+def test_dockerfile_copies_every_python_package_of_the_project():
+    """A package pyproject.toml installs but the image lacks fails only when its container starts."""
+    import tomllib
+
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    copied = set(re.findall(r"^COPY (\w+) \1$", (REPO / "docker/Dockerfile").read_text(), re.MULTILINE))
+    assert {pattern.rstrip("*") for pattern in include["include"]} <= copied
+
+
+def test_compose_runs_the_alert_service_from_the_same_image(compose):
+    alerts = compose["services"]["alerts"]
+    assert alerts["command"] == ["python", "-m", "alerts"]
+    assert alerts["image"] == compose["x-marketpulse"]["image"]
+    assert alerts["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+
+
 def test_kafka_properties_render_for_this_machine(tmp_path, monkeypatch):
     monkeypatch.setattr(kafka, "HOME", tmp_path)
     monkeypatch.setattr(kafka, "DATA_DIR", tmp_path / "data")
@@ -109,7 +125,8 @@ def test_every_sql_script_uses_only_known_placeholders():
 
 def test_long_running_services_restart_and_one_shots_do_not(compose):
     services = compose["services"]
-    for name in ("kafka", "postgres", "jobmanager", "taskmanager", "jobs", "dashboard", "generator"):
+    for name in ("kafka", "postgres", "jobmanager", "taskmanager", "jobs", "dashboard", "generator",
+                 "alerts"):
         assert services[name].get("restart") in ("unless-stopped", "on-failure", "always"), name
     assert "restart" not in services["init"]  # one-shot: it must be allowed to complete
 
