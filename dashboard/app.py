@@ -16,7 +16,7 @@ import dash
 import pandas as pd
 from dash import ALL, Input, Output, State, dcc, html, no_update
 
-from dashboard import api, figures, queries
+from dashboard import alerts_strip, api, figures, queries
 from dashboard.db import Database, DatabaseUnavailable
 from dashboard.health import FlinkClient
 from marketpulse.config import Settings, load_settings, postgres_dsn
@@ -163,6 +163,7 @@ def layout(settings: Settings) -> html.Div:
             html.Div(id="status-pills", className="pills", **testid("status-pills")),
         ]),
         html.Div(id="banner", className="banner hidden", **testid("banner")),
+        alerts_strip.layout(settings),
         controls(settings),
         html.Div(id="range-label", className="range-label", **testid("range-label")),
         dcc.Tabs(id="tabs", value="overview", className="tabs",
@@ -217,6 +218,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     app.layout = layout(settings)
     app.server.config["MARKETPULSE_DB"] = db
     api.register(app.server, db, flink)
+    alerts_strip.register(app, db, settings)
     pg = settings.postgres
     where = f"{pg.host}:{pg.port}/{pg.database}"
 

@@ -362,6 +362,18 @@ def anomaly_extent(db: Database) -> tuple[datetime | None, datetime | None]:
     return row[0], row[1]
 
 
+def recent_alerts(db: Database, limit: int = 8) -> pd.DataFrame | None:
+    """The newest alerts the alert service delivered (006_alerts.sql), newest event first; None while the
+    table does not exist. Uses the partial index alert_decisions_delivered_by_time."""
+    if not db.table_exists("alert_decisions"):
+        return None
+    frame = db.frame("""
+        SELECT symbol, rule, price, z_score, event_time, decided_at, trade_id FROM alert_decisions
+        WHERE decision = 'delivered'
+        ORDER BY event_time DESC, trade_id, rule LIMIT %(limit)s""", {"limit": limit})
+    return _numeric(frame, ("price", "z_score"))
+
+
 # --- pipeline health (database side) -------------------------------------------------------------
 
 def pipeline_counts(db: Database, start: datetime | None, end: datetime | None) -> pd.DataFrame:

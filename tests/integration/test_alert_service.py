@@ -296,3 +296,24 @@ def test_a_failing_receiver_gets_the_retries_then_the_alert_is_a_dead_letter(sta
                                                                                             "attempts": 1}},
                            "webhook: HTTP 500 Internal Server Error")
     assert log.count("retry 1/3") == len(stream) and "dead letter for D-0:price_jump" in log
+
+
+def test_dashboard_strip_query_returns_the_newest_delivered_alerts(scratch_db):
+    from dashboard import queries
+    from dashboard.db import Database
+    from marketpulse.config import postgres_dsn
+
+    with closing(support.pg_connect(scratch_db)) as conn, conn.cursor() as cur:
+        for i, decision in enumerate(["delivered", "suppressed", "delivered", "dead", "delivered"]):
+            cur.execute("""
+                INSERT INTO alert_decisions
+                    (trade_id, rule, symbol, event_time, price, size, z_score, decision)
+                VALUES (%s, 'price_jump', 'AAPL', to_timestamp(%s), 100 + %s, 1, 3.5, %s)""",
+                (f"Q{i}", 1_750_000_000 + i, i, decision))
+    db = Database(postgres_dsn(scratch_db))
+    try:
+        frame = queries.recent_alerts(db, limit=2)
+    finally:
+        db.close()
+    assert list(frame["trade_id"]) == ["Q4", "Q2"]
+    assert list(frame["price"]) == [104.0, 102.0]
