@@ -104,8 +104,8 @@ class AlertService:
                     client_id="marketpulse-alerts", enable_auto_commit=False, auto_offset_reset="earliest",
                     max_poll_records=self.config.batch_max_records, bootstrap_timeout_ms=5000,
                     # Static membership (KIP-345): a restarted service takes its own place in the group
-                    # at once, instead of waiting a session timeout (45 s) for its killed predecessor;
-                    # a second instance with the same group is fenced off (one instance per group).
+                    # at once, instead of waiting a session timeout (45 s) for its killed predecessor.
+                    # Run one instance per group: a second one would silently take the first one's place.
                     group_instance_id=f"{self.config.consumer_group}-instance",
                     # Retries and backoff of one batch can take a while; the group must not evict us.
                     max_poll_interval_ms=600_000)
