@@ -66,9 +66,14 @@ EXT_JAR = paths.DEPS_DIR / "flink-ext" / "marketpulse-flink-ext.jar"
 
 
 def build_flink_ext() -> None:
-    """flink-ext/ (the 'marketpulse-jdbc' sink: Flink's JDBC sink whose close() cannot kill a TaskManager)
-    compiled with javac against the Flink and connector jars into .deps/flink-ext when its sources changed."""
-    files = sorted(path for path in EXT_SOURCES.rglob("*") if path.is_file())
+    """flink-ext/ compiled with javac against the Flink and connector jars into .deps/flink-ext when its
+    sources changed: the 'marketpulse-jdbc' sink (Flink's JDBC sink whose close() cannot kill a TaskManager)
+    and the TaskManager's Java agent (Premain-Class) with its stand-in for PyFlink's PythonSharedResources.
+    That one (flink-ext/src/patch/) is compiled against flink-python too and stored under
+    META-INF/marketpulse-patches/, never as a class of lib/ (see io.marketpulse.flink.agent)."""
+    patch_sources = EXT_SOURCES.parent / "patch"
+    files = sorted(path for folder in (EXT_SOURCES, patch_sources) if folder.exists()
+                   for path in folder.rglob("*") if path.is_file())
     stamp = EXT_JAR.with_suffix(".sha")
     digests = b"".join(_sha(path).encode() + path.name.encode() for path in files)
     want = hashlib.sha256(digests).hexdigest()[:16]
@@ -77,24 +82,37 @@ def build_flink_ext() -> None:
     javac = shutil.which("javac")
     if javac is None:
         raise StackError("javac not found: install a JDK (sudo apt-get install openjdk-17-jdk-headless)")
-    say("compiling flink-ext (the marketpulse-jdbc sink) with javac")
+    say("compiling flink-ext (the marketpulse-jdbc sink, the TaskManager agent) with javac")
     classes = EXT_JAR.parent / "classes"
-    shutil.rmtree(classes, ignore_errors=True)
-    classes.mkdir(parents=True)
-    classpath = ":".join(str(jar) for folder in (paths.pyflink_home() / "lib", paths.FLINK_CONNECTOR_JARS)
-                         for jar in sorted(folder.glob("*.jar")))
-    _run([javac, "--release", "17", "-nowarn", "-d", str(classes), "-cp", classpath,
-          *(str(path) for path in files if path.suffix == ".java")],
+    patches = EXT_JAR.parent / "patch-classes"
+    for folder in (classes, patches):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    jars = [jar for folder in (paths.pyflink_home() / "lib", paths.FLINK_CONNECTOR_JARS)
+            for jar in sorted(folder.glob("*.jar"))]
+    main_files = [path for path in files if EXT_SOURCES in path.parents]
+    patch_files = [path for path in files if patch_sources in path.parents and path.suffix == ".java"]
+    _run([javac, "--release", "17", "-nowarn", "-d", str(classes), "-cp", ":".join(map(str, jars)),
+          *(str(path) for path in main_files if path.suffix == ".java")],
          "javac of flink-ext", paths.STACK_DIR / "setup" / "javac.log")
+    if patch_files:
+        python_jars = sorted((paths.pyflink_home() / "opt").glob("flink-python*.jar"))
+        _run([javac, "--release", "17", "-nowarn", "-d", str(patches),
+              "-cp", ":".join(map(str, python_jars + jars)), *(str(path) for path in patch_files)],
+             "javac of flink-ext/src/patch", paths.STACK_DIR / "setup" / "javac-patch.log")
     import zipfile
 
     # Written aside and renamed over the old jar: a running Flink JVM keeps reading the old file (its inode)
     # instead of finding a half-written or changed jar under classes it already indexed.
     building = EXT_JAR.with_suffix(".jar.tmp")
     with zipfile.ZipFile(building, "w") as jar:
+        jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n"
+                     "Premain-Class: io.marketpulse.flink.agent.PythonCloseGuardAgent\n\n")
         for path in sorted(classes.rglob("*.class")):
             jar.write(path, path.relative_to(classes).as_posix())
-        for path in files:
+        for path in sorted(patches.rglob("*.class")):
+            jar.write(path, "META-INF/marketpulse-patches/" + path.relative_to(patches).as_posix())
+        for path in main_files:
             if "resources" in path.relative_to(EXT_SOURCES).parts[:1]:
                 jar.write(path, path.relative_to(EXT_SOURCES / "resources").as_posix())
     os.replace(building, EXT_JAR)

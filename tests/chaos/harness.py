@@ -74,14 +74,25 @@ def wait_jobs_running(settings: Settings, job_ids: Iterable[str]) -> None:
 PYTHON_CLOSE_FATAL = "Reference count must not be negative"
 
 
+def _taskmanager_logs() -> list[str]:
+    return [log.read_text(errors="replace")
+            for log in (stack_dir() / "flink" / "log").glob("flink-*taskexecutor*.log*")]
+
+
 def known_python_close_fatals() -> int:
     """TaskManager exits caused by PyFlink 2.2's Beam runner throwing in a failed task's cleanup
     (DefaultJobBundleFactory.close -> 'Reference count must not be negative'), which Flink's Task.doRun
-    turns into a fatal TaskManager error: counted from the TaskManager logs of the stack in os.environ."""
+    turns into a fatal TaskManager error unless the flink-ext agent is loaded: counted from the TaskManager
+    logs of the stack in os.environ, to name the cause when a TaskManager exit fails a test."""
     count = 0
-    for log in (stack_dir() / "flink" / "log").glob("flink-*taskexecutor*.log*"):
-        text = log.read_text(errors="replace")
+    for text in _taskmanager_logs():
         for fatal in text.split("FATAL - exception in exception handler")[1:]:
             count += PYTHON_CLOSE_FATAL in fatal[:3000]
     # Task and TaskExecutor both log the same fatal error: count TaskManager exits, not log lines.
     return count // 2
+
+
+def python_close_guards() -> int:
+    """How often the flink-ext agent's PythonSharedResources kept that same exception from ending the
+    TaskManager (its WARN line in the TaskManager logs of the stack in os.environ)."""
+    return sum(text.count(f"ignoring Beam's '{PYTHON_CLOSE_FATAL}") for text in _taskmanager_logs())
