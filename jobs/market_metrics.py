@@ -50,8 +50,8 @@ from pyflink.table import StreamTableEnvironment
 
 from marketpulse.config import Settings, load_settings
 from marketpulse.flink import rows
-from marketpulse.flink.functions import ANOMALIES, DEAD_LETTERS, LATE_TRADES, ParseTrades, TradeAnalytics
 from marketpulse.flink.book import AnalyticsConfig
+from marketpulse.flink.functions import ANOMALIES, DEAD_LETTERS, LATE_TRADES, ParseTrades, TradeAnalytics
 from marketpulse.sqltemplate import render, split_statements, sql_variables
 
 JOB_NAME = "MarketPulse DataStream"

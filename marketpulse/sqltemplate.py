@@ -6,8 +6,8 @@ statements, without the stack (a PyFlink job renders its own sink DDL on the cli
         t_env.execute_sql(statement)
 
 The names are those of stack/sql.py (settings.flat() plus postgres_jdbc_url, window_size_ms,
-max_out_of_orderness_seconds, postgres_sink_options and postgres_low_latency_sink_options), so a script renders the same way in a job and in the
-SQL client.
+max_out_of_orderness_seconds, postgres_sink_options and postgres_low_latency_sink_options), so a script
+renders the same way in a job and in the SQL client.
 """
 
 from __future__ import annotations

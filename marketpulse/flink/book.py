@@ -1,5 +1,5 @@
-"""The Flink-free core of the per-symbol operator (marketpulse.flink.functions.TradeAnalytics): when a trade is
-late, which windows it goes into, when a window is final, and what survives a restore. Unit-tested in
+"""The Flink-free core of the per-symbol operator (marketpulse.flink.functions.TradeAnalytics): when a trade
+is late, which windows it goes into, when a window is final, and what survives a restore. Unit-tested in
 tests/unit/test_job_helpers.py.
 
 Two clocks, on purpose:
@@ -151,7 +151,8 @@ class SymbolBook:
         version, book.closed_through, windows = state
         if version != BOOK_STATE_VERSION:
             raise ValueError(f"symbol book state version {version} is not {BOOK_STATE_VERSION}")
-        book.windows = {(size, start): WindowAccumulator.from_tuple(values) for size, start, values in windows}
+        book.windows = {(size, start): WindowAccumulator.from_tuple(values)
+                        for size, start, values in windows}
         return book
 
     def __reduce__(self):
