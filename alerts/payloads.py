@@ -1,0 +1,89 @@
+"""What each channel sends for an alert, pure: the webhook's JSON, a Slack incoming-webhook message and the
+log line. Times are UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from alerts.policy import Anomaly
+
+PAYLOAD_TYPE = "marketpulse.anomaly"
+PAYLOAD_VERSION = 1
+RULE_TITLES = {"price_zscore": "price move", "price_jump": "price jump", "volume_zscore": "volume spike"}
+
+
+def iso_time(epoch_ms: int | None) -> str | None:
+    if epoch_ms is None:
+        return None
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def _time_text(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def statistic_text(anomaly: Anomaly) -> str:
+    """What fired, in words: 'z +6.12', '+3.45%' or 'z 4.80'."""
+    if anomaly.z_score is None:
+        return "—"
+    if anomaly.rule == "price_jump":
+        return f"{anomaly.z_score:+.2f}%"
+    return f"z {anomaly.z_score:+.2f}"
+
+
+def summary(anomaly: Anomaly) -> str:
+    """One line a person reads: 'AAPL price jump +3.45% at 187.23 (size 120) at 2024-... UTC'."""
+    title = RULE_TITLES.get(anomaly.rule, anomaly.rule)
+    return (f"{anomaly.symbol} {title} {statistic_text(anomaly)} at {_num(anomaly.price, 2)} "
+            f"(size {_num(anomaly.size, 0)}) at {_time_text(anomaly.event_time)}")
+
+
+def webhook_payload(anomaly: Anomaly) -> dict:
+    """The JSON body of the generic webhook. `id` equals the Idempotency-Key header."""
+    return {
+        "type": PAYLOAD_TYPE,
+        "version": PAYLOAD_VERSION,
+        "id": anomaly.idempotency_key,
+        "trade_id": anomaly.trade_id,
+        "rule": anomaly.rule,
+        "symbol": anomaly.symbol,
+        "event_time": iso_time(anomaly.event_time),
+        "event_time_ms": anomaly.event_time,
+        "price": anomaly.price,
+        "size": anomaly.size,
+        "z_score": anomaly.z_score,
+        "mean": anomaly.mean,
+        "stddev": anomaly.stddev,
+        "detected_at": iso_time(anomaly.detected_at),
+        "text": summary(anomaly),
+    }
+
+
+def slack_payload(anomaly: Anomaly) -> dict:
+    """A Slack incoming-webhook message: `text` (the notification and fallback) plus Block Kit blocks.
+    Anything that accepts Slack's format (Mattermost, Rocket.Chat, Discord's /slack endpoint) reads it."""
+    title = RULE_TITLES.get(anomaly.rule, anomaly.rule)
+    fields = [
+        ("Symbol", anomaly.symbol), ("Rule", anomaly.rule), ("Price", _num(anomaly.price, 2)),
+        ("Statistic", statistic_text(anomaly)), ("Size", _num(anomaly.size, 0)),
+        ("Event time", _time_text(anomaly.event_time)),
+    ]
+    return {
+        "text": f":rotating_light: {summary(anomaly)}",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": f"{anomaly.symbol}: {title}"}},
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{name}*\n{value}"}
+                                           for name, value in fields]},
+            {"type": "context", "elements": [{"type": "mrkdwn",
+                                              "text": f"MarketPulse · trade `{anomaly.trade_id}`"}]},
+        ],
+    }
+
+
+def log_line(anomaly: Anomaly) -> str:
+    return f"ALERT {summary(anomaly)} [trade {anomaly.trade_id}]"
