@@ -72,6 +72,7 @@ class TradeAnalytics(KeyedProcessFunction):
         self.config = config
         self.book_state = self.detector_state = None
         self.late_trades = self.anomalies = self.recovered_closes = None
+        self.newest_event_time = self.watermark = None
 
     def open(self, runtime_context: RuntimeContext):
         ttl = (StateTtlConfig.new_builder(Time.minutes(self.config.state_ttl_minutes))
@@ -89,6 +90,10 @@ class TradeAnalytics(KeyedProcessFunction):
         self.anomalies = metrics.counter("anomalies")
         # Windows closed by a later timer because their own was not in the restored checkpoint.
         self.recovered_closes = metrics.counter("recoveredWindowCloses")
+        # How far behind the market the operator is, in the web UI and REST (0 until the first trade):
+        # the detector (wall clock - newest event time scored) and the windows (wall clock - watermark).
+        metrics.gauge("eventTimeLagMs", lambda: lag_ms(self.newest_event_time))
+        metrics.gauge("watermarkLagMs", lambda: lag_ms(self.watermark))
 
     def _book(self, ctx) -> SymbolBook:
         stored = self.book_state.value()
@@ -115,8 +120,11 @@ class TradeAnalytics(KeyedProcessFunction):
                 yield ANOMALIES, Row(anomaly.trade_id, anomaly.rule, anomaly.symbol, anomaly.event_time,
                                      anomaly.price, anomaly.size, anomaly.z_score, anomaly.mean,
                                      anomaly.stddev, detected_at)
+        if self.newest_event_time is None or trade.event_time > self.newest_event_time:
+            self.newest_event_time = trade.event_time
         book = self._book(ctx)
-        watermark = book.effective_watermark(ctx.timer_service().current_watermark())
+        self.watermark = ctx.timer_service().current_watermark()
+        watermark = book.effective_watermark(self.watermark)
         if is_late(trade.event_time, watermark, config.allowed_lateness_ms):
             self.late_trades.inc()
             yield LATE_TRADES, Row(*trade_row(trade), watermark)
@@ -136,6 +144,11 @@ class TradeAnalytics(KeyedProcessFunction):
                 self.recovered_closes.inc()
             # Row(symbol, window_seconds, window_start, window_end, open, ..., stddev_price)
             yield Row(*(getattr(window, name) for name in WINDOW_METRICS_COLUMNS))
+
+
+def lag_ms(event_time: int | None) -> int:
+    """Wall clock minus an event time (or watermark); 0 while there is none yet."""
+    return 0 if event_time is None or event_time < 0 else max(0, now_ms() - event_time)
 
 
 def trade_row(trade: Trade) -> tuple:
