@@ -23,7 +23,7 @@ parsing, in the same operator chain, and the source chain runs with one subtask 
 watermark generator then sees exactly one partition, which is what per-partition watermarks give. With fewer
 subtasks than partitions, one subtask reading a backlog takes a fetch of one partition after another and
 its watermark would race ahead of the slower partitions, turning their trades into late ones.
-Late semantics and the event-time ordering of the detector: see marketpulse/flink/release.py.
+Late semantics, the detector on arrival and the event-time windows: see marketpulse/flink/book.py.
 
 Source: a Kafka table source with 'value.format' = 'raw' (BYTES, null for a tombstone) and the partition and
 offset metadata columns, converted with to_data_stream. SimpleStringSchema cannot read a tombstone (the job
@@ -43,15 +43,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from marketpulse.config import Settings, load_settings
 from marketpulse.flink import rows
+from marketpulse.flink.book import AnalyticsConfig
 from marketpulse.flink.functions import ANOMALIES, DEAD_LETTERS, LATE_TRADES, ParseTrades, TradeAnalytics
-from marketpulse.flink.release import DEFAULT_RELEASE_INTERVAL_MS, AnalyticsConfig
 from marketpulse.sqltemplate import render, split_statements, sql_variables
 
 JOB_NAME = "MarketPulse DataStream"
@@ -112,8 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="parallelism of the keyed operator and the sinks (default: [flink] parallelism)")
     parser.add_argument("--source-parallelism", type=int, default=None,
                         help="subtasks of the source/parse/watermark chain (default: the topic's partitions)")
-    parser.add_argument("--release-interval-ms", type=int, default=DEFAULT_RELEASE_INTERVAL_MS,
-                        help="granularity of the per-symbol event-time release timers (default 1000)")
+    parser.add_argument("--python-bundle-ms", type=int, default=None,
+                        help="python.fn-execution.bundle.time: the most the Python operators hold their "
+                             "output back (default: [flink] python_bundle_time_ms)")
     return parser.parse_args(argv)
 
 
@@ -277,7 +278,10 @@ def main(argv: list[str] | None = None) -> None:
     parallelism = args.parallelism or int(settings.flink.parallelism)
     source_parallelism = args.source_parallelism or topic_partitions(settings, topic)
 
-    env = StreamExecutionEnvironment.get_execution_environment()
+    job_config = Configuration()
+    job_config.set_string("python.fn-execution.bundle.time",
+                          str(args.python_bundle_ms or int(settings.flink.python_bundle_time_ms)))
+    env = StreamExecutionEnvironment.get_execution_environment(job_config)
     env.set_parallelism(parallelism)
     env.set_max_parallelism(MAX_PARALLELISM)
     env.enable_checkpointing(int(settings.flink.checkpoint_interval_seconds) * 1000)
@@ -287,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
 
     raw = kafka_records(t_env, settings, topic, args.group_id, args.start_from, source_parallelism)
     outputs = build_pipeline(raw, topic=topic,
-                             config=AnalyticsConfig.from_settings(settings, args.release_interval_ms),
+                             config=AnalyticsConfig.from_settings(settings),
                              watermarks=watermark_strategy(settings), source_parallelism=source_parallelism)
     add_sinks(t_env, outputs, settings).attach_as_datastream()
     print(f"market_metrics: topic {topic} ({source_parallelism} source subtasks), parallelism {parallelism}, "

@@ -26,7 +26,7 @@
 --                  variance is turned into DOUBLE. Accurate to about 1e-12 relative; 0.0 for one trade.
 --
 -- Late trades: a trade is late when its event time is at or behind the watermark it meets
--- (ts <= CURRENT_WATERMARK(ts)): the rule of the DataStream job (marketpulse/flink/release.py), on the same
+-- (ts <= CURRENT_WATERMARK(ts)): the rule of the DataStream job (marketpulse/flink/book.py), on the same
 -- watermark. Late trades go to late_trades (engine = 'sql') with that watermark, and into no window at all.
 -- An on-time trade can never be dropped by a window operator: its windows end after its event time, which
 -- is ahead of the watermark checked here, and the watermark the window operator sees is never ahead of it.

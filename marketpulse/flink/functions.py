@@ -1,5 +1,5 @@
 """The two Python functions of the DataStream job, thin wrappers around marketpulse.trade,
-marketpulse.analytics and marketpulse.flink.release. Each record shape is written after the step that makes
+marketpulse.analytics and marketpulse.flink.book. Each record shape is written after the step that makes
 it."""
 
 from __future__ import annotations
@@ -10,21 +10,12 @@ import time
 from pyflink.common import Row, Types
 from pyflink.common.time import Time
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
-from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
+from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
-from marketpulse.analytics import WINDOW_METRICS_COLUMNS, AnomalyDetector
+from marketpulse.analytics import WINDOW_METRICS_COLUMNS
 from marketpulse.flink import rows
-from marketpulse.flink.release import (
-    NEW_CLOCK,
-    AnalyticsConfig,
-    effective_watermark,
-    is_late,
-    release,
-    release_time,
-    take_due,
-    with_due,
-)
-from marketpulse.trade import InvalidTrade, parse_trade
+from marketpulse.flink.book import AnalyticsConfig, DetectorSlot, SymbolBook, is_late
+from marketpulse.trade import InvalidTrade, Trade, parse_trade
 
 DEAD_LETTERS = OutputTag("dead-letters", rows.DEAD_LETTER)
 LATE_TRADES = OutputTag("late-trades", rows.LATE_TRADE)
@@ -69,17 +60,19 @@ class ParseTrades(ProcessFunction):
 
 
 class TradeAnalytics(KeyedProcessFunction):
-    """Per symbol: late routing, event-time ordered release, tumbling windows and the anomaly detector.
+    """Per symbol: the anomaly detector on arrival, late routing and final event-time tumbling windows.
 
-    State per symbol: `pending` (release time -> trades waiting for the watermark), `clock` (the release
-    time fired last and the release times waiting: what survives a restore, see release.py), `open_windows`
-    (one accumulator per window size) and `detector` (AnomalyDetector.to_state(), with a processing-time TTL).
-    Main output: window rows; side outputs LATE_TRADES and ANOMALIES. See marketpulse/flink/release.py."""
+    State per symbol: `book` (a marketpulse.flink.book.SymbolBook: open windows and the last close timer
+    fired, what survives a restore) and `detector` (a DetectorSlot, with a processing-time TTL). Both are kept
+    as live objects that PyFlink's state cache returns as they are until the bundle ends, where they are
+    pickled once as plain tuples: no per-trade (de)serialisation. Main output: window rows; side outputs
+    ANOMALIES and LATE_TRADES. The rules: marketpulse/flink/book.py."""
 
     def __init__(self, config: AnalyticsConfig):
         self.config = config
-        self.pending = self.clock = self.open_windows = self.detector_state = None
-        self.late_trades = self.anomalies = self.recovered_releases = None
+        self.book_state = self.detector_state = None
+        self.late_trades = self.anomalies = self.recovered_closes = None
+        self.newest_event_time = self.watermark = None
 
     def open(self, runtime_context: RuntimeContext):
         ttl = (StateTtlConfig.new_builder(Time.minutes(self.config.state_ttl_minutes))
@@ -91,68 +84,72 @@ class TradeAnalytics(KeyedProcessFunction):
         detector = ValueStateDescriptor("detector", Types.PICKLED_BYTE_ARRAY())
         detector.enable_time_to_live(ttl)
         self.detector_state = runtime_context.get_state(detector)
-        self.open_windows = runtime_context.get_state(
-            ValueStateDescriptor("open_windows", Types.PICKLED_BYTE_ARRAY()))
-        self.pending = runtime_context.get_map_state(
-            MapStateDescriptor("pending", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
-        self.clock = runtime_context.get_state(ValueStateDescriptor("clock", Types.PICKLED_BYTE_ARRAY()))
+        self.book_state = runtime_context.get_state(ValueStateDescriptor("book", Types.PICKLED_BYTE_ARRAY()))
         metrics = runtime_context.get_metrics_group()
         self.late_trades = metrics.counter("lateTrades")
         self.anomalies = metrics.counter("anomalies")
-        # Slots released by a later timer because their own was not in the restored checkpoint.
-        self.recovered_releases = metrics.counter("recoveredReleases")
+        # Windows closed by a later timer because their own was not in the restored checkpoint.
+        self.recovered_closes = metrics.counter("recoveredWindowCloses")
+        # How far behind the market the operator is, in the web UI and REST (0 until the first trade):
+        # the detector (wall clock - newest event time scored) and the windows (wall clock - watermark).
+        metrics.gauge("eventTimeLagMs", lambda: lag_ms(self.newest_event_time))
+        metrics.gauge("watermarkLagMs", lambda: lag_ms(self.watermark))
+
+    def _book(self, ctx) -> SymbolBook:
+        stored = self.book_state.value()
+        book = SymbolBook.from_state(stored)
+        if book is not stored and book.windows:
+            # Decoded, not live: the first sight of this symbol in this worker's life (a restore, a rescale).
+            # Its close timers may not have reached the checkpoint (FLINK-37084): register them again.
+            for close_time in book.close_times(self.config):
+                ctx.timer_service().register_event_time_timer(close_time)
+        return book
 
     def process_element(self, trade, ctx):
         # trade: Row(trade_id, symbol, price, size, side, event_time)
-        trade_id, symbol, price, size, side, event_time = trade
-        clock = self.clock.value() or NEW_CLOCK
-        watermark = effective_watermark(ctx.timer_service().current_watermark(), clock)
+        trade = Trade(*trade)
         config = self.config
-        if is_late(event_time, watermark, config.allowed_lateness_ms):
+        slot = DetectorSlot.from_state(config.detector, self.detector_state.value())
+        found = slot.detector.push(trade)
+        self.detector_state.update(slot)
+        if found:
+            detected_at = now_ms()
+            for anomaly in found:
+                self.anomalies.inc()
+                # Row(trade_id, rule, symbol, event_time, price, size, z_score, mean, stddev, detected_at)
+                yield ANOMALIES, Row(anomaly.trade_id, anomaly.rule, anomaly.symbol, anomaly.event_time,
+                                     anomaly.price, anomaly.size, anomaly.z_score, anomaly.mean,
+                                     anomaly.stddev, detected_at)
+        if self.newest_event_time is None or trade.event_time > self.newest_event_time:
+            self.newest_event_time = trade.event_time
+        book = self._book(ctx)
+        self.watermark = ctx.timer_service().current_watermark()
+        watermark = book.effective_watermark(self.watermark)
+        if is_late(trade.event_time, watermark, config.allowed_lateness_ms):
             self.late_trades.inc()
-            yield LATE_TRADES, Row(trade_id, symbol, price, size, side, event_time, watermark)
+            yield LATE_TRADES, Row(*trade_row(trade), watermark)
             return
-        due = release_time(event_time, config.allowed_lateness_ms, config.release_interval_ms)
-        waiting = self.pending.get(due)
-        if waiting is None:
-            waiting = []
-            self.clock.update(with_due(clock, due))
-            ctx.timer_service().register_event_time_timer(due)
-        waiting.append((event_time, trade_id, price, size, side))
-        self.pending.put(due, waiting)
+        for close_time in book.add(trade, config):
+            ctx.timer_service().register_event_time_timer(close_time)
+        self.book_state.update(book)
 
     def on_timer(self, timestamp, ctx):
-        symbol = ctx.get_current_key()
-        dues, clock = take_due(self.clock.value() or NEW_CLOCK, timestamp)
-        if clock is None:
+        book = self._book(ctx)
+        windows = book.close_due(ctx.get_current_key(), timestamp, self.config)
+        if windows is None:
             return
-        self.clock.update(clock)
-        trades = []
-        for due in dues:
-            trades += self.pending.get(due) or []
-            self.pending.remove(due)
-            if due != timestamp:
-                self.recovered_releases.inc()
-        open_windows = self.open_windows.value() or {}
-        if not trades and not open_windows:
-            return
-        detector = None
-        if trades:
-            detector = AnomalyDetector.from_state(self.config.detector, self.detector_state.value())
-        released = release(symbol, trades or [], open_windows, detector, self.config, timestamp)
-        if trades:
-            self.detector_state.update(detector.to_state())
-        self.open_windows.update(open_windows)
-        for due in released.timers:
-            if due > timestamp:
-                ctx.timer_service().register_event_time_timer(due)
-        detected_at = now_ms()
-        for anomaly in released.anomalies:
-            self.anomalies.inc()
-            # Row(trade_id, rule, symbol, event_time, price, size, z_score, mean, stddev, detected_at)
-            yield ANOMALIES, Row(anomaly.trade_id, anomaly.rule, anomaly.symbol, anomaly.event_time,
-                                 anomaly.price, anomaly.size, anomaly.z_score, anomaly.mean, anomaly.stddev,
-                                 detected_at)
-        for window in released.windows:
+        self.book_state.update(book)
+        for window in windows:
+            if window.window_end - 1 + self.config.allowed_lateness_ms != timestamp:
+                self.recovered_closes.inc()
             # Row(symbol, window_seconds, window_start, window_end, open, ..., stddev_price)
             yield Row(*(getattr(window, name) for name in WINDOW_METRICS_COLUMNS))
+
+
+def lag_ms(event_time: int | None) -> int:
+    """Wall clock minus an event time (or watermark); 0 while there is none yet."""
+    return 0 if event_time is None or event_time < 0 else max(0, now_ms() - event_time)
+
+
+def trade_row(trade: Trade) -> tuple:
+    return trade.trade_id, trade.symbol, trade.price, trade.size, trade.side, trade.event_time

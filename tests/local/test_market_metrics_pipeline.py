@@ -26,7 +26,7 @@ from pyflink.datastream import MapFunction, StreamExecutionEnvironment  # noqa: 
 from jobs.market_metrics import build_pipeline  # noqa: E402
 from marketpulse.analytics import DetectorConfig  # noqa: E402
 from marketpulse.flink import rows  # noqa: E402
-from marketpulse.flink.release import AnalyticsConfig  # noqa: E402
+from marketpulse.flink.book import AnalyticsConfig  # noqa: E402
 from marketpulse.trade import Trade  # noqa: E402
 from tests.reference import reference_anomalies, reference_windows  # noqa: E402
 
@@ -58,11 +58,11 @@ TIE = aapl(3, 100.05, 10, "SELL", suffix="x")         # same event time as AAPL-
 MSFT = [msft(1, 300, 400.0), msft(2, 4_999, 401.0), msft(3, 5_000, 402.0, side="BUY"),  # 5000: next window
         msft(4, 12_000, 403.0), msft(5, 12_000, 399.0)]
 # Behind the watermark (B+10499 when it arrives, still B+5499 eight records late): its windows are closed.
-LATE_OLD = aapl(4, 55.0, 1, suffix="late", at_ms=4_000)
+LATE_OLD = aapl(4, 55.0, 100, suffix="late", at_ms=4_000)
 # Behind the watermark (B+14499 when it arrives, still B+10499 four records late) although its windows
 # [10 s, 20 s) and [10 s, 15 s) are still open:
 # the job's lateness is per trade (event_time <= watermark), the same rule for windows and the detector.
-LATE_OPEN = aapl(10, 77.0, 1, suffix="late", at_ms=10_200)
+LATE_OPEN = aapl(10, 77.0, 100, suffix="late", at_ms=10_200)
 
 BAD = [
     ("{not json", "malformed JSON: Expecting property name enclosed in double quotes"),
@@ -165,36 +165,39 @@ def test_window_rows_are_exactly_the_on_time_trades(output):
         assert not mismatched, f"{where}: {mismatched}"
 
 
-def test_anomalies_equal_the_reference_detector_on_sorted_on_time_trades(output):
+def test_anomalies_equal_the_reference_detector_on_every_trade_in_arrival_order(output):
+    """The detector scores each valid trade as it arrives, late ones included: AAPL-06 after AAPL-07, so the
+    spike AAPL-08 is measured from AAPL-06's 100.0, and both late prints (55 and 77) are price anomalies."""
     assert sorted((row[0], row[1]) for row in output["anomalies"]) == [
-        ("AAPL-08", "price_jump"), ("AAPL-08", "price_zscore"), ("AAPL-14", "volume_zscore")]
+        ("AAPL-04late", "price_jump"), ("AAPL-04late", "price_zscore"), ("AAPL-08", "price_jump"),
+        ("AAPL-08", "price_zscore"), ("AAPL-10late", "price_jump"), ("AAPL-10late", "price_zscore"),
+        ("AAPL-14", "volume_zscore")]
+    bad = {value for value, _reason in BAD}
+    valid = [Trade(**json.loads(value)) for value in arrivals() if value not in bad]
     expected = {}
     for symbol in ("AAPL", "MSFT"):
-        in_order = sorted((trade for trade in ON_TIME if trade.symbol == symbol),
-                          key=lambda trade: (trade.event_time, trade.trade_id))
         for trade_id, rule, statistic in reference_anomalies(
-                in_order, lookback=DETECTOR.lookback, warmup=DETECTOR.warmup,
-                z_threshold=DETECTOR.z_threshold,
-                min_stddev=DETECTOR.min_stddev, price_jump_pct=DETECTOR.price_jump_pct,
-                volume_z_threshold=DETECTOR.volume_z_threshold):
+                [trade for trade in valid if trade.symbol == symbol], lookback=DETECTOR.lookback,
+                warmup=DETECTOR.warmup, z_threshold=DETECTOR.z_threshold, min_stddev=DETECTOR.min_stddev,
+                price_jump_pct=DETECTOR.price_jump_pct, volume_z_threshold=DETECTOR.volume_z_threshold):
             expected[(trade_id, rule)] = statistic
     assert {(row[0], row[1]) for row in output["anomalies"]} == set(expected)
-    by_id = {trade.trade_id: trade for trade in ON_TIME}
+    by_id = {trade.trade_id: trade for trade in valid}
     for row in output["anomalies"]:
         trade_id, rule, symbol, event_time, price, size, z_score, _mean, _stddev, detected_at = row
         trade = by_id[trade_id]
         assert (symbol, event_time, price, size) == (trade.symbol, trade.event_time, trade.price, trade.size)
         assert math.isclose(z_score, expected[(trade_id, rule)], rel_tol=1e-9)
         assert abs(detected_at - time.time() * 1000) < 600_000
-    jump = next(row for row in output["anomalies"] if row[1] == "price_jump")
-    assert math.isclose(jump[6], (110.0 / 100.1 - 1) * 100, rel_tol=1e-12)  # measured from AAPL-07
+    jump = next(row for row in output["anomalies"] if row[:2] == ("AAPL-08", "price_jump"))
+    assert math.isclose(jump[6], (110.0 / 100.0 - 1) * 100, rel_tol=1e-12)  # measured from AAPL-06
 
 
 def test_late_trades_carry_the_watermark_they_missed(output):
     late = sorted(output["late_trades"])
     assert [row[:6] for row in late] == [
-        (LATE_OLD.trade_id, "AAPL", 55.0, 1, "BUY", BASE + 4_000),
-        (LATE_OPEN.trade_id, "AAPL", 77.0, 1, "BUY", BASE + 10_200),
+        (LATE_OLD.trade_id, "AAPL", 55.0, 100, "BUY", BASE + 4_000),
+        (LATE_OPEN.trade_id, "AAPL", 77.0, 100, "BUY", BASE + 10_200),
     ]
     values = arrivals()
     for row in late:

@@ -1,24 +1,22 @@
-"""Pure helpers of the DataStream job: SQL templates, --start-from, lateness, release times and release()."""
+"""Pure helpers of the DataStream job: SQL templates, --start-from, lateness, and the per-symbol book
+(windows on arrival, final at their close timer, what survives a restore)."""
 
 import argparse
-import math
+import pickle
+import random
 
 import pytest
 
 from jobs.market_metrics import SINKS_SQL, parse_start_from
 from marketpulse.analytics import AnomalyDetector, DetectorConfig, aggregate_windows
 from marketpulse.config import load_settings
-from marketpulse.flink.release import (
+from marketpulse.flink.book import (
     MIN_WATERMARK,
-    NEW_CLOCK,
     AnalyticsConfig,
-    effective_watermark,
+    DetectorSlot,
+    SymbolBook,
     is_late,
-    release,
-    release_time,
-    take_due,
     window_close_time,
-    with_due,
 )
 from marketpulse.sqltemplate import TemplateError, render, split_statements, sql_variables
 from marketpulse.trade import Trade
@@ -89,124 +87,115 @@ def test_start_from_rejects_anything_else():
         parse_start_from("yesterday")
 
 
-# --- lateness and release times ----------------------------------------------------------------------
+# --- lateness -----------------------------------------------------------------------------------------
 
 def test_late_means_at_or_behind_the_watermark_minus_the_allowed_lateness():
     assert not is_late(BASE, -(2**63), 0)
     assert is_late(BASE, BASE, 0) and not is_late(BASE + 1, BASE, 0)
     assert not is_late(BASE, BASE, 5000) and is_late(BASE - 5000, BASE, 5000)
-
-
-def test_release_time_is_the_end_of_the_slot_of_event_time_plus_lateness():
-    assert release_time(BASE, 0, 1000) == BASE + 999
-    assert release_time(BASE + 999, 0, 1000) == BASE + 999
-    assert release_time(BASE + 1000, 0, 1000) == BASE + 1999
-    assert release_time(BASE + 1, 5000, 1000) == BASE + 5999
-    # The last slot of a window is released exactly when the window closes (end - 1 + L).
-    assert release_time(BASE + 59_999, 2000, 1000) == window_close_time(BASE + 60_000, 2000) == BASE + 61_999
+    # A window closes when nothing at or before its last ms can still be on time.
+    assert window_close_time(BASE + 60_000, 2000) == BASE + 61_999
+    assert is_late(BASE + 59_999, BASE + 61_999, 2000)
 
 
 def test_config_from_settings_and_validation():
     config = AnalyticsConfig.from_settings(load_settings(environ={}))
     assert config.window_sizes_ms == (60_000, 10_000) and config.allowed_lateness_ms == 0
     assert config.state_ttl_minutes == 60 and config.detector.warmup == 30
-    with pytest.raises(ValueError, match="multiple of the release interval"):
-        AnalyticsConfig((60_000,), 0, DETECTOR, 60, release_interval_ms=7000)
+    with pytest.raises(ValueError, match="whole seconds"):
+        AnalyticsConfig((60_500,), 0, DETECTOR, 60)
     with pytest.raises(ValueError, match="distinct"):
         AnalyticsConfig((10_000, 10_000), 0, DETECTOR, 60)
 
 
-# --- release() ---------------------------------------------------------------------------------------
+# --- the symbol book ---------------------------------------------------------------------------------
 
-def pending(trade: Trade):
-    return (trade.event_time, trade.trade_id, trade.price, trade.size, trade.side)
+def trades_of(count: int, step_ms: int = 1000, symbol: str = "AAPL") -> list[Trade]:
+    rng = random.Random(count)
+    return [Trade(f"t{i:03d}", symbol, round(100 + rng.uniform(-1, 1), 2), rng.randint(1, 500),
+                  rng.choice(("BUY", "SELL")), BASE + step_ms * i + 7) for i in range(count)]
 
 
-def test_release_feeds_sorted_trades_and_closes_windows_at_their_close_time():
+def test_windows_take_trades_on_arrival_and_close_final_at_their_timer():
     config = AnalyticsConfig((10_000, 5_000), 0, DETECTOR, 60)
-    prices = [100.0, 100.1, 100.0, 100.1, 100.0, 100.1, 110.0, 100.0]
-    trades = [Trade(f"t{i}", "AAPL", price, 100, "BUY", BASE + 1000 * i + 500)
-              for i, price in enumerate(prices)]
-    open_windows, detector = {}, AnomalyDetector(DETECTOR)
-    emitted, anomalies, timers = [], [], []
-    # Release slot by slot, each slot's trades given in reverse order.
-    for slot in range(8):
-        due = BASE + slot * 1000 + 999
-        due_trades = [pending(t) for t in reversed(trades) if release_time(t.event_time, 0, 1000) == due]
-        out = release("AAPL", due_trades, open_windows, detector, config, due)
-        emitted += out.windows
-        anomalies += out.anomalies
-        timers += out.timers
-    assert timers == [BASE + 9_999, BASE + 4_999, BASE + 9_999]  # [0,10), [0,5), then [5,10) opened
-    assert [(w.window_seconds, w.window_start - BASE) for w in emitted] == [(5, 0)]
-    assert emitted[0] == aggregate_windows(trades[:5], 5)[0]
-    assert sorted(open_windows) == [5_000, 10_000]
-    assert [(a.trade_id, a.rule) for a in anomalies] == [("t6", "price_zscore"), ("t6", "price_jump")]
-    assert math.isclose(anomalies[1].z_score, (110.0 / 100.1 - 1) * 100)
-    # A close-only timer (no trades) emits the remaining windows; detector untouched.
-    out = release("AAPL", [], open_windows, detector, config, BASE + 9_999)
-    assert out.anomalies == [] and open_windows == {}
-    assert sorted((w.window_seconds, w.trade_count) for w in out.windows) == [(5, 3), (10, 8)]
-    assert [w for w in out.windows if w.window_seconds == 10] == aggregate_windows(trades, 10)
+    trades = trades_of(12)
+    book, timers = SymbolBook(), []
+    for trade in trades:
+        timers += book.add(trade, config)
+    # [0,10) and [0,5) opened by t000, [5,10) by t005, [10,20) and [10,15) by t010.
+    assert timers == [BASE + 9_999, BASE + 4_999, BASE + 4_999 + 5_000, BASE + 19_999, BASE + 14_999]
+    assert book.close_due("AAPL", BASE + 4_999, config) == aggregate_windows(trades[:5], 5)
+    closed = book.close_due("AAPL", BASE + 9_999, config)
+    assert closed == aggregate_windows(trades[5:10], 5) + aggregate_windows(trades[:10], 10)  # (close, size)
+    assert sorted(book.windows) == [(5_000, BASE + 10_000), (10_000, BASE + 10_000)]
+    assert book.closed_through == BASE + 9_999
 
 
-def test_release_order_does_not_depend_on_the_order_given():
+def test_window_rows_do_not_depend_on_arrival_order_within_the_window():
     config = AnalyticsConfig((10_000,), 0, DETECTOR, 60)
-    trades = [Trade(f"t{i:02d}", "AAPL", 100.0 + (i % 3) * 0.1, 100 + i, "SELL", BASE + 100 * (i // 2))
-              for i in range(20)]
-    results = []
-    for order in (trades, list(reversed(trades))):
-        open_windows = {}
-        out = release("AAPL", [pending(t) for t in order], open_windows, AnomalyDetector(DETECTOR), config,
-                      BASE + 9_999)
-        results.append((out.windows, out.anomalies))
-    assert results[0] == results[1]
-    assert results[0][0][0].open == 100.0 and results[0][0][0].close == trades[19].price
+    trades = trades_of(10)
+    rows = []
+    for order in (trades, list(reversed(trades)), random.Random(3).sample(trades, len(trades))):
+        book = SymbolBook()
+        for trade in order:
+            book.add(trade, config)
+        rows.append(book.close_due("AAPL", BASE + 9_999, config))
+    exact = ("open", "high", "low", "close", "volume", "trade_count", "buy_count", "sell_count")
+    assert {tuple(getattr(row[0], name) for name in exact) for row in rows} == {
+        tuple(getattr(aggregate_windows(trades, 10)[0], name) for name in exact)}
 
 
-# --- restores: the release clock ---------------------------------------------------------------------
-
-def test_a_restored_symbol_judges_trades_against_what_it_released_not_the_reset_watermark():
-    clock = take_due(with_due(NEW_CLOCK, BASE + 999), BASE + 999)[1]
-    # After a restore the operator's watermark is Long.MIN_VALUE again; the clock is in the checkpoint.
-    watermark = effective_watermark(MIN_WATERMARK, clock)
-    assert watermark == BASE + 999
-    assert is_late(BASE + 999, watermark, 0) and not is_late(BASE + 1000, watermark, 0)
-    assert effective_watermark(BASE + 5000, clock) == BASE + 5000
-    assert effective_watermark(MIN_WATERMARK, NEW_CLOCK) == MIN_WATERMARK
-
-
-def test_a_timer_releases_every_slot_due_by_then_including_ones_whose_timer_was_lost():
-    clock = NEW_CLOCK
-    for due in (BASE + 2999, BASE + 999, BASE + 1999, BASE + 999):
-        clock = with_due(clock, due)
-    assert clock == (MIN_WATERMARK, (BASE + 999, BASE + 1999, BASE + 2999))
-    # The timers of 999 and 1999 never reached the timer service: 2999 releases all three, in one go.
-    dues, clock = take_due(clock, BASE + 2999)
-    assert dues == [BASE + 999, BASE + 1999, BASE + 2999] and clock == (BASE + 2999, ())
-    # A window-close timer with no slot of its own still moves the clock on.
-    dues, clock = take_due(with_due(clock, BASE + 5999), BASE + 3999)
-    assert dues == [] and clock == (BASE + 3999, (BASE + 5999,))
-    # A timer at or before what was released (registered again after a restore) releases nothing.
-    assert take_due(clock, BASE + 3999) == ([], None) and take_due(clock, BASE + 999) == ([], None)
-
-
-def test_releasing_a_stranded_slot_with_a_later_one_gives_the_uninterrupted_windows():
-    """Slots [0 s, 9 s] of one 10 s window and the first slot of the next: released slot by slot, or with
-    slots 3..9 stranded and swept up by the timer of slot 10, the windows and anomalies are the same."""
+def test_a_restored_symbol_judges_trades_against_what_it_closed_not_the_reset_watermark():
     config = AnalyticsConfig((10_000,), 0, DETECTOR, 60)
-    trades = [Trade(f"t{i:02d}", "AAPL", 100.0 + (i % 4) * 0.05, 100 + i, "BUY", BASE + 1000 * i + 7)
-              for i in range(11)]
+    book = SymbolBook()
+    book.add(trades_of(1)[0], config)
+    book.close_due("AAPL", BASE + 9_999, config)
+    restored = SymbolBook.from_state(pickle.loads(pickle.dumps(book)))
+    # After a restore the operator's watermark is Long.MIN_VALUE again; the book is in the checkpoint.
+    watermark = restored.effective_watermark(MIN_WATERMARK)
+    assert watermark == BASE + 9_999
+    assert is_late(BASE + 9_999, watermark, 0) and not is_late(BASE + 10_000, watermark, 0)
+    assert restored.effective_watermark(BASE + 50_000) == BASE + 50_000
+    assert SymbolBook().effective_watermark(MIN_WATERMARK) == MIN_WATERMARK
 
-    def run(groups):
-        open_windows, detector, windows, anomalies = {}, AnomalyDetector(DETECTOR), [], []
-        for timer, members in groups:
-            out = release("AAPL", [pending(t) for t in members], open_windows, detector, config, timer)
-            windows += out.windows
-            anomalies += out.anomalies
-        return windows, anomalies
 
-    in_order = run([(BASE + 1000 * i + 999, [t]) for i, t in enumerate(trades)])
-    swept = run([(BASE + 1000 * i + 999, [trades[i]]) for i in range(3)] + [(BASE + 10_999, trades[3:])])
-    assert in_order == swept
-    assert in_order[0] == aggregate_windows(trades[:10], 10)
+def test_a_timer_closes_every_window_due_by_then_including_ones_whose_timer_was_lost():
+    config = AnalyticsConfig((10_000, 5_000), 0, DETECTOR, 60)
+    trades = trades_of(25)
+    book = SymbolBook()
+    for trade in trades:
+        book.add(trade, config)
+    assert book.close_times(config) == [BASE + 4_999 + 5_000 * i for i in range(6)]
+    # Only the timer of [20,25) reached the timer service: it closes the four 5 s and two 10 s windows
+    # before it, oldest first, with the same rows as one timer each.
+    swept = book.close_due("AAPL", BASE + 24_999, config)
+    assert [(w.window_seconds, w.window_start - BASE) for w in swept] == [
+        (5, 0), (5, 5_000), (10, 0), (5, 10_000), (5, 15_000), (10, 10_000), (5, 20_000)]
+    assert sorted(swept, key=lambda w: (w.window_seconds, w.window_start)) == (
+        aggregate_windows(trades, 5)[:5] + aggregate_windows(trades[:20], 10))
+    # A timer at or before one fired (registered again after a restore) closes nothing.
+    assert book.close_due("AAPL", BASE + 24_999, config) is None
+    assert book.close_due("AAPL", BASE + 9_999, config) is None
+
+
+def test_book_and_detector_pickle_as_plain_versioned_tuples():
+    config = AnalyticsConfig((10_000,), 0, DETECTOR, 60)
+    book = SymbolBook()
+    for trade in trades_of(3):
+        book.add(trade, config)
+    stored = pickle.loads(pickle.dumps(book))
+    assert type(stored) is tuple and stored == book.to_state()
+    again = SymbolBook.from_state(stored)
+    assert again.to_state() == book.to_state() and SymbolBook.from_state(book) is book
+    assert SymbolBook.from_state(None).windows == {}
+
+    detector = AnomalyDetector(DETECTOR)
+    for trade in trades_of(10):
+        detector.push(trade)
+    slot = DetectorSlot(detector)
+    stored = pickle.loads(pickle.dumps(slot))
+    assert type(stored) is tuple and stored == detector.to_state()
+    assert DetectorSlot.from_state(DETECTOR, stored).detector.to_state() == detector.to_state()
+    assert DetectorSlot.from_state(DETECTOR, slot) is slot
+    with pytest.raises(ValueError, match="version"):
+        SymbolBook.from_state((99, 0, ()))
