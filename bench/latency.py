@@ -9,7 +9,8 @@ is the moment the generator made it, its default 20 ms producer linger included)
 injected anomalies. Printed per rate, p50 and p99 in milliseconds:
 
     event -> anomaly on Kafka   a consumer of the anomalies topic: receive time - event_time
-    event -> anomaly row        anomalies.landed_at (PostgreSQL's clock on INSERT) - event_time
+    event -> anomaly row        anomalies.landed_at (PostgreSQL's clock on INSERT) - event_time, and the
+                                part up to detected_at (the operator's clock when it emitted the anomaly)
     window end -> window row    window_metrics.landed_at - window_end, and the same minus the time the
                                 watermark needs to pass the window's end (out-of-orderness + 1 ms): the
                                 part that is the job's, not the lateness budget's
@@ -73,7 +74,8 @@ class AnomalyListener(threading.Thread):
         self.consumer.close()
 
 
-def run_rate(settings, rate: int, seconds: int, anomaly_rate: float) -> dict:
+def run_rate(settings, rate: int, seconds: int, anomaly_rate: float, job_args: list[str],
+             flink_args: list[str]) -> dict:
     topic = support.create_topic(settings, support.unique_name(f"bench.latency.{rate}"), PARTITIONS)
     injected = support.create_topic(settings, f"{topic}.injected")
     anomalies_topic = support.create_topic(settings, f"{topic}.anomalies")
@@ -82,8 +84,8 @@ def run_rate(settings, rate: int, seconds: int, anomaly_rate: float) -> dict:
     listener = AnomalyListener(settings, anomalies_topic)
     try:
         env = support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic)
-        result = support.flink_run("-d", "-py", JOB, "--start-from", "earliest",
-                                   "--group-id", support.unique_name("latency"), env=env)
+        result = support.flink_run("-d", *flink_args, "-py", JOB, "--start-from", "earliest",
+                                   "--group-id", support.unique_name("latency"), *job_args, env=env)
         if result.returncode != 0:
             raise SystemExit(result.stdout[-2000:] + result.stderr[-2000:])
         job_id = support.job_id_from_output(result.stdout)
@@ -106,13 +108,17 @@ def run_rate(settings, rate: int, seconds: int, anomaly_rate: float) -> dict:
             raise SystemExit(f"job {state}: {support.job_exceptions(settings, job_id)}")
         gauges = {name: support.vertex_metric_sum(settings, job_id, f".{name}")
                   for name in ("eventTimeLagMs", "watermarkLagMs")}
-        to_row = [float(ms) for (ms,) in support.query(scratch, """
-            SELECT EXTRACT(EPOCH FROM landed_at - event_time) * 1000 FROM anomalies""")]
+        anomaly_rows = support.query(scratch, """
+            SELECT EXTRACT(EPOCH FROM landed_at - event_time) * 1000,
+                   EXTRACT(EPOCH FROM detected_at - event_time) * 1000 FROM anomalies""")
+        to_row = [float(row[0]) for row in anomaly_rows]
+        to_detected = [float(row[1]) for row in anomaly_rows]
         windows = support.query(scratch, """
             SELECT EXTRACT(EPOCH FROM landed_at - window_end) * 1000 FROM window_metrics""")
         to_window = [float(ms) for (ms,) in windows]
         watermark_delay = settings.windows.max_out_of_orderness_ms + 1
         return {"rate": rate, "kafka": list(listener.latencies.values()), "row": to_row,
+                "detected": to_detected,
                 "window": to_window, "window_job": [ms - watermark_delay for ms in to_window],
                 "gauges": gauges}
     finally:
@@ -130,15 +136,21 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60, help="generator run per rate (default 60)")
     parser.add_argument("--anomaly-rate", type=float, default=0.01,
                         help="share of trades the generator makes anomalous (default 0.01)")
+    parser.add_argument("--job-args", default="", help="extra options for the job, e.g. '--python-bundle-ms 20'")
+    parser.add_argument("--flink-args", default="",
+                        help="extra options for `flink run`, e.g. '-Dexecution.buffer-timeout.interval=10ms'")
     args = parser.parse_args()
     settings = load_settings()
-    results = [run_rate(settings, int(rate), args.seconds, args.anomaly_rate)
+    results = [run_rate(settings, int(rate), args.seconds, args.anomaly_rate, args.job_args.split(),
+                        args.flink_args.split())
                for rate in args.rates.split(",")]
     say("\nlatency in ms (this machine's clocks; " + f"{args.seconds}s per rate, "
-        f"python bundle {settings.flink.python_bundle_time_ms} ms, anomalies sink flush 100 ms)")
+        f"python bundle {settings.flink.python_bundle_time_ms} ms, anomalies sink flush 100 ms, "
+        f"job options: {args.job_args or 'none'}, flink run options: {args.flink_args or 'none'})")
     for result in results:
         say(f"{result['rate']:>5} trades/s  event -> anomaly on Kafka    {percentiles(result['kafka'])}")
         say(f"{'':>5}           event -> anomaly row         {percentiles(result['row'])}")
+        say(f"{'':>5}           ... of which to detected_at  {percentiles(result['detected'])}")
         say(f"{'':>5}           window end -> window row     {percentiles(result['window'])}")
         say(f"{'':>5}           ... after the watermark      {percentiles(result['window_job'])}")
         say(f"{'':>5}           gauges at the end            {result['gauges']}")

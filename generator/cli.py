@@ -269,6 +269,8 @@ def resolve(args, settings, environ=os.environ, now_ms=None):
         if args.event_rate is not None:
             raise UsageError("--event-rate applies to the simulated clock only")
         start_ms = now_ms() if now_ms else int(time.time() * 1000)
+        # execute() paces from this instant: a trade leaves when the wall clock reaches its event time.
+        args.wall_start_ms = start_ms
         event_rate = args.rate or float(settings.generator.rate)
     else:
         start_ms = args.start_time if args.start_time is not None else parse_timestamp(DEFAULT_SIM_START)
@@ -374,7 +376,10 @@ def execute(args, settings, stop: StopFlag | None = None) -> tuple[int, RunStats
          (f", {args.rate:g} trades/s" if speed and not args.replay else "") +
          (f", replay {args.replay} at {args.speed:g}x" if args.replay else ""))
 
-    pacer = Pacer(speed, should_stop=stop) if speed else None
+    origin = None
+    if getattr(args, "wall_start_ms", None) is not None:
+        origin = time.monotonic() - (time.time() - args.wall_start_ms / 1000)
+    pacer = Pacer(speed, should_stop=stop, origin=origin) if speed else None
     progress = None if args.quiet or args.progress_every == 0 else \
         Progress(args.progress_every, total=args.count)
     try:

@@ -12,14 +12,17 @@ MAX_SLEEP_S = 0.25  # sleep in slices so a stop request is seen quickly even at 
 class Pacer:
     def __init__(self, speed: float, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 should_stop: Callable[[], bool] = lambda: False):
+                 should_stop: Callable[[], bool] = lambda: False, origin: float | None = None):
+        """origin: the clock() value of offset 0 (default: now). A wall-clock run passes the instant its
+        first event time stands for, so that every event is sent at its event time, not after the time it
+        took to connect to Kafka."""
         if speed <= 0:
             raise ValueError("speed must be positive (use no pacer for 'as fast as possible')")
         self.speed = speed
         self._clock = clock
         self._sleep = sleep
         self._should_stop = should_stop
-        self.start = clock()
+        self.start = clock() if origin is None else origin
         self.lag_s = 0.0  # how far behind schedule the last event was emitted
 
     def due(self, offset_s: float) -> float:
