@@ -39,8 +39,46 @@ def stop_with_savepoint(settings: Settings, job_id: str) -> str:
     raise StackError(f"savepoint of job {job_id} not done within {SAVEPOINT_TIMEOUT}s")
 
 
+def _options(args: list[str]) -> list[tuple[str, str | None]]:
+    """['--a', '1', '--b=2', '--flag'] -> [('--a', '1'), ('--b', '2'), ('--flag', None)]."""
+    options: list[tuple[str, str | None]] = []
+    index = 0
+    while index < len(args):
+        name = args[index]
+        if "=" in name:
+            name, value = name.split("=", 1)
+            options.append((name, value))
+            index += 1
+        elif index + 1 < len(args) and not args[index + 1].startswith("--"):
+            options.append((name, args[index + 1]))
+            index += 2
+        else:
+            options.append((name, None))
+            index += 1
+    return options
+
+
+def merge_job_args(previous: list[str], given: list[str]) -> list[str]:
+    """The options the job last ran with, each replaced by the one given of the same name, then the new
+    ones: `make upgrade` without options keeps --group-id, --parallelism, ... of the running job."""
+    given_options = _options(given)
+    given_names = {name for name, _ in given_options}
+    merged = [option for option in _options(previous) if option[0] not in given_names] + given_options
+    return [part for name, value in merged for part in ((name,) if value is None else (name, value))]
+
+
+def registered_args(job_id: str) -> list[str]:
+    """The options the job was submitted with, from the registry ([] if it is not there)."""
+    for entry in registry.load().values():
+        if (entry.get("job_ids") or [None])[-1] == job_id:
+            return list(entry.get("args") or [])
+    return []
+
+
 def redeploy(settings: Settings, job_id: str, job_args: list[str]) -> str:
-    """Savepoint, stop, resubmit with job_args (e.g. --parallelism 2); returns the new job id."""
+    """Savepoint, stop, resubmit with the job's registered options overridden by job_args (e.g.
+    --parallelism 2); returns the new job id."""
+    job_args = merge_job_args(registered_args(job_id), job_args)
     registry.mark(job_id, registry.FINISHED)
     say(f"Flink: stopping {job_id} with a savepoint")
     savepoint = stop_with_savepoint(settings, job_id)
@@ -48,5 +86,5 @@ def redeploy(settings: Settings, job_id: str, job_args: list[str]) -> str:
     new_id = submit_datastream(settings, savepoint=savepoint, args=job_args)
     if not new_id:
         raise StackError("the DataStream job is still running under its name: was the right job id given?")
-    say(f"Flink: {job_id} -> {new_id} ({' '.join(job_args) or 'same options'}), resumed from {savepoint}")
+    say(f"Flink: {job_id} -> {new_id} (options: {' '.join(job_args) or 'none'}), resumed from {savepoint}")
     return new_id

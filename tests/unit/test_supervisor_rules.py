@@ -139,3 +139,13 @@ def test_lost_jobs_are_those_the_cluster_does_not_know_and_ends_are_deliberate()
     ended = [{"jid": b, "name": "ds", "state": "CANCELED"}, {"jid": c, "name": "sql", "state": "FINISHED"},
              {"jid": d, "name": "failed", "state": "FAILED"}]
     assert jobs.ended_entries(entries, ended) == {b: registry.CANCELLED, c: registry.FINISHED}
+
+
+def test_a_redeploy_keeps_the_options_it_is_not_given():
+    from stack.redeploy import merge_job_args
+
+    running = ["--group-id", "g1", "--parallelism", "2", "--python-bundle-ms=50"]
+    assert merge_job_args(running, []) == running[:4] + ["--python-bundle-ms", "50"]
+    assert merge_job_args(running, ["--parallelism", "1"]) == [
+        "--group-id", "g1", "--python-bundle-ms", "50", "--parallelism", "1"]
+    assert merge_job_args([], ["--parallelism", "4"]) == ["--parallelism", "4"]
