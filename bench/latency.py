@@ -136,7 +136,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60, help="generator run per rate (default 60)")
     parser.add_argument("--anomaly-rate", type=float, default=0.01,
                         help="share of trades the generator makes anomalous (default 0.01)")
-    parser.add_argument("--job-args", default="", help="extra options for the job, e.g. '--python-bundle-ms 20'")
+    parser.add_argument("--job-args", default="",
+                        help="extra options for the job, e.g. '--python-bundle-ms 20'")
     parser.add_argument("--flink-args", default="",
                         help="extra options for `flink run`, e.g. '-Dexecution.buffer-timeout.interval=10ms'")
     args = parser.parse_args()

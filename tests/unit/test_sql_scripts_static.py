@@ -57,14 +57,16 @@ def tables(text: str) -> dict[str, tuple[str, list[str], list[str]]]:
 
 
 def postgres_table(name: str) -> tuple[list[str], list[str]]:
-    """Columns and primary key of a table after every migration (CREATE TABLE, then ALTER TABLE ... ADD
-    COLUMN / ADD PRIMARY KEY in later files)."""
+    """Columns a sink writes and primary key of a table after every migration (CREATE TABLE, then ALTER
+    TABLE ... ADD COLUMN / ADD PRIMARY KEY in later files)."""
     body = re.search(rf"CREATE TABLE {name} \((.*?)\n\);", SCHEMA, re.S).group(1)
     lines = [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("--")]
     columns = [line.split()[0] for line in lines if not line.startswith("PRIMARY KEY")]
     key = re.search(r"PRIMARY KEY \(([^)]*)\)", body).group(1)
     for alter in re.findall(rf"ALTER TABLE {name}\b(.*?);", SCHEMA, re.S):
-        columns += re.findall(r"ADD COLUMN (\w+)", alter)
+        # A column the server stamps on INSERT (DEFAULT clock_timestamp(), e.g. landed_at) is no sink's.
+        columns += [column for column, definition in re.findall(r"ADD COLUMN (\w+)([^,;]*)", alter)
+                    if "clock_timestamp()" not in definition]
         key = next(iter(re.findall(r"ADD PRIMARY KEY \(([^)]*)\)", alter)), key)
     return columns, [c.strip() for c in key.split(",")]
 
