@@ -45,7 +45,9 @@ import java.util.Set;
  * operator then fails in close() (BeamPythonFunctionRunner.close -> DefaultJobBundleFactory
  * "Reference count must not be negative"), again a fatal TaskManager error. So the connection is opened when
  * the first row arrives: a database that is down fails the running task, whose operators were
- * all opened, and the job restarts.
+ * all opened, and the job restarts. (The same exception also comes from a race between PyFlink's bundle
+ * flush thread and the close of a cancelled task, whatever the sink does: see
+ * io.marketpulse.flink.agent.PythonCloseGuardAgent, which keeps it from ending the TaskManager.)
  */
 public class NonFatalJdbcTableFactory implements DynamicTableSinkFactory {
 
