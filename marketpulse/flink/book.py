@@ -39,7 +39,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from marketpulse.analytics import AnomalyDetector, DetectorConfig, WindowAccumulator, WindowMetrics
+from marketpulse.analytics import (
+    AnomalyDetector,
+    DetectorConfig,
+    WindowAccumulator,
+    WindowMetrics,
+    window_start_ms,
+)
 from marketpulse.trade import Trade
 
 MIN_WATERMARK = -(2**63)  # Long.MIN_VALUE: no watermark yet
@@ -107,9 +113,8 @@ class SymbolBook:
     def add(self, trade: Trade, config: AnalyticsConfig) -> list[int]:
         """Adds an on-time trade to its window of every size; returns the close times of windows it opened."""
         opened = []
-        event_time = trade.event_time
         for size in config.window_sizes_ms:
-            key = (size, event_time - event_time % size)
+            key = (size, window_start_ms(trade.event_time, size))
             accumulator = self.windows.get(key)
             if accumulator is None:
                 accumulator = self.windows[key] = WindowAccumulator()
@@ -123,10 +128,8 @@ class SymbolBook:
         if timer <= self.closed_through:
             return None
         self.closed_through = timer
-        lateness = config.allowed_lateness_ms
-        due = sorted((window_close_time(start + size, lateness), size, start)
-                     for size, start in self.windows
-                     if window_close_time(start + size, lateness) <= timer)
+        due = sorted((close, size, start) for size, start in self.windows
+                     if (close := window_close_time(start + size, config.allowed_lateness_ms)) <= timer)
         return [self.windows.pop((size, start)).to_metrics(symbol, start, start + size)
                 for _close, size, start in due]
 

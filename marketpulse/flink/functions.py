@@ -14,7 +14,7 @@ from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS
 from marketpulse.flink import rows
-from marketpulse.flink.book import AnalyticsConfig, DetectorSlot, SymbolBook, is_late
+from marketpulse.flink.book import AnalyticsConfig, DetectorSlot, SymbolBook, is_late, window_close_time
 from marketpulse.trade import InvalidTrade, Trade, parse_trade
 
 DEAD_LETTERS = OutputTag("dead-letters", rows.DEAD_LETTER)
@@ -140,7 +140,7 @@ class TradeAnalytics(KeyedProcessFunction):
             return
         self.book_state.update(book)
         for window in windows:
-            if window.window_end - 1 + self.config.allowed_lateness_ms != timestamp:
+            if window_close_time(window.window_end, self.config.allowed_lateness_ms) != timestamp:
                 self.recovered_closes.inc()
             # Row(symbol, window_seconds, window_start, window_end, open, ..., stddev_price)
             yield Row(*(getattr(window, name) for name in WINDOW_METRICS_COLUMNS))
