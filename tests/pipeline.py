@@ -167,11 +167,13 @@ def reference_for(trades: list[Trade], sizes: tuple[int, ...]) -> dict[tuple, di
             for size in sizes for row in reference_windows(trades, size)}
 
 
-def submit_datastream(settings, scratch, topic: str, anomalies_topic: str) -> str:
+def submit_datastream(settings, scratch, topic: str, anomalies_topic: str, **overrides: str) -> str:
+    """The DataStream job from the earliest offset; `overrides` are settings (section_key=value)."""
     result = support.flink_run(
         "-d", "-py", str(DATASTREAM_JOB.relative_to(support.REPO)), "--start-from", "earliest",
         "--group-id", f"test-engines-agree.{topic}",
-        env=support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic))
+        env=support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic,
+                            **overrides))
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return wait_running(settings, support.job_id_from_output(result.stdout + result.stderr))
 
