@@ -83,7 +83,7 @@ CREATE TEMPORARY TABLE anomalies_kafka (
     'properties.linger.ms' = '5'
 );
 
--- Trades that arrived behind the watermark by more than the allowed lateness.
+-- Trades that arrived behind the watermark by more than the grace ([windows] grace_seconds).
 CREATE TEMPORARY TABLE late_trades_sink (
     engine       STRING NOT NULL,
     trade_id     STRING NOT NULL,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +25,18 @@ ENV_PREFIX = "MARKETPULSE_"
 
 class ConfigError(ValueError):
     """A setting is missing or an override cannot be read as the type of its default."""
+
+
+class DeprecatedSetting(UserWarning):
+    """A setting was given under a name it no longer has; it still applies under its new name."""
+
+
+# (section, old key) -> new key. The old name is read from the config file and from the environment
+# (MARKETPULSE_<SECTION>_<OLD KEY>) unless the new one is set there too.
+RENAMED_SETTINGS = {
+    # Not Flink's allowed lateness (which revises fired windows): a delay of each window's one final row.
+    ("windows", "allowed_lateness_seconds"): "grace_seconds",
+}
 
 
 def _coerce(raw: str, default: Any, name: str) -> Any:
@@ -60,6 +73,35 @@ def apply_env_overrides(data: dict[str, dict[str, Any]], environ: Mapping[str, s
     return applied
 
 
+def apply_renamed_settings(data: dict[str, dict[str, Any]], environ: Mapping[str, str],
+                           source: Path | str = "the config file") -> list[str]:
+    """Moves settings given under an old name (RENAMED_SETTINGS) to their new name, with a warning; the new
+    name wins where both are given. Returns the old names that were applied."""
+    applied = []
+    for (section, old), new in RENAMED_SETTINGS.items():
+        values = data.get(section)
+        if values is None:
+            continue
+        old_env = f"{ENV_PREFIX}{section}_{old}".upper()
+        new_env = f"{ENV_PREFIX}{section}_{new}".upper()
+        if old in values:
+            value = values.pop(old)
+            if new not in values:
+                values[new] = value
+            warnings.warn(f"[{section}] {old} in {source} is now called {new}"
+                          + ("" if values[new] == value else f" (ignored: {new} is set too)"),
+                          DeprecatedSetting, stacklevel=3)
+            applied.append(f"{section}.{old}")
+        if old_env in environ:
+            if new_env not in environ and new in values:
+                values[new] = _coerce(environ[old_env], values[new], old_env)
+            warnings.warn(f"{old_env} is now called {new_env}"
+                          + (" (ignored: that is set too)" if new_env in environ else ""),
+                          DeprecatedSetting, stacklevel=3)
+            applied.append(old_env)
+    return applied
+
+
 class Settings(SimpleNamespace):
     """Sections as attributes (settings.kafka.trades_topic); `as_dict()` for templates."""
 
@@ -86,6 +128,7 @@ def load_settings(
         raise ConfigError(f"config file not found: {config_file}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{config_file} is not valid TOML: {err}") from None
+    apply_renamed_settings(data, environ, config_file)
     apply_env_overrides(data, environ)
     return Settings(**{name: SimpleNamespace(**values) for name, values in data.items()})
 

@@ -37,7 +37,7 @@ SET 'execution.checkpointing.interval' = '${flink_checkpoint_interval_seconds} s
 -- Source: the trades topic (JSON, marketpulse/schemas/trade.schema.json). `ts` is the event time computed
 -- from the record's epoch-millisecond `event_time`. The watermark, per partition, is the largest event time
 -- seen minus the bounded delay minus 1 ms (Flink's BoundedOutOfOrderness watermark, as in the DataStream
--- job) minus the allowed lateness: a window fires when the DataStream job emits it.
+-- job) minus the grace: a window fires when the DataStream job emits it.
 CREATE TABLE trades (
     `value`      BYTES,
     `partition`  INT METADATA VIRTUAL,
@@ -75,7 +75,7 @@ CREATE TABLE trades (
         AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"event_time"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 12,
         FALSE)
         THEN ts - INTERVAL '${max_out_of_orderness_seconds}' SECOND(3)
-                - INTERVAL '${windows_allowed_lateness_seconds}' SECOND(3) - INTERVAL '0.001' SECOND
+                - INTERVAL '${windows_grace_seconds}' SECOND(3) - INTERVAL '0.001' SECOND
         ELSE TO_TIMESTAMP_LTZ(0, 3) END
 ) WITH (
     'connector' = 'kafka',

@@ -58,7 +58,7 @@ CREATE TABLE anomalies (
 CREATE INDEX anomalies_by_symbol_time ON anomalies (symbol, event_time DESC);
 CREATE INDEX anomalies_by_time ON anomalies (event_time DESC);
 
--- Trades that arrived after their window had closed (behind the watermark plus the allowed lateness).
+-- Trades that arrived after their window had closed (behind the watermark plus the grace).
 CREATE TABLE late_trades (
     engine        TEXT NOT NULL,
     trade_id      TEXT NOT NULL,

@@ -10,16 +10,18 @@ Two clocks, on purpose:
   make the detector's input depend on the watermark, i.e. on how far the OTHER partitions had got). An
   anomaly therefore leaves the operator within one Python bundle of its trade, not after the watermark.
 - Windows run in EVENT time and are final. With W the operator's watermark when a trade arrives and L the
-  allowed lateness:
+  grace ([windows] grace_seconds; older configs call it allowed_lateness_seconds):
 
       late      event_time <= W - L        -> late_trades; in no window
       on time   otherwise                  -> added to its window of every size at once
 
   A window [start, end) is emitted once, when the watermark reaches end - 1 + L (with L = 0 the moment
-  Flink's own event-time window fires). Allowed lateness thus delays a window's single result by L instead
-  of revising it later, so every window_metrics row is final. The accumulators are order-independent for
-  counts, sums, extremes and open/close (marketpulse.analytics.windows), so adding trades as they arrive
-  gives the event-time result; the float sums follow arrival order, which is fixed per symbol.
+  Flink's own event-time window fires). The grace thus delays a window's single result by L instead of
+  revising it later, so every window_metrics row is final. (Not Flink's "allowed lateness", which fires a
+  window on time and again for each late trade; this is Kafka Streams' grace period.) The accumulators
+  are order-independent for counts, sums, extremes and open/close (marketpulse.analytics.windows), so
+  adding trades as they arrive gives the event-time result; the float sums follow arrival order, which is
+  fixed per symbol.
 
 Restores (TaskManager crash, savepoint). Two things of the operator are NOT in a checkpoint, and the state
 must not depend on them:
@@ -55,15 +57,15 @@ BOOK_STATE_VERSION = 1
 @dataclass(frozen=True, slots=True)
 class AnalyticsConfig:
     window_sizes_ms: tuple[int, ...]
-    allowed_lateness_ms: int
+    grace_ms: int
     detector: DetectorConfig
     state_ttl_minutes: int
 
     def __post_init__(self) -> None:
         if not self.window_sizes_ms or len(set(self.window_sizes_ms)) != len(self.window_sizes_ms):
             raise ValueError(f"window sizes must be distinct and non-empty: {self.window_sizes_ms}")
-        if self.allowed_lateness_ms < 0 or self.state_ttl_minutes <= 0:
-            raise ValueError("allowed lateness must not be negative, the state TTL must be positive")
+        if self.grace_ms < 0 or self.state_ttl_minutes <= 0:
+            raise ValueError("the grace must not be negative, the state TTL must be positive")
         if any(size <= 0 or size % 1000 for size in self.window_sizes_ms):
             raise ValueError(f"window sizes must be whole seconds: {self.window_sizes_ms}")
 
@@ -77,19 +79,19 @@ class AnalyticsConfig:
             sizes.append(short)
         return cls(
             window_sizes_ms=tuple(size * 1000 for size in sizes),
-            allowed_lateness_ms=int(windows.allowed_lateness_seconds) * 1000,
+            grace_ms=int(windows.grace_seconds) * 1000,
             detector=DetectorConfig.from_settings(settings),
             state_ttl_minutes=int(settings.detector.state_ttl_minutes),
         )
 
 
-def is_late(event_time: int, watermark: int, allowed_lateness_ms: int) -> bool:
-    """At or behind the watermark by more than the allowed lateness (watermark Long.MIN_VALUE: never)."""
-    return event_time <= watermark - allowed_lateness_ms
+def is_late(event_time: int, watermark: int, grace_ms: int) -> bool:
+    """At or behind the watermark by more than the grace (watermark Long.MIN_VALUE: never)."""
+    return event_time <= watermark - grace_ms
 
 
-def window_close_time(window_end: int, allowed_lateness_ms: int) -> int:
-    return window_end - 1 + allowed_lateness_ms
+def window_close_time(window_end: int, grace_ms: int) -> int:
+    return window_end - 1 + grace_ms
 
 
 class SymbolBook:
@@ -118,7 +120,7 @@ class SymbolBook:
             accumulator = self.windows.get(key)
             if accumulator is None:
                 accumulator = self.windows[key] = WindowAccumulator()
-                opened.append(window_close_time(key[1] + size, config.allowed_lateness_ms))
+                opened.append(window_close_time(key[1] + size, config.grace_ms))
             accumulator.add(trade)
         return opened
 
@@ -129,13 +131,13 @@ class SymbolBook:
             return None
         self.closed_through = timer
         due = sorted((close, size, start) for size, start in self.windows
-                     if (close := window_close_time(start + size, config.allowed_lateness_ms)) <= timer)
+                     if (close := window_close_time(start + size, config.grace_ms)) <= timer)
         return [self.windows.pop((size, start)).to_metrics(symbol, start, start + size)
                 for _close, size, start in due]
 
     def close_times(self, config: AnalyticsConfig) -> list[int]:
         """The close timers this book is waiting for, to register again after a restore."""
-        return sorted({window_close_time(start + size, config.allowed_lateness_ms)
+        return sorted({window_close_time(start + size, config.grace_ms)
                        for size, start in self.windows})
 
     def to_state(self) -> tuple:

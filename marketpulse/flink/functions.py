@@ -125,7 +125,7 @@ class TradeAnalytics(KeyedProcessFunction):
         book = self._book(ctx)
         self.watermark = ctx.timer_service().current_watermark()
         watermark = book.effective_watermark(self.watermark)
-        if is_late(trade.event_time, watermark, config.allowed_lateness_ms):
+        if is_late(trade.event_time, watermark, config.grace_ms):
             self.late_trades.inc()
             yield LATE_TRADES, Row(*trade_row(trade), watermark)
             return
@@ -140,7 +140,7 @@ class TradeAnalytics(KeyedProcessFunction):
             return
         self.book_state.update(book)
         for window in windows:
-            if window_close_time(window.window_end, self.config.allowed_lateness_ms) != timestamp:
+            if window_close_time(window.window_end, self.config.grace_ms) != timestamp:
                 self.recovered_closes.inc()
             # Row(symbol, window_seconds, window_start, window_end, open, ..., stddev_price)
             yield Row(*(getattr(window, name) for name in WINDOW_METRICS_COLUMNS))

@@ -36,7 +36,7 @@ BASE = 1_700_000_100_000  # a multiple of 60 s
 OUT_OF_ORDERNESS_MS = 2000
 DETECTOR = DetectorConfig(lookback=5, warmup=3, z_threshold=5.0, min_stddev=1e-4, price_jump_pct=3.0,
                           volume_z_threshold=4.0)
-CONFIG = AnalyticsConfig(window_sizes_ms=(10_000, 5_000), allowed_lateness_ms=0, detector=DETECTOR,
+CONFIG = AnalyticsConfig(window_sizes_ms=(10_000, 5_000), grace_ms=0, detector=DETECTOR,
                          state_ttl_minutes=60)
 
 

@@ -1,8 +1,10 @@
 """conf/pipeline.toml and its MARKETPULSE_<SECTION>_<KEY> overrides."""
 
+import warnings
+
 import pytest
 
-from marketpulse.config import ConfigError, load_settings, postgres_dsn, postgres_jdbc_url
+from marketpulse.config import ConfigError, DeprecatedSetting, load_settings, postgres_dsn, postgres_jdbc_url
 
 
 def test_defaults_from_the_file():
@@ -49,3 +51,25 @@ def test_flat_names_for_templates():
     flat = load_settings(environ={}).flat()
     assert flat["kafka_trades_topic"] == "trades"
     assert flat["postgres_port"] == 5432
+
+
+def test_the_old_name_of_the_grace_still_applies_with_a_warning(tmp_path):
+    old_file = tmp_path / "old.toml"
+    old_file.write_text("[windows]\nsize_seconds = 60\nallowed_lateness_seconds = 7\n")
+    with pytest.warns(DeprecatedSetting, match=r"allowed_lateness_seconds in .* is now called grace_seconds"):
+        windows = load_settings(old_file, environ={}).windows
+    assert windows.grace_seconds == 7 and not hasattr(windows, "allowed_lateness_seconds")
+
+    with pytest.warns(DeprecatedSetting, match="MARKETPULSE_WINDOWS_ALLOWED_LATENESS_SECONDS is now called"):
+        settings = load_settings(environ={"MARKETPULSE_WINDOWS_ALLOWED_LATENESS_SECONDS": "3"})
+    assert settings.windows.grace_seconds == 3
+    with pytest.warns(DeprecatedSetting, match="ignored"):
+        settings = load_settings(environ={"MARKETPULSE_WINDOWS_ALLOWED_LATENESS_SECONDS": "3",
+                                          "MARKETPULSE_WINDOWS_GRACE_SECONDS": "4"})
+    assert settings.windows.grace_seconds == 4
+
+
+def test_the_new_name_alone_warns_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_settings(environ={"MARKETPULSE_WINDOWS_GRACE_SECONDS": "2"}).windows.grace_seconds == 2

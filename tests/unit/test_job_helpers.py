@@ -89,7 +89,7 @@ def test_start_from_rejects_anything_else():
 
 # --- lateness -----------------------------------------------------------------------------------------
 
-def test_late_means_at_or_behind_the_watermark_minus_the_allowed_lateness():
+def test_late_means_at_or_behind_the_watermark_minus_the_grace():
     assert not is_late(BASE, -(2**63), 0)
     assert is_late(BASE, BASE, 0) and not is_late(BASE + 1, BASE, 0)
     assert not is_late(BASE, BASE, 5000) and is_late(BASE - 5000, BASE, 5000)
@@ -100,7 +100,7 @@ def test_late_means_at_or_behind_the_watermark_minus_the_allowed_lateness():
 
 def test_config_from_settings_and_validation():
     config = AnalyticsConfig.from_settings(load_settings(environ={}))
-    assert config.window_sizes_ms == (60_000, 10_000) and config.allowed_lateness_ms == 0
+    assert config.window_sizes_ms == (60_000, 10_000) and config.grace_ms == 0
     assert config.state_ttl_minutes == 60 and config.detector.warmup == 30
     with pytest.raises(ValueError, match="whole seconds"):
         AnalyticsConfig((60_500,), 0, DETECTOR, 60)
