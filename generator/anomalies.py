@@ -15,7 +15,10 @@ class AnomalyOptions:
     every: int = 0  # or: every N-th trade of each symbol (per symbol, so shards agree)
     kinds: tuple[str, ...] = KINDS
     price_move: tuple[float, float] = (0.05, 0.50)  # relative size of a price anomaly, min..max
-    volume_factor: tuple[float, float] = (10.0, 50.0)
+    # Times the symbol's median size. Sizes are lognormal with sigma 1 (ln units), so 10-50x is a 2.3-3.9
+    # sigma trade that ordinary flow makes every few hundred trades; 300x and more (z >= 5.7) stands outside
+    # that tail, where volume_zscore's threshold of 5 can tell it from the flow (bench/detection.py).
+    volume_factor: tuple[float, float] = (300.0, 1000.0)
 
     @property
     def enabled(self) -> bool:

@@ -170,8 +170,9 @@ def build_parser(settings) -> argparse.ArgumentParser:
     inject.add_argument("--spike-pct", type=_range, default=(5.0, 50.0), metavar="MIN:MAX",
                         help="size of a price spike/crash in percent of the model price (one trade; the "
                              "next trade is back at the model price)")
-    inject.add_argument("--volume-factor", type=_range, default=(10.0, 50.0), metavar="MIN:MAX",
-                        help="a volume spike multiplies the trade size by this much")
+    inject.add_argument("--volume-factor", type=_range, default=AnomalyOptions.volume_factor,
+                        metavar="MIN:MAX",
+                        help="a volume spike is this many times the symbol's median trade size")
     inject.add_argument("--late-fraction", type=_fraction, default=0.0, metavar="F",
                         help="share of trades held back and emitted after later trades")
     inject.add_argument("--max-delay-ms", type=_positive_int, default=5000, metavar="MS",

@@ -139,8 +139,10 @@ def symbol_events(opts: StreamOptions, index: int, spec: SymbolSpec) -> Iterator
         labels = ()
         if anomaly is not None:
             if anomaly.kind == "volume_spike":
-                model_size = size
-                size = max(2, int(size * anomaly.magnitude + 0.5))
+                # Many times the symbol's USUAL (median) size, not this trade's random draw: a spike on top of
+                # a draw from the lognormal tail would be an ordinary-looking trade half the time.
+                model_size = spec.median_size
+                size = max(2, int(model_size * anomaly.magnitude + 0.5))
                 labels = ((injected_topic, key, label(anomaly.kind, trade_id, sym, event_time,
                                                       anomaly.magnitude, model_size=model_size, size=size)),)
             else:

@@ -36,6 +36,8 @@ class DeprecatedSetting(UserWarning):
 RENAMED_SETTINGS = {
     # Not Flink's allowed lateness (which revises fired windows): a delay of each window's one final row.
     ("windows", "allowed_lateness_seconds"): "grace_seconds",
+    # Gated both z-scores; the price z-score has a floor in ticks instead (marketpulse.analytics.detector).
+    ("detector", "min_stddev"): "volume_min_stddev",
 }
 
 

@@ -60,61 +60,70 @@ def reference_anomalies(
     lookback: int,
     warmup: int,
     z_threshold: float,
-    min_stddev: float,
     price_jump_pct: float,
     volume_z_threshold: float,
+    volume_min_stddev: float,
+    tick_size: float,
+    min_stddev_ticks: float,
 ) -> list[tuple[str, str, float]]:
-    """(trade_id, rule, statistic) per anomaly, for the trades of ONE symbol in event-time order.
+    """(trade_id, rule, statistic) per anomaly, for the trades of ONE symbol in arrival order.
 
     The rules of marketpulse/analytics/detector.py as its docstring states them, baselines recomputed from
-    plain lists each time: price returns against the last price that broke no price rule, flagged returns
-    kept out, a trade that is ordinary from the flagged price just before it accepted as a new level, and a
-    flagged ln(size) learnt clipped to mean + volume_z_threshold * stddev.
+    plain lists each time: a price return over its event-time gap, measured against the spread
+    max(sqrt(sum r^2 / sum gaps * gap), min_stddev_ticks ticks) of the accepted returns; returns against the
+    last price that broke no price rule, flagged returns kept out, a trade that is ordinary from the flagged
+    price just before it accepted as a new level, and a flagged ln(size) learnt clipped to
+    mean + volume_z_threshold * stddev.
     """
-    returns: list[float] = []
+    returns: list[tuple[float, float]] = []  # (log return, gap in seconds)
     log_sizes: list[float] = []
-    reference_price = None
-    flagged_price = None
+    reference = None  # (price, event_time)
+    flagged = None
     found = []
 
-    def price_rules(price: float, base: float) -> list[tuple[str, float]]:
+    def gap(trade: Trade, base: tuple[float, int]) -> float:
+        return abs(trade.event_time - base[1]) / 1000
+
+    def price_rules(trade: Trade, base: tuple[float, int]) -> list[tuple[str, float]]:
         broken = []
-        log_return = math.log(price / base)
-        if statistics.pstdev(returns) > min_stddev:
-            z_score = (log_return - statistics.fmean(returns)) / statistics.pstdev(returns)
-            if abs(z_score) > z_threshold:
-                broken.append(("price_zscore", z_score))
-        move_pct = (price / base - 1) * 100
+        log_return = math.log(trade.price / base[0])
+        total_gap = sum(seconds for _, seconds in returns)
+        squares = math.fsum(value * value for value, _ in returns)
+        per_trade = squares / total_gap * gap(trade, base) if total_gap > 0 else squares / len(returns)
+        spread = max(math.sqrt(per_trade), min_stddev_ticks * tick_size / base[0])
+        if spread > 0 and abs(log_return / spread) > z_threshold:
+            broken.append(("price_zscore", log_return / spread))
+        move_pct = (trade.price / base[0] - 1) * 100
         if abs(move_pct) >= price_jump_pct:
             broken.append(("price_jump", move_pct))
         return broken
 
     for trade in trades:
         log_size = math.log(trade.size)
-        if reference_price is None:
-            reference_price = trade.price
+        if reference is None:
+            reference = (trade.price, trade.event_time)
             log_sizes.append(log_size)
             continue
         if len(returns) < warmup:
-            returns.append(math.log(trade.price / reference_price))
-            reference_price = trade.price
+            returns.append((math.log(trade.price / reference[0]), gap(trade, reference)))
+            reference = (trade.price, trade.event_time)
             log_sizes.append(log_size)
             del returns[:-lookback], log_sizes[:-lookback]
             continue
 
-        broken = price_rules(trade.price, reference_price)
-        base = reference_price
-        if broken and flagged_price is not None and not price_rules(trade.price, flagged_price):
-            broken, base = [], flagged_price
+        broken = price_rules(trade, reference)
+        base = reference
+        if broken and flagged is not None and not price_rules(trade, flagged):
+            broken, base = [], flagged
         if broken:
-            flagged_price = trade.price
+            flagged = (trade.price, trade.event_time)
         else:
-            returns.append(math.log(trade.price / base))
-            reference_price, flagged_price = trade.price, None
+            returns.append((math.log(trade.price / base[0]), gap(trade, base)))
+            reference, flagged = (trade.price, trade.event_time), None
 
         size_mean, size_stddev = statistics.fmean(log_sizes), statistics.pstdev(log_sizes)
         learnt_size = log_size
-        if size_stddev > min_stddev and (log_size - size_mean) / size_stddev > volume_z_threshold:
+        if size_stddev > volume_min_stddev and (log_size - size_mean) / size_stddev > volume_z_threshold:
             broken.append(("volume_zscore", (log_size - size_mean) / size_stddev))
             learnt_size = size_mean + volume_z_threshold * size_stddev
         log_sizes.append(learnt_size)

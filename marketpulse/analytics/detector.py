@@ -9,15 +9,28 @@ order, calls
 
 Rules, tuned by the [detector] section of conf/pipeline.toml (`DetectorConfig.from_settings`):
 
-    price_zscore   r = ln(p / p_ref), z = (r - mean) / stddev of the last `lookback` accepted returns (the
-                   current return is not part of its own baseline); fires if |z| > z_threshold and
-                   stddev > min_stddev.
+    price_zscore   r = ln(p / p_ref) over the gap dt = t - t_ref (event time); z = r / spread with
+                   spread = max(sigma * sqrt(dt), floor): sigma^2 = sum(r_i^2) / sum(dt_i), the realized
+                   variance per second of the last `lookback` accepted returns (the current one is not part
+                   of its own baseline), and floor = min_stddev_ticks * tick_size / p_ref, the return of that
+                   many price ticks. Fires if |z| > z_threshold.
+                   Why per second: a trade's return spreads with the time since the last one, and gaps vary
+                   (Poisson arrivals: a 400 ms gap after forty of 40 ms); a per-trade stddev flags ordinary
+                   moves after long gaps. Why the floor: prices move on a grid (cents), and at tens of trades
+                   per second most trade-to-trade returns are 0 or one tick, so the spread of a short gap
+                   falls below one tick and would flag every 2-tick move (the older absolute gate, stddev >
+                   1e-4, instead never let the rule fire at all). With both, a move of a few ticks stays
+                   quiet at any trade rate and a 5 % move is z of several hundred. z is measured from 0,
+                   not from the baseline's mean return: the drift over a gap between trades is negligible.
+                   The anomaly row's `stddev` is the spread used and its `mean` is empty.
     price_jump     |p / p_ref - 1| * 100 >= price_jump_pct; z_score holds the signed % move.
     volume_zscore  z of ln(size) against the last `lookback` ln(size) values; fires if z > volume_z_threshold
-                   (spikes only: a small trade is not news) and stddev > min_stddev.
+                   (spikes only: a small trade is not news) and stddev > volume_min_stddev (sizes that never
+                   vary have no scale to measure a spike against).
 
 Means and standard deviations are population ones (ddof 0). No rule fires until the baseline holds `warmup`
-returns; a spike during warm-up is therefore learnt as normal, the price of a cold start.
+returns; a spike during warm-up is therefore learnt as normal, the price of a cold start (`warmup` trades of
+the symbol: 1.5 s at 20 trades/s per symbol with the default 30).
 
 p_ref is the price of the last trade that did NOT break a price rule, and a return that breaks one never
 enters the baseline. That is how an injected spike is reported once: for +20% on one trade followed by a
@@ -50,7 +63,9 @@ PRICE_JUMP = "price_jump"
 VOLUME_ZSCORE = "volume_zscore"
 RULES = (PRICE_ZSCORE, PRICE_JUMP, VOLUME_ZSCORE)
 
-STATE_VERSION = 1
+# 2: the price baseline is squared returns and their gaps (realized variance); 1 kept returns only, and is
+# read with its price baseline dropped (from_state).
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +73,11 @@ class DetectorConfig:
     lookback: int
     warmup: int
     z_threshold: float
-    min_stddev: float
     price_jump_pct: float
     volume_z_threshold: float
+    volume_min_stddev: float = 1e-4
+    tick_size: float = 0.01  # the price grid of the market (the generator quotes cents)
+    min_stddev_ticks: float = 1.0  # price_zscore's floor under the return stddev, in ticks (0: none)
 
     def __post_init__(self) -> None:
         if self.lookback < 2:
@@ -71,8 +88,11 @@ class DetectorConfig:
         for name in ("z_threshold", "price_jump_pct", "volume_z_threshold"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"detector {name} must be positive, got {getattr(self, name)}")
-        if not self.min_stddev >= 0:
-            raise ValueError(f"detector min_stddev must not be negative, got {self.min_stddev}")
+        for name in ("volume_min_stddev", "min_stddev_ticks"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"detector {name} must not be negative, got {getattr(self, name)}")
+        if not self.tick_size > 0:
+            raise ValueError(f"detector tick_size must be positive, got {self.tick_size}")
 
     @classmethod
     def from_settings(cls, settings) -> DetectorConfig:
@@ -82,9 +102,11 @@ class DetectorConfig:
             lookback=int(section.lookback),
             warmup=int(section.warmup),
             z_threshold=float(section.z_threshold),
-            min_stddev=float(section.min_stddev),
             price_jump_pct=float(section.price_jump_pct),
             volume_z_threshold=float(section.volume_z_threshold),
+            volume_min_stddev=float(section.volume_min_stddev),
+            tick_size=float(section.tick_size),
+            min_stddev_ticks=float(section.min_stddev_ticks),
         )
 
 
@@ -174,48 +196,54 @@ class RollingStats:
 
 
 class AnomalyDetector:
-    """The detector of ONE symbol; push its trades in event-time order (the sequence defines the returns)."""
+    """The detector of ONE symbol; push its trades in arrival order (the sequence defines the returns)."""
 
-    __slots__ = ("config", "reference_price", "flagged_price", "returns", "log_sizes")
+    __slots__ = ("config", "reference", "flagged", "squared_returns", "gaps", "log_sizes")
 
     def __init__(self, config: DetectorConfig) -> None:
         self.config = config
-        # Price of the last trade that broke no price rule: what the next return is measured against.
-        self.reference_price: float | None = None
-        # Price of the previous trade if it broke a price rule, to recognise a lasting jump to a new level.
-        self.flagged_price: float | None = None
-        self.returns = RollingStats(config.lookback)
+        # (price, event time) of the last trade that broke no price rule: what the next return is measured
+        # against.
+        self.reference: tuple[float, int] | None = None
+        # (price, event time) of the previous trade if it broke a price rule, to recognise a lasting jump.
+        self.flagged: tuple[float, int] | None = None
+        # The price baseline: r^2 and the gap in seconds of each accepted return, so that their sums give the
+        # realized variance per second.
+        self.squared_returns = RollingStats(config.lookback)
+        self.gaps = RollingStats(config.lookback)
         self.log_sizes = RollingStats(config.lookback)
 
     @property
     def is_warmed_up(self) -> bool:
-        return len(self.returns) >= self.config.warmup
+        return len(self.squared_returns) >= self.config.warmup
+
+    @property
+    def reference_price(self) -> float | None:
+        return None if self.reference is None else self.reference[0]
 
     def push(self, trade: Trade) -> list[Anomaly]:
         """Scores one trade against the state so far, then learns it; the rules it broke, in RULES order."""
         log_size = math.log(trade.size)
-        if self.reference_price is None:
-            self.reference_price = trade.price
+        here = (trade.price, trade.event_time)
+        if self.reference is None:
+            self.reference = here
             self.log_sizes.push(log_size)
             return []
         if not self.is_warmed_up:
-            self.returns.push(math.log(trade.price / self.reference_price))
-            self.reference_price = trade.price
+            self._learn(here, self.reference)
             self.log_sizes.push(log_size)
             return []
 
-        log_return, findings = self._price_findings(trade.price, self.reference_price)
-        if findings and self.flagged_price is not None:
-            return_from_flagged, findings_from_flagged = self._price_findings(trade.price, self.flagged_price)
-            if not findings_from_flagged:
-                # The flagged previous trade was the first at a new level, not a one-trade spike.
-                log_return, findings = return_from_flagged, []
+        findings = self._price_findings(here, self.reference)
+        base = self.reference
+        if findings and self.flagged is not None and not self._price_findings(here, self.flagged):
+            # The flagged previous trade was the first at a new level, not a one-trade spike.
+            findings, base = [], self.flagged
         if findings:
-            self.flagged_price = trade.price
+            self.flagged = here
         else:
-            self.returns.push(log_return)
-            self.reference_price = trade.price
-            self.flagged_price = None
+            self._learn(here, base)
+            self.flagged = None
 
         findings.extend(self._volume_findings(log_size))
         return [
@@ -233,26 +261,43 @@ class AnomalyDetector:
             for rule, statistic, mean, stddev in findings
         ]
 
-    def _price_findings(self, price: float, base_price: float) -> tuple[float, list[tuple]]:
-        """The log-return from base_price and the price rules it breaks as (rule, statistic, mean, stddev)."""
+    def _learn(self, here: tuple[float, int], base: tuple[float, int]) -> None:
+        """Accepts the return from base to here into the price baseline; here becomes the reference."""
+        self.squared_returns.push(math.log(here[0] / base[0]) ** 2)
+        self.gaps.push(_gap_seconds(here, base))
+        self.reference = here
+
+    def spread(self, gap_seconds: float, base_price: float) -> float:
+        """The standard deviation expected of a return over gap_seconds from base_price (module docstring)."""
         config = self.config
-        log_return = math.log(price / base_price)
+        floor = config.min_stddev_ticks * config.tick_size / base_price
+        mean_gap = self.gaps.mean
+        if mean_gap > 0:
+            spread = math.sqrt(max(self.squared_returns.mean, 0.0) / mean_gap * gap_seconds)
+        else:  # every baseline trade at the same instant (a replay without times): per trade
+            spread = math.sqrt(max(self.squared_returns.mean, 0.0))
+        return max(spread, floor)
+
+    def _price_findings(self, here: tuple[float, int], base: tuple[float, int]) -> list[tuple]:
+        """The price rules the move from base to here breaks, as (rule, statistic, mean, stddev)."""
+        config = self.config
+        price, base_price = here[0], base[0]
         findings = []
-        stddev = self.returns.stddev
-        if stddev > config.min_stddev:
-            z_score = (log_return - self.returns.mean) / stddev
+        spread = self.spread(_gap_seconds(here, base), base_price)
+        if spread > 0:
+            z_score = math.log(price / base_price) / spread
             if abs(z_score) > config.z_threshold:
-                findings.append((PRICE_ZSCORE, z_score, self.returns.mean, stddev))
+                findings.append((PRICE_ZSCORE, z_score, None, spread))
         move_pct = (price / base_price - 1.0) * 100.0
         if abs(move_pct) >= config.price_jump_pct:
             findings.append((PRICE_JUMP, move_pct, None, None))
-        return log_return, findings
+        return findings
 
     def _volume_findings(self, log_size: float) -> list[tuple]:
         """Scores, then learns ln(size); a spike is learnt clipped to the threshold (see module docstring)."""
         config = self.config
         mean, stddev = self.log_sizes.mean, self.log_sizes.stddev
-        if stddev > config.min_stddev:
+        if stddev > config.volume_min_stddev:
             z_score = (log_size - mean) / stddev
             if z_score > config.volume_z_threshold:
                 self.log_sizes.push(mean + config.volume_z_threshold * stddev)
@@ -264,9 +309,10 @@ class AnomalyDetector:
         """Plain tuples, lists, floats and None: fits ValueState with Types.PICKLED_BYTE_ARRAY()."""
         return (
             STATE_VERSION,
-            self.reference_price,
-            self.flagged_price,
-            self.returns.to_state(),
+            self.reference,
+            self.flagged,
+            self.squared_returns.to_state(),
+            self.gaps.to_state(),
             self.log_sizes.to_state(),
         )
 
@@ -276,11 +322,24 @@ class AnomalyDetector:
         detector = cls(config)
         if state is None:
             return detector
-        version, reference_price, flagged_price, returns_state, log_sizes_state = state
+        version = state[0]
+        if version == 1:
+            # (1, reference_price, flagged_price, returns, log_sizes): returns without their gaps cannot give
+            # a variance per second, so the price baseline warms up again; the sizes carry over.
+            detector.log_sizes = RollingStats.from_state(config.lookback, state[4])
+            return detector
         if version != STATE_VERSION:
             raise ValueError(f"detector state version {version} is not {STATE_VERSION}")
-        detector.reference_price = reference_price
-        detector.flagged_price = flagged_price
-        detector.returns = RollingStats.from_state(config.lookback, returns_state)
-        detector.log_sizes = RollingStats.from_state(config.lookback, log_sizes_state)
+        _, reference, flagged, squared_returns, gaps, log_sizes = state
+        detector.reference = None if reference is None else tuple(reference)
+        detector.flagged = None if flagged is None else tuple(flagged)
+        detector.squared_returns = RollingStats.from_state(config.lookback, squared_returns)
+        detector.gaps = RollingStats.from_state(config.lookback, gaps)
+        detector.log_sizes = RollingStats.from_state(config.lookback, log_sizes)
         return detector
+
+
+def _gap_seconds(here: tuple[float, int], base: tuple[float, int]) -> float:
+    """Event-time seconds between base and here, either way: a trade that arrives after a later-stamped one
+    is as far from it in time, and its price had as long to move."""
+    return abs(here[1] - base[1]) / 1000.0

@@ -237,8 +237,9 @@ def assert_anomalies(settings, stream: Stream, sent_after: list[Trade], quality:
     for trades in by_symbol.values():
         for trade_id, rule, statistic in reference_anomalies(
                 trades, lookback=config.lookback, warmup=config.warmup, z_threshold=config.z_threshold,
-                min_stddev=config.min_stddev, price_jump_pct=config.price_jump_pct,
-                volume_z_threshold=config.volume_z_threshold):
+                price_jump_pct=config.price_jump_pct, volume_z_threshold=config.volume_z_threshold,
+                volume_min_stddev=config.volume_min_stddev, tick_size=config.tick_size,
+                min_stddev_ticks=config.min_stddev_ticks):
             expected[(trade_id, rule)] = statistic
     rows = support.query(settings, "SELECT trade_id, rule, symbol, z_score FROM anomalies")
     assert {(row[0], row[1]) for row in rows} == set(expected)

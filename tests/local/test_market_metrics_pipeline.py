@@ -34,7 +34,7 @@ pytestmark = pytest.mark.flink_local
 
 BASE = 1_700_000_100_000  # a multiple of 60 s
 OUT_OF_ORDERNESS_MS = 2000
-DETECTOR = DetectorConfig(lookback=5, warmup=3, z_threshold=5.0, min_stddev=1e-4, price_jump_pct=3.0,
+DETECTOR = DetectorConfig(lookback=5, warmup=3, z_threshold=5.0, volume_min_stddev=1e-4, price_jump_pct=3.0,
                           volume_z_threshold=4.0)
 CONFIG = AnalyticsConfig(window_sizes_ms=(10_000, 5_000), grace_ms=0, detector=DETECTOR,
                          state_ttl_minutes=60)
@@ -167,19 +167,24 @@ def test_window_rows_are_exactly_the_on_time_trades(output):
 
 def test_anomalies_equal_the_reference_detector_on_every_trade_in_arrival_order(output):
     """The detector scores each valid trade as it arrives, late ones included: AAPL-06 after AAPL-07, so the
-    spike AAPL-08 is measured from AAPL-06's 100.0, and both late prints (55 and 77) are price anomalies."""
+    spike AAPL-08 is measured from AAPL-06's 100.0, and both late prints (55 and 77) are price anomalies.
+    The two ties are price_zscore anomalies too: a print at the same instant as the one before it has only the
+    one-tick floor as its spread, so AAPL-03x (100.05 against 100.1: 5 ticks, z = -5.001) and MSFT-05 (399
+    against 403) are each more than 5 ticks away from a price of that very millisecond."""
     assert sorted((row[0], row[1]) for row in output["anomalies"]) == [
-        ("AAPL-04late", "price_jump"), ("AAPL-04late", "price_zscore"), ("AAPL-08", "price_jump"),
-        ("AAPL-08", "price_zscore"), ("AAPL-10late", "price_jump"), ("AAPL-10late", "price_zscore"),
-        ("AAPL-14", "volume_zscore")]
+        ("AAPL-03x", "price_zscore"), ("AAPL-04late", "price_jump"), ("AAPL-04late", "price_zscore"),
+        ("AAPL-08", "price_jump"), ("AAPL-08", "price_zscore"), ("AAPL-10late", "price_jump"),
+        ("AAPL-10late", "price_zscore"), ("AAPL-14", "volume_zscore"), ("MSFT-05", "price_zscore")]
     bad = {value for value, _reason in BAD}
     valid = [Trade(**json.loads(value)) for value in arrivals() if value not in bad]
     expected = {}
     for symbol in ("AAPL", "MSFT"):
         for trade_id, rule, statistic in reference_anomalies(
                 [trade for trade in valid if trade.symbol == symbol], lookback=DETECTOR.lookback,
-                warmup=DETECTOR.warmup, z_threshold=DETECTOR.z_threshold, min_stddev=DETECTOR.min_stddev,
-                price_jump_pct=DETECTOR.price_jump_pct, volume_z_threshold=DETECTOR.volume_z_threshold):
+                warmup=DETECTOR.warmup, z_threshold=DETECTOR.z_threshold,
+                price_jump_pct=DETECTOR.price_jump_pct, volume_z_threshold=DETECTOR.volume_z_threshold,
+                volume_min_stddev=DETECTOR.volume_min_stddev, tick_size=DETECTOR.tick_size,
+                min_stddev_ticks=DETECTOR.min_stddev_ticks):
             expected[(trade_id, rule)] = statistic
     assert {(row[0], row[1]) for row in output["anomalies"]} == set(expected)
     by_id = {trade.trade_id: trade for trade in valid}

@@ -23,7 +23,8 @@ from marketpulse.trade import Trade
 BASE = 1_700_000_100_000
 # Small windows so that every number below can be worked out by hand.
 SMALL = DetectorConfig(
-    lookback=4, warmup=4, z_threshold=3.0, min_stddev=1e-4, price_jump_pct=3.0, volume_z_threshold=4.0
+    lookback=4, warmup=4, z_threshold=3.0, price_jump_pct=3.0, volume_z_threshold=4.0, volume_min_stddev=1e-4,
+    tick_size=0.01, min_stddev_ticks=1.0,
 )
 STEP = math.log(1.001)  # the baseline below alternates +STEP, -STEP: mean 0, population stddev STEP
 
@@ -87,14 +88,14 @@ def project_config():
 
 def test_config_from_the_detector_section():
     assert project_config() == DetectorConfig(
-        lookback=100, warmup=30, z_threshold=5.0, min_stddev=0.0001, price_jump_pct=3.0,
-        volume_z_threshold=4.0,
+        lookback=100, warmup=30, z_threshold=5.0, price_jump_pct=3.0, volume_z_threshold=5.0,
+        volume_min_stddev=0.0001, tick_size=0.01, min_stddev_ticks=1.0,
     )  # fmt: skip
     section = SimpleNamespace(
-        lookback="50", warmup=10, z_threshold=5, min_stddev=0, price_jump_pct=2, volume_z_threshold=6,
-        state_ttl_minutes=60,
+        lookback="50", warmup=10, z_threshold=5, price_jump_pct=2, volume_z_threshold=6, volume_min_stddev=0,
+        tick_size="0.05", min_stddev_ticks=2, state_ttl_minutes=60,
     )  # fmt: skip
-    expected = DetectorConfig(50, 10, 5.0, 0.0, 2.0, 6.0)
+    expected = DetectorConfig(50, 10, 5.0, 2.0, 6.0, 0.0, 0.05, 2.0)
     assert DetectorConfig.from_settings(SimpleNamespace(detector=section)) == expected
 
 
@@ -105,7 +106,9 @@ def test_config_from_the_detector_section():
         ({"warmup": 1}, "warmup"),
         ({"warmup": 5}, "warmup"),
         ({"z_threshold": 0.0}, "z_threshold"),
-        ({"min_stddev": -1.0}, "min_stddev"),
+        ({"volume_min_stddev": -1.0}, "volume_min_stddev"),
+        ({"min_stddev_ticks": -1.0}, "min_stddev_ticks"),
+        ({"tick_size": 0.0}, "tick_size"),
     ],
 )
 def test_config_refuses_values_that_cannot_work(change, message):
@@ -136,12 +139,28 @@ def test_price_zscore_fires_with_the_exact_z():
 
     [anomaly] = detector.push(trade_at(5, 100.0 * 1.001**4))
 
-    # r = 4 STEP against a baseline of mean 0 and stddev STEP: z = 4; a 0.4% move is no price_jump.
+    # The baseline: returns of +-STEP every 100 ms, a variance of STEP^2 per 0.1 s. r = 4 STEP over 0.1 s
+    # against a spread of STEP: z = 4; a 0.4% move is no price_jump.
     assert (anomaly.trade_id, anomaly.rule, anomaly.symbol) == ("t5", PRICE_ZSCORE, "AAPL")
     assert (anomaly.event_time, anomaly.price, anomaly.size) == (BASE + 500, 100.0 * 1.001**4, 100)
     assert anomaly.z_score == pytest.approx(4.0, rel=1e-9)
-    assert anomaly.mean == pytest.approx(0.0, abs=1e-15)
+    assert anomaly.mean is None
     assert anomaly.stddev == pytest.approx(STEP, rel=1e-9)
+
+
+def test_the_spread_grows_with_the_square_root_of_the_gap():
+    # The same 4 STEP move after 400 ms instead of 100: the spread is 2 STEP, z = 2, nothing fires.
+    later = trades_from([100.0 * 1.001**4], first_index=8)[0]
+    assert warmed_up().push(later) == []
+    assert warmed_up().spread(0.4, 100.0) == pytest.approx(2 * STEP, rel=1e-9)
+    # 8 STEP after 400 ms is z = 4 again.
+    [anomaly] = warmed_up().push(trades_from([100.0 * 1.001**8], first_index=8)[0])
+    assert anomaly.z_score == pytest.approx(4.0, rel=1e-9)
+    assert anomaly.stddev == pytest.approx(2 * STEP, rel=1e-9)
+    # A trade stamped at its reference's instant has only the tick floor as its spread; one stamped 400 ms
+    # before it (out of order) is as far from it as one 400 ms after.
+    assert warmed_up().push(trades_from([100.0 * 1.001**4], first_index=0)[0]) == []
+    assert warmed_up().spread(0.0, 100.0) == pytest.approx(1e-4, rel=1e-12)
 
 
 def test_price_zscore_is_two_sided_and_strict():
@@ -152,12 +171,27 @@ def test_price_zscore_is_two_sided_and_strict():
     assert warmed_up().push(trade_at(5, 100.0 * 1.001**2.9)) == []  # z = 2.9
 
 
-def test_price_zscore_needs_a_baseline_spread_above_min_stddev():
-    # A flat price: every return is 0, stddev 0 <= min_stddev, so only price_jump can speak.
+def test_price_zscore_measures_a_flat_market_in_ticks():
+    # A flat price: every return is 0, so the spread is the floor, one tick (0.01) at 100: 1e-4 as a return.
     flat = [100.0] * 5
 
-    assert warmed_up(prices=flat).push(trade_at(5, 100.5)) == []
-    assert rules_of(warmed_up(prices=flat).push(trade_at(5, 104.0))) == [PRICE_JUMP]
+    assert warmed_up(prices=flat).push(trade_at(5, 100.03)) == []  # 3 ticks: z = 3.0, not above 3
+    [moved] = warmed_up(prices=flat).push(trade_at(5, 100.05))  # 5 ticks
+    assert (moved.rule, moved.stddev) == (PRICE_ZSCORE, pytest.approx(1e-4, rel=1e-12))
+    assert moved.z_score == pytest.approx(math.log(1.0005) / 1e-4, rel=1e-12)
+    assert rules_of(warmed_up(prices=flat).push(trade_at(5, 104.0))) == [PRICE_ZSCORE, PRICE_JUMP]
+    # Without a floor a flat baseline has no spread, and only price_jump can speak.
+    no_floor = dataclasses.replace(SMALL, min_stddev_ticks=0.0)
+    assert warmed_up(prices=flat, config=no_floor).push(trade_at(5, 100.5)) == []
+    assert rules_of(warmed_up(prices=flat, config=no_floor).push(trade_at(5, 104.0))) == [PRICE_JUMP]
+
+
+def test_the_floor_is_one_tick_of_the_reference_price_whatever_the_trade_rate():
+    # A market whose every trade moves at most one tick: the floor, not the tiny spread, sets the scale.
+    slow = [10.00, 10.01, 10.00, 10.00, 10.01]  # a $10 stock: one tick is 1e-3 as a return
+    [anomaly] = warmed_up(prices=slow).push(trade_at(5, 10.05))
+    assert anomaly.rule == PRICE_ZSCORE and anomaly.stddev == pytest.approx(0.01 / 10.01, rel=1e-12)
+    assert warmed_up(prices=slow).push(trade_at(5, 10.03)) == []
 
 
 def test_price_jump_fires_with_the_signed_percent_move():
@@ -201,16 +235,17 @@ def test_volume_spike_enters_the_baseline_clipped_to_the_threshold():
 
 def test_reversion_after_a_spike_is_not_a_second_anomaly():
     detector = warmed_up()
-    baseline = detector.returns.to_state()
+    baseline = detector.squared_returns.to_state()
 
     spike = detector.push(trade_at(5, 120.0))
     assert rules_of(spike) == [PRICE_ZSCORE, PRICE_JUMP]
     assert spike[1].z_score == pytest.approx(20.0, rel=1e-9)
-    assert detector.returns.to_state() == baseline  # the spike is not learnt
+    assert detector.squared_returns.to_state() == baseline  # the spike is not learnt
 
-    # Back to 100: measured against the pre-spike 100, a return of 0, not ln(100 / 120) = -18%.
+    # Back to 100: measured against the pre-spike 100, a return of 0, not ln(100 / 120) = -18%, over the
+    # 200 ms since that 100.
     assert detector.push(trade_at(6, 100.0)) == []
-    assert detector.returns.values[-1] == 0.0
+    assert (detector.squared_returns.values[-1], detector.gaps.values[-1]) == (0.0, 0.2)
     assert detector.reference_price == 100.0
     assert detector.push(trade_at(7, 100.1)) == []
 
@@ -221,7 +256,8 @@ def test_a_lasting_jump_is_reported_once_on_its_first_trade():
     assert rules_of(detector.push(trade_at(5, 120.0))) == [PRICE_ZSCORE, PRICE_JUMP]
     # Ordinary from 120, so 120 was a new level: re-anchored, learnt as +STEP from 120.
     assert detector.push(trade_at(6, 120.12)) == []
-    assert detector.returns.values[-1] == pytest.approx(STEP, rel=1e-9)
+    assert detector.squared_returns.values[-1] == pytest.approx(STEP**2, rel=1e-9)
+    assert detector.gaps.values[-1] == pytest.approx(0.1)
     assert detector.reference_price == 120.12
     assert detector.push(trade_at(7, 120.0)) == []
 
@@ -277,9 +313,18 @@ def test_state_written_with_a_longer_lookback_keeps_the_newest_values():
 
     narrow = AnomalyDetector.from_state(SMALL, detector.to_state())
 
-    assert list(narrow.returns.values) == list(detector.returns.values)[-4:]
-    assert narrow.returns.mean == pytest.approx(0.0, abs=1e-15)
-    assert narrow.returns.stddev == pytest.approx(STEP, rel=1e-9)
+    assert list(narrow.squared_returns.values) == list(detector.squared_returns.values)[-4:]
+    assert narrow.squared_returns.mean == pytest.approx(STEP**2, rel=1e-9)
+    assert list(narrow.gaps.values) == [0.1] * 4
+
+
+def test_a_version_1_state_keeps_its_sizes_and_warms_the_price_baseline_up_again():
+    sizes = [100, 400, 100, 400, 100]
+    old = (1, 100.0, None, ([STEP, -STEP, STEP, -STEP], 0.0, 4 * STEP**2, 4),
+           ([math.log(size) for size in sizes[1:]], statistics.fmean(math.log(s) for s in sizes[1:]), 0.0, 4))
+    detector = AnomalyDetector.from_state(SMALL, old)
+    assert detector.reference is None and not detector.is_warmed_up
+    assert list(detector.log_sizes.values) == [math.log(size) for size in sizes[1:]]
 
 
 def test_rolling_stats_stay_exact_over_many_updates():
@@ -318,8 +363,8 @@ def test_injected_spikes_are_all_found_and_only_once(volatility):
     for item in trades:
         for anomaly in detector.push(item):
             found.setdefault(anomaly.rule, set()).add(anomaly.trade_id)
-        if detector.returns.values:
-            largest_learnt_return = max(largest_learnt_return, abs(detector.returns.values[-1]))
+        if detector.squared_returns.values:
+            largest_learnt_return = max(largest_learnt_return, math.sqrt(detector.squared_returns.values[-1]))
 
     assert len(spikes) >= 80
     assert found[PRICE_JUMP] == spikes  # recall and precision 1: no reversion, no quiet trade

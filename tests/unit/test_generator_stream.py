@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 
 from generator.cli import main
+from generator.universe import MEDIAN_SIZE
 from marketpulse.trade import SCHEMA_PATH, InvalidTrade, Trade, parse_trade
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
@@ -179,7 +180,8 @@ def test_every_nth_trade_of_each_symbol_is_labelled_and_is_the_anomaly(tmp_path)
         assert (rec["symbol"], rec["event_time"]) == (trade.symbol, trade.event_time)
         if rec["kind"] == "volume_spike":
             assert trade.size == rec["size"] == max(2, int(rec["model_size"] * rec["magnitude"] + 0.5))
-            assert 10 <= rec["magnitude"] <= 50
+            assert 300 <= rec["magnitude"] <= 1000
+            assert rec["model_size"] == MEDIAN_SIZE  # times the usual size, not the trade's own random draw
         else:
             assert trade.price == rec["price"]
             assert rec["price"] / rec["model_price"] - 1 == pytest.approx(rec["magnitude"], abs=0.01 / 50)

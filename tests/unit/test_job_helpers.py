@@ -22,7 +22,7 @@ from marketpulse.sqltemplate import TemplateError, render, split_statements, sql
 from marketpulse.trade import Trade
 
 BASE = 1_700_000_100_000  # a multiple of 60 s
-DETECTOR = DetectorConfig(lookback=5, warmup=3, z_threshold=5.0, min_stddev=1e-4, price_jump_pct=3.0,
+DETECTOR = DetectorConfig(lookback=5, warmup=3, z_threshold=5.0, volume_min_stddev=1e-4, price_jump_pct=3.0,
                           volume_z_threshold=4.0)
 
 
