@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from generator.cli import build_parser, main, resolve
+from generator.cli import build_parser, main
+from generator.model import build_universe
+from generator.options import resolve
 from generator.reference import UPSERT_SQL, write_symbols_to_postgres
-from generator.universe import build_universe
 from marketpulse.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,13 +92,12 @@ def test_wall_clock_mode_stamps_event_times_near_now(tmp_path):
 def test_paced_speed_and_event_rate_resolution():
     settings = load_settings()
     parser = build_parser(settings)
-    _, _, speed, _, _, _ = resolve(parser.parse_args(["--seed", "1", "--rate", "100"]), settings)
-    assert speed == 1.0
+    plan = resolve(parser.parse_args(["--seed", "1", "--rate", "100"]), settings)
+    assert plan.speed == 1.0 and plan.wall_start_ms is None
     args = parser.parse_args(["--seed", "1", "--rate", "100", "--event-rate", "1000"])
-    _, _, speed, _, _, _ = resolve(args, settings)
-    assert speed == 0.1  # 1,000 trades per event-time second, paced at 100 per wall second
-    _, _, speed, wall, _, _ = resolve(parser.parse_args(["--rate", "0", "--duration", "3"]), settings)
-    assert speed is None and wall == 3
+    assert resolve(args, settings).speed == 0.1  # 1,000 trades per event-time second, paced at 100 per wall s
+    plan = resolve(parser.parse_args(["--rate", "0", "--duration", "3"]), settings, now_ms=lambda: 1234)
+    assert plan.speed is None and plan.wall_duration_s == 3 and plan.wall_start_ms == 1234
 
 
 class FakeCursor:

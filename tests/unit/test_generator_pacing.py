@@ -4,9 +4,7 @@ import io
 
 import pytest
 
-from generator.pacing import MAX_SLEEP_S, Pacer
-from generator.progress import Progress
-from generator.run import run
+from generator.run import MAX_SLEEP_S, Pacer, Progress, run
 from generator.sink import MemorySink
 
 
