@@ -1,6 +1,7 @@
 """The command line: help, one-line errors and exit codes, signals, Postgres reference upsert."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,11 +65,18 @@ def test_broker_down_is_one_line_and_exit_1(capsys):
 def test_sigterm_stops_cleanly_with_every_line_written(tmp_path):
     out = tmp_path / "out.tsv"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "generator", "--rate", "500", "--output", str(out), "--progress-every", "0"],
+        [sys.executable, "-m", "generator", "--rate", "500", "--output", str(out), "--progress-every", "0.1"],
         cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    # Signal once the progress lines report more than 100 trades (the handler is installed by then).
+    before = []
+    for line in proc.stderr:
+        before.append(line)
+        progress = re.search(r"s  ([\d,]+) trades  ", line)
+        if progress and int(progress[1].replace(",", "")) > 100:
+            break
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=10)
+    _, err = proc.communicate(timeout=30)
+    err = "".join(before) + err
     assert proc.returncode == 0, err
     assert "stopped on request" in err
     data = out.read_bytes()
