@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generator.anomalies import AnomalyOptions  # noqa: E402
+from generator.injections import AnomalyOptions  # noqa: E402
+from generator.model import build_universe  # noqa: E402
 from generator.stream import StreamOptions, generate  # noqa: E402
-from generator.universe import build_universe  # noqa: E402
 from marketpulse.analytics import AnomalyDetector, DetectorConfig  # noqa: E402
 from marketpulse.analytics.detector import PRICE_JUMP, PRICE_ZSCORE, RULES, VOLUME_ZSCORE  # noqa: E402
 from marketpulse.config import load_settings  # noqa: E402

@@ -26,11 +26,10 @@ sys.path.insert(0, str(ROOT))
 from kafka import KafkaAdminClient  # noqa: E402
 from kafka.admin import NewTopic  # noqa: E402
 
+from generator.model import DEFAULT_SYMBOLS, build_universe, run_token  # noqa: E402
 from generator.run import run  # noqa: E402
-from generator.seeding import run_token  # noqa: E402
 from generator.sink import KafkaSink, MemorySink  # noqa: E402
 from generator.stream import StreamOptions, Topics, generate  # noqa: E402
-from generator.universe import DEFAULT_SYMBOLS, build_universe  # noqa: E402
 from marketpulse.config import load_settings  # noqa: E402
 
 START_MS = 1735828200000

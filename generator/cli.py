@@ -1,4 +1,5 @@
-"""Command line: `python -m generator --help`.
+"""Command line: `python -m generator --help`. Argument parsing only: options.py turns the options into a
+run plan, run.execute() carries it out.
 
 Exit codes: 0 done (also after Ctrl-C / SIGTERM once everything buffered was delivered), 1 failure (broker
 unreachable, delivery errors, unwritable output, Postgres error), 2 bad usage (invalid option values, missing
@@ -9,35 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import time
 
-from marketpulse.config import ConfigError, load_settings, postgres_dsn
+from marketpulse.config import ConfigError, load_settings
 
-from .anomalies import KINDS as ANOMALY_KINDS
-from .anomalies import AnomalyOptions
-from .bad_records import KINDS as BAD_KINDS
-from .bad_records import BadOptions
-from .disorder import DisorderOptions
-from .pacing import Pacer
-from .progress import Progress
-from .reference import reference_message, write_symbols_to_postgres
-from .replay import ReplayError, parse_timestamp, replay_events
-from .run import RunStats, run
-from .seeding import run_token
-from .sharding import SHARD_ENV, parse_shard, shard_from_env
-from .sink import FileSink, KafkaSink, Sink, SinkError
-from .stream import StreamOptions, Topics, generate, owned_symbols
-from .universe import build_universe, check_ticker, synthetic_tickers
-
-# Event time of a seeded run when --start-time is not given: a fixed instant (a market open), so the run is
-# reproducible.
-DEFAULT_SIM_START = "2025-01-02T14:30:00Z"
-
-
-class UsageError(ValueError):
-    """A bad option value: reported in one line, exit code 2."""
+from .injections import ANOMALY_KINDS, BAD_KINDS, AnomalyOptions
+from .options import DEFAULT_SIM_START, UsageError
+from .replay import ReplayError, parse_timestamp
+from .run import execute
+from .sink import SinkError
+from .stream import SHARD_ENV, parse_shard
 
 
 class _Parser(argparse.ArgumentParser):
@@ -223,99 +205,6 @@ def build_parser(settings) -> argparse.ArgumentParser:
     return parser
 
 
-class StopFlag:
-    """Set by SIGINT/SIGTERM: the run loop stops at the next event and flushes."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def install(self) -> None:
-        def handler(signum, _frame):
-            if self.requested:  # a second Ctrl-C: give up on a clean stop
-                raise KeyboardInterrupt
-            self.requested = True
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
-
-
-def resolve(args, settings, environ=os.environ, now_ms=None):
-    """Options -> (reference messages, events, pacer speed or None, wall duration or None, topics, specs).
-
-    Pure apart from reading the wall clock in wall-clock mode (now_ms, injectable for tests)."""
-    topics = Topics(args.topic, args.injected_topic, args.reference_topic)
-    shard = args.shard or shard_from_env(environ) or (0, 1)
-    seed = settings.generator.seed if args.seed is None else args.seed
-
-    if args.replay:
-        if not os.path.isfile(args.replay):
-            raise UsageError(f"replay file not found: {args.replay}")
-        events = replay_events(args.replay, seed, topics, shard)
-        return [], events, (args.speed or None), None, topics, []
-
-    tickers = synthetic_tickers(args.universe) if args.universe else \
-        [check_ticker(t.strip()) for t in args.symbols.split(",") if t.strip()]
-    if not tickers:
-        raise UsageError("no symbols given")
-    universe = build_universe(tickers, seed)
-
-    clock = args.clock
-    if clock == "auto":
-        clock = "sim" if (args.seed is not None or args.start_time is not None) else "wall"
-    if clock == "wall":
-        if args.start_time is not None:
-            raise UsageError("--start-time needs the simulated clock (drop --clock wall)")
-        if args.event_rate is not None:
-            raise UsageError("--event-rate applies to the simulated clock only")
-        start_ms = now_ms() if now_ms else int(time.time() * 1000)
-        # execute() paces from this instant: a trade leaves when the wall clock reaches its event time.
-        args.wall_start_ms = start_ms
-        event_rate = args.rate or float(settings.generator.rate)
-    else:
-        start_ms = args.start_time if args.start_time is not None else parse_timestamp(DEFAULT_SIM_START)
-        event_rate = args.event_rate or args.rate or float(settings.generator.rate)
-    if event_rate <= 0:
-        raise UsageError("the event rate must be positive")
-
-    unpaced_wall = clock == "wall" and args.rate == 0
-    opts = StreamOptions(
-        universe=universe, seed=seed, start_ms=start_ms, event_rate=event_rate,
-        run=run_token(seed, start_ms), shard=shard,
-        end_offset_s=None if (args.duration is None or unpaced_wall) else args.duration,
-        vol_scale=args.vol_scale,
-        anomalies=AnomalyOptions(
-            rate=args.anomaly_rate, every=args.anomaly_every or 0, kinds=args.anomaly_kinds,
-            price_move=(args.spike_pct[0] / 100, args.spike_pct[1] / 100), volume_factor=args.volume_factor),
-        disorder=DisorderOptions(late_fraction=args.late_fraction, max_delay_ms=args.max_delay_ms),
-        bad=BadOptions(fraction=args.bad_fraction, kinds=args.bad_kinds),
-        topics=topics,
-        # As fast as possible on the wall clock: stamp each trade with the time it is made.
-        event_time_of=(lambda _offset: int(time.time() * 1000)) if unpaced_wall else None,
-    )
-    owned = [spec for _, spec in owned_symbols(opts)]
-    reference = [] if args.no_reference else \
-        [(topics.reference, *reference_message(spec)) for spec in owned]
-    speed = args.rate / event_rate if args.rate > 0 else None
-    wall_duration = args.duration if unpaced_wall else None
-    return reference, generate(opts), speed, wall_duration, topics, owned
-
-
-def _say(args, text: str) -> None:
-    if not args.quiet:
-        print(text, file=sys.stderr, flush=True)
-
-
-def _summary(stats: RunStats, target: str) -> str:
-    text = (f"generator: {stats.trades:,} trades ({stats.bad:,} bad), {stats.labels:,} labels, "
-            f"{stats.reference:,} reference records to {target} in {stats.seconds:.1f}s "
-            f"({stats.rate:,.0f} trades/s)")
-    if stats.stopped_by_request:
-        text += ", stopped on request"
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
@@ -338,63 +227,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("generator: interrupted", file=sys.stderr)
         return 130
-
-
-def execute(args, settings, stop: StopFlag | None = None) -> tuple[int, RunStats | None]:
-    """Runs the options; returns (exit code, stats). Raises UsageError, SinkError, ReplayError."""
-    try:
-        reference, events, speed, wall_duration, topics, owned = resolve(args, settings)
-    except ValueError as err:
-        if isinstance(err, ReplayError | UsageError):
-            raise
-        raise UsageError(str(err)) from None
-
-    if args.reference_to_postgres and owned:
-        import psycopg2
-
-        try:
-            conn = psycopg2.connect(postgres_dsn(settings), connect_timeout=10)
-            try:
-                written = write_symbols_to_postgres(conn, owned)
-            finally:
-                conn.close()
-        except psycopg2.Error as err:
-            raise SinkError(f"Postgres: {str(err).strip().splitlines()[0]}") from None
-        _say(args, f"generator: upserted {written} symbols into Postgres")
-
-    if stop is None:
-        stop = StopFlag()
-        stop.install()
-    if args.output:
-        sink: Sink = FileSink(args.output)
-        target = "stdout" if args.output == "-" else args.output
-    else:
-        sink = KafkaSink(args.bootstrap_servers, acks=args.acks, linger_ms=args.linger_ms,
-                         batch_size=args.batch_size, compression=args.compression,
-                         wait_s=args.wait_for_broker, log=lambda text: _say(args, text))
-        target = f"Kafka {args.bootstrap_servers} ({topics.trades}, {topics.injected}, {topics.reference})"
-    _say(args, f"generator: writing to {target}" +
-         (f", {args.rate:g} trades/s" if speed and not args.replay else "") +
-         (f", replay {args.replay} at {args.speed:g}x" if args.replay else ""))
-
-    origin = None
-    if getattr(args, "wall_start_ms", None) is not None:
-        origin = time.monotonic() - (time.time() - args.wall_start_ms / 1000)
-    pacer = Pacer(speed, should_stop=stop, origin=origin) if speed else None
-    progress = None if args.quiet or args.progress_every == 0 else \
-        Progress(args.progress_every, total=args.count)
-    try:
-        stats = run(events, sink, trades_topic=topics.trades, injected_topic=topics.injected,
-                    reference=reference, pacer=pacer, count=args.count, wall_duration_s=wall_duration,
-                    progress=progress, should_stop=stop)
-    finally:
-        sink.close()
-    stats.errors, stats.first_error = sink.errors, sink.first_error
-    _say(args, _summary(stats, target))
-    if stats.errors:
-        print(f"generator: error: {stats.errors:,} message(s) not delivered; first: {stats.first_error}",
-              file=sys.stderr)
-        return 1, stats
-    return 0, stats
-
-

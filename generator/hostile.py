@@ -28,8 +28,7 @@ from functools import partial
 
 from marketpulse.trade import InvalidTrade, parse_trade
 
-from .bad_records import KINDS as BAD_KINDS
-from .bad_records import make_bad
+from .injections import BAD_KINDS, make_bad
 
 DEFAULT_BASE_MS = 1_735_828_200_000  # 2025-01-02T14:30:00Z, the generator's default start
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "JPM")

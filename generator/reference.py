@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .universe import SymbolSpec
+from .model import SymbolSpec
 
 UPSERT_SQL = """
 INSERT INTO symbols (symbol, company, sector, exchange, start_price, updated_at)

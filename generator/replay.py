@@ -22,9 +22,9 @@ from pathlib import Path
 
 from marketpulse.trade import InvalidTrade, validate_trade_dict
 
+from .model import build_universe
 from .reference import reference_message
 from .stream import Event, Topics
-from .universe import build_universe
 
 REQUIRED_COLUMNS = ("timestamp", "symbol", "price", "size")
 

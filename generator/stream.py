@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from marketpulse.trade import InvalidTrade, parse_trade
 
-from .anomalies import AnomalyOptions, AnomalyPlan
-from .bad_records import BadOptions, make_bad
-from .disorder import DelayPlan, DisorderOptions
-from .labels import label
-from .price_model import GbmPriceModel
-from .seeding import derived_rng
-from .sharding import owns
-from .size_model import LognormalSizes
-from .universe import SymbolSpec
+from .injections import AnomalyOptions, AnomalyPlan, BadOptions, DelayPlan, DisorderOptions, label, make_bad
+from .model import GbmPriceModel, LognormalSizes, SymbolSpec, derived_rng
 
+SHARD_ENV = "MARKETPULSE_GENERATOR_SHARD"
+_SHARD_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 SIZE_SIGMA = 1.0  # lognormal sigma of trade sizes: most trades near 100 shares, a long tail of blocks
 
 Event = tuple[float, int, int, tuple[tuple[str, bytes, bytes], ...]]
@@ -59,6 +56,27 @@ class StreamOptions:
     # Event time of a trade from its offset; the default is start_ms + offset. The wall-clock unpaced mode
     # passes a function that reads the clock instead.
     event_time_of: Callable[[float], int] | None = None
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard i/n`: instance i of n owns the symbols whose index in the full universe is i modulo n."""
+    match = _SHARD_PATTERN.match(text)
+    if not match:
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}")
+    index, count = int(match[1]), int(match[2])
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {text!r}: need n >= 1 and 0 <= i < n")
+    return index, count
+
+
+def shard_from_env(environ=os.environ) -> tuple[int, int] | None:
+    value = environ.get(SHARD_ENV)
+    return parse_shard(value) if value else None
+
+
+def owns(symbol_index: int, shard: tuple[int, int]) -> bool:
+    index, count = shard
+    return symbol_index % count == index
 
 
 def owned_symbols(opts: StreamOptions) -> list[tuple[int, SymbolSpec]]:

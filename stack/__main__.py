@@ -11,7 +11,7 @@ from pathlib import Path
 
 from marketpulse.config import ConfigError, load_settings
 from stack import flink, kafka, paths, postgres
-from stack.components import COMPONENTS
+from stack.components import COMPONENTS, Component
 from stack.errors import StackError
 from stack.log import say
 
@@ -73,7 +73,7 @@ def _start_supervised(settings, names: list[str]) -> None:
     from stack.proc import ensure_port_free, require_java
 
     require_java()
-    components = [c for c in COMPONENTS if c.NAME in {supervisor.COMPONENT[name] for name in names}]
+    components = [c for c in COMPONENTS if set(c.PROGRAMS) & set(names)]
     for component in components:
         for port, what in component.ports(settings):
             if component.NAME != "flink" or "jobmanager" in names:  # a TaskManager alone binds no fixed port
@@ -88,18 +88,15 @@ def _start_supervised(settings, names: list[str]) -> None:
     supervisor.start_daemon(only=None if len(names) == len(supervisor.PROGRAMS) else names)
 
 
-def _wait_ready(settings, component, since: float) -> None:
+def _wait_ready(settings, component: Component, since: float) -> None:
     """Waits until the component answers; fails fast, naming its log, if its process exits meanwhile."""
     from stack import supervisor
 
-    timeout = {"postgres": 60, "kafka": 90, "flink": 120}[component.NAME]
-    names = [name for name, owner in supervisor.COMPONENT.items() if owner == component.NAME]
-    log_hint = {"postgres": postgres.log_file, "kafka": lambda: kafka.LOG_FILE,
-                "flink": lambda: flink.LOG_DIR}[component.NAME]()
+    timeout = component.READY_TIMEOUT_S
     deadline = time.monotonic() + timeout
     while not component.ready(settings):
         programs = supervisor.read_state().get("programs", {})
-        for name in names:
+        for name in component.PROGRAMS:
             state = programs.get(name, {})
             if (state.get("last_exit_at") or 0) > since:
                 title = {p.name: p for p in supervisor.programs(settings)}[name].title
@@ -109,7 +106,8 @@ def _wait_ready(settings, component, since: float) -> None:
         if supervisor.pid() is None:
             raise StackError(f"the supervisor exited; see {supervisor.home() / 'daemon.out'}")
         if time.monotonic() > deadline:
-            raise StackError(f"{component.NAME} did not become ready within {timeout}s; see {log_hint}")
+            raise StackError(f"{component.NAME} did not become ready within {timeout:.0f}s; "
+                             f"see {component.log_hint()}")
         time.sleep(0.3)
 
 
@@ -280,8 +278,8 @@ def cmd_logs(args, settings) -> int:
 
     files = {
         "supervisor": [supervisor.log_file()],
-        "postgres": [postgres.log_file()],
-        "kafka": [kafka.LOG_FILE],
+        "postgres": [postgres.log_hint()],
+        "kafka": [kafka.log_hint()],
         "flink": sorted(flink.LOG_DIR.glob("*.log")) if flink.LOG_DIR.exists() else [],
     }
     chosen = [args.component] if args.component else list(files)

@@ -21,6 +21,8 @@ from stack.errors import StackError
 from stack.proc import Program, pid_alive, require_java, stop_pid
 
 NAME = "flink"
+PROGRAMS = ("jobmanager", "taskmanager")
+READY_TIMEOUT_S = 120.0
 HOME = paths.STACK_DIR / "flink"
 CONF_DIR = HOME / "conf"
 LOG_DIR = HOME / "log"
@@ -109,6 +111,14 @@ def daemon_pids(daemon: str) -> list[int]:
             for token in pid_file.read_text().split() if token.isdigit() and pid_alive(int(token))]
 
 
+def program_pids() -> dict[str, list[int]]:
+    return {daemon: daemon_pids(daemon) for daemon in PROGRAMS}
+
+
+def log_hint() -> Path:
+    return LOG_DIR
+
+
 def running() -> bool:
     """Any of our Flink daemons is alive (whether or not the REST API answers yet)."""
     return bool(pids())
@@ -158,6 +168,10 @@ def program(settings: Settings, daemon: str) -> Program:
                    argv=[bin_path(script), "start-foreground"], env=env,
                    log_file=LOG_DIR / f"{daemon}.console", log_hint=LOG_DIR, stop_timeout=30.0,
                    cwd=paths.REPO)
+
+
+def programs(settings: Settings) -> list[Program]:
+    return [program(settings, daemon) for daemon in PROGRAMS]
 
 
 def ready(settings: Settings) -> bool:

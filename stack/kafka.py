@@ -16,6 +16,8 @@ from stack.log import say
 from stack.proc import Program, port_open, read_pid, require_java, stop_pid
 
 NAME = "kafka"
+PROGRAMS = ("kafka",)
+READY_TIMEOUT_S = 90.0
 HOME = paths.STACK_DIR / "kafka"
 DATA_DIR = HOME / "data"
 LOG_DIR = HOME / "logs"
@@ -59,13 +61,23 @@ def _java(main_class: str, *args: str, max_heap: str = "256m", min_heap: str = "
             main_class, *args]
 
 
-def pid() -> int | None:
-    return read_pid(PID_FILE)
+def pids() -> list[int]:
+    """The live broker pid (none or one)."""
+    found = read_pid(PID_FILE)
+    return [] if found is None else [found]
+
+
+def program_pids() -> dict[str, list[int]]:
+    return {"kafka": pids()}
 
 
 def running() -> bool:
     """Our broker process is alive (whether or not it answers yet)."""
-    return pid() is not None
+    return bool(pids())
+
+
+def log_hint() -> Path:
+    return LOG_FILE
 
 
 def prepare(settings: Settings) -> None:
@@ -84,11 +96,11 @@ def prepare(settings: Settings) -> None:
             raise StackError(f"Kafka storage format failed: {(result.stdout + result.stderr).strip()[-400:]}")
 
 
-def program(settings: Settings) -> Program:
+def programs(settings: Settings) -> list[Program]:
     """The broker's JVM in the foreground, the supervisor its parent."""
-    return Program(name="kafka", title="Kafka broker",
+    return [Program(name="kafka", title="Kafka broker",
                    argv=_java("kafka.Kafka", str(HOME / "server.properties"), max_heap="1g", min_heap="1g"),
-                   log_file=STDOUT_LOG, log_hint=LOG_FILE, pid_file=PID_FILE, stop_timeout=30.0)
+                   log_file=STDOUT_LOG, log_hint=LOG_FILE, pid_file=PID_FILE, stop_timeout=30.0)]
 
 
 def ports(settings: Settings) -> list[tuple[int, str]]:
@@ -161,13 +173,12 @@ def ensure_topics(settings: Settings) -> None:
 
 
 def stop(settings: Settings) -> bool:
-    running = pid()
-    if running is None:
-        return False
-    stop_pid(running, timeout=30)
+    alive = pids()
+    for pid in alive:
+        stop_pid(pid, timeout=30)
     PID_FILE.unlink(missing_ok=True)
-    return True
+    return bool(alive)
 
 
 def healthy(settings: Settings) -> bool:
-    return pid() is not None and port_open(broker_port(settings), _host(settings))
+    return bool(pids()) and port_open(broker_port(settings), _host(settings))

@@ -17,6 +17,8 @@ from stack.proc import Program, port_open, read_pid
 from stack.setup import postgres_bin_dir
 
 NAME = "postgres"
+PROGRAMS = ("postgres",)
+READY_TIMEOUT_S = 60.0
 
 
 def _as_root() -> bool:
@@ -62,13 +64,23 @@ def _bin(name: str) -> str:
     return str(bin_dir / name)
 
 
-def pid() -> int | None:
-    return read_pid(data_dir() / "postmaster.pid")
+def pids() -> list[int]:
+    """The live postmaster pid (none or one)."""
+    found = read_pid(data_dir() / "postmaster.pid")
+    return [] if found is None else [found]
+
+
+def program_pids() -> dict[str, list[int]]:
+    return {"postgres": pids()}
 
 
 def running() -> bool:
     """Our server process is alive (whether or not it answers yet)."""
-    return pid() is not None
+    return bool(pids())
+
+
+def log_hint() -> Path:
+    return log_file()
 
 
 def _psql_admin(settings: Settings, sql: str, db: str = "postgres") -> str:
@@ -100,16 +112,16 @@ def prepare(settings: Settings) -> None:
         subprocess.run(["chown", "postgres:postgres", str(log_file())], check=True)
 
 
-def program(settings: Settings) -> Program:
+def programs(settings: Settings) -> list[Program]:
     """The server binary itself in the foreground (not pg_ctl, which daemonizes), logging to stderr, so the
     supervisor is its parent. SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for clients)."""
-    return Program(
+    return [Program(
         name="postgres", title="PostgreSQL",
         argv=[_bin("postgres"), "-D", str(data_dir()), "-p", str(settings.postgres.port),
               "-k", str(base_dir()), "-c", f"listen_addresses={settings.postgres.host}",
               "-c", "max_connections=200"],
         log_file=log_file(), user="postgres" if _as_root() else None, stop_signal=signal.SIGINT,
-        stop_timeout=60.0, cwd=base_dir())
+        stop_timeout=60.0, cwd=base_dir())]
 
 
 def ports(settings: Settings) -> list[tuple[int, str]]:
@@ -171,7 +183,7 @@ def apply_schema(settings: Settings) -> list[str]:
 
 
 def stop(settings: Settings) -> bool:
-    if pid() is None:
+    if not pids():
         return False
     subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(data_dir()), "-m", "fast", "-w", "stop"]),
                    capture_output=True)
@@ -192,4 +204,4 @@ def reachable(settings: Settings) -> bool:
 
 
 def healthy(settings: Settings) -> bool:
-    return pid() is not None and port_open(settings.postgres.port, settings.postgres.host)
+    return bool(pids()) and port_open(settings.postgres.port, settings.postgres.host)

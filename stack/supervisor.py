@@ -23,10 +23,12 @@ import time
 from pathlib import Path
 
 from stack import paths
+from stack.components import COMPONENTS
 from stack.proc import Program, pid_alive
 
-PROGRAMS = ("postgres", "kafka", "jobmanager", "taskmanager")  # start order; stop order is the reverse
-COMPONENT = {"postgres": "postgres", "kafka": "kafka", "jobmanager": "flink", "taskmanager": "flink"}
+# The processes it runs, in start order (stop order is the reverse), and the component each belongs to.
+PROGRAMS = tuple(name for component in COMPONENTS for name in component.PROGRAMS)
+COMPONENT = {name: component.NAME for component in COMPONENTS for name in component.PROGRAMS}
 
 BACKOFF_INITIAL = 1.0   # seconds before the first restart
 BACKOFF_MAX = 30.0      # the cap of the doubling
@@ -426,21 +428,15 @@ class Supervisor:
 
 
 def programs(settings, only: list[str] | None = None) -> list[Program]:
-    from stack import flink, kafka, postgres
-
-    every = [postgres.program(settings), kafka.program(settings),
-             flink.program(settings, "jobmanager"), flink.program(settings, "taskmanager")]
+    every = [program for component in COMPONENTS for program in component.programs(settings)]
     return [program for program in every if only is None or program.name in only]
 
 
 def alive_unsupervised() -> list[str]:
     """Programs running without this stack's supervisor (started by an older, daemonizing `make up`)."""
-    from stack import flink, kafka, postgres
-
     mine = set(children_pids().values()) if pid() else set()
-    found = {"postgres": [postgres.pid()], "kafka": [kafka.pid()],
-             "jobmanager": flink.daemon_pids("jobmanager"), "taskmanager": flink.daemon_pids("taskmanager")}
-    return [name for name in PROGRAMS if any(p and p not in mine for p in found[name])]
+    found = {name: pids for component in COMPONENTS for name, pids in component.program_pids().items()}
+    return [name for name in PROGRAMS if any(p not in mine for p in found[name])]
 
 
 def main(settings, only: list[str] | None = None) -> int:

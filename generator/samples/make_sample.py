@@ -11,10 +11,9 @@ import io
 import json
 from pathlib import Path
 
+from generator.model import build_universe, run_token
 from generator.replay import parse_timestamp
-from generator.seeding import run_token
 from generator.stream import StreamOptions, generate
-from generator.universe import build_universe
 
 SAMPLE = Path(__file__).with_name("sample_trades.csv")
 SEED = 7

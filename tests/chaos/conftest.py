@@ -91,7 +91,7 @@ def chaos_stack(request) -> Settings:
 
 def component_pid(component: str) -> int | None:
     """The live pid of 'postgres' (the postmaster) or 'kafka' (the broker) of the stack in os.environ."""
-    found = stack_python(f"from stack import {component}; print({component}.pid() or '')")
+    found = stack_python(f"from stack import {component}; print(*{component}.pids()[:1])")
     return int(found) if found else None
 
 

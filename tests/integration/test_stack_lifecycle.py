@@ -19,7 +19,10 @@ from tests import support
 
 pytestmark = pytest.mark.integration
 
-PORTS = {"postgres": 15432, "kafka": 19092, "controller": 19093, "rest": 18081, "rpc": 16123}
+# MARKETPULSE_LIFECYCLE_PORT_BASE moves the private stack's ports (two checkouts testing at once).
+PORT_BASE = int(os.environ.get("MARKETPULSE_LIFECYCLE_PORT_BASE", "10000"))
+PORTS = {"postgres": PORT_BASE + 5432, "kafka": PORT_BASE + 9092, "controller": PORT_BASE + 9093,
+         "rest": PORT_BASE + 8081, "rpc": PORT_BASE + 6123}
 
 
 @pytest.fixture

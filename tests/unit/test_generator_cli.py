@@ -1,6 +1,7 @@
 """The command line: help, one-line errors and exit codes, signals, Postgres reference upsert."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from generator.cli import build_parser, main, resolve
+from generator.cli import build_parser, main
+from generator.model import build_universe
+from generator.options import resolve
 from generator.reference import UPSERT_SQL, write_symbols_to_postgres
-from generator.universe import build_universe
 from marketpulse.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,11 +65,18 @@ def test_broker_down_is_one_line_and_exit_1(capsys):
 def test_sigterm_stops_cleanly_with_every_line_written(tmp_path):
     out = tmp_path / "out.tsv"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "generator", "--rate", "500", "--output", str(out), "--progress-every", "0"],
+        [sys.executable, "-m", "generator", "--rate", "500", "--output", str(out), "--progress-every", "0.1"],
         cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    # Signal once the progress lines report more than 100 trades (the handler is installed by then).
+    before = []
+    for line in proc.stderr:
+        before.append(line)
+        progress = re.search(r"s  ([\d,]+) trades  ", line)
+        if progress and int(progress[1].replace(",", "")) > 100:
+            break
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=10)
+    _, err = proc.communicate(timeout=30)
+    err = "".join(before) + err
     assert proc.returncode == 0, err
     assert "stopped on request" in err
     data = out.read_bytes()
@@ -91,13 +100,12 @@ def test_wall_clock_mode_stamps_event_times_near_now(tmp_path):
 def test_paced_speed_and_event_rate_resolution():
     settings = load_settings()
     parser = build_parser(settings)
-    _, _, speed, _, _, _ = resolve(parser.parse_args(["--seed", "1", "--rate", "100"]), settings)
-    assert speed == 1.0
+    plan = resolve(parser.parse_args(["--seed", "1", "--rate", "100"]), settings)
+    assert plan.speed == 1.0 and plan.wall_start_ms is None
     args = parser.parse_args(["--seed", "1", "--rate", "100", "--event-rate", "1000"])
-    _, _, speed, _, _, _ = resolve(args, settings)
-    assert speed == 0.1  # 1,000 trades per event-time second, paced at 100 per wall second
-    _, _, speed, wall, _, _ = resolve(parser.parse_args(["--rate", "0", "--duration", "3"]), settings)
-    assert speed is None and wall == 3
+    assert resolve(args, settings).speed == 0.1  # 1,000 trades per event-time second, paced at 100 per wall s
+    plan = resolve(parser.parse_args(["--rate", "0", "--duration", "3"]), settings, now_ms=lambda: 1234)
+    assert plan.speed is None and plan.wall_duration_s == 3 and plan.wall_start_ms == 1234
 
 
 class FakeCursor:

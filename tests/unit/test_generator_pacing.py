@@ -4,9 +4,7 @@ import io
 
 import pytest
 
-from generator.pacing import MAX_SLEEP_S, Pacer
-from generator.progress import Progress
-from generator.run import run
+from generator.run import MAX_SLEEP_S, Pacer, Progress, run
 from generator.sink import MemorySink
 
 
@@ -122,3 +120,19 @@ def test_progress_line_with_and_without_total():
     clock.now = 10.0
     line = Progress(5.0, stream=out, clock=lambda: clock.now - 10.0 + 0.0).line(0, 0, 0, 2, 3.0)
     assert "0 trades" in line and "delivery errors 2" in line and "behind schedule by 3.0s" in line
+
+
+def test_progress_lines_follow_wall_time_at_a_low_rate():
+    # 5 trades/s for 21 s with a line every 5 s: lines at 5, 10, 15 and 20 s (and none between), not one
+    # per 256 trades (the first would come after 51 s).
+    clock = FakeClock(0.0)
+    out = io.StringIO()
+    progress = Progress(5.0, stream=out, clock=clock)
+    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep)
+    stats = run(_events(105, 5.0), MemorySink(), trades_topic="trades", injected_topic="trades.injected",
+                pacer=pacer, progress=progress, clock=clock)
+    assert stats.trades == 105
+    assert out.getvalue().splitlines() == [
+        f"generator: {seconds:6.1f}s  {5 * seconds} trades  5/s now, 5/s avg  labels 0  bad 0  "
+        "delivery errors 0"
+        for seconds in (5, 10, 15, 20)]

@@ -6,8 +6,7 @@ import statistics
 
 import pytest
 
-from generator.price_model import TRADING_SECONDS_PER_YEAR, GbmPriceModel
-from generator.size_model import LognormalSizes
+from generator.model import TRADING_SECONDS_PER_YEAR, GbmPriceModel, LognormalSizes
 
 
 def _log_returns(model: GbmPriceModel, dt: float, n: int) -> list[float]:

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from generator.cli import main
-from generator.universe import MEDIAN_SIZE
+from generator.model import MEDIAN_SIZE
 from marketpulse.trade import SCHEMA_PATH, InvalidTrade, Trade, parse_trade
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
@@ -267,8 +267,8 @@ def test_bad_records_all_fail_parsing_are_unique_and_labelled(tmp_path):
 
 def test_trade_record_matches_the_contract_dataclass():
     trade = Trade("AAPL-abc123-1", "AAPL", 230.01, 100, "BUY", 1735828200000)
+    from generator.model import build_universe
     from generator.stream import StreamOptions, generate
-    from generator.universe import build_universe
 
     opts = StreamOptions(universe=build_universe(["AAPL"], 1), seed=1, start_ms=1735828200000,
                          event_rate=10, run="abc123")

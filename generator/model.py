@@ -1,22 +1,109 @@
-"""The symbols a run trades: tickers, starting prices, volatilities, and reference data (company, sector,
-exchange).
+"""The synthetic market's model: random streams, prices, sizes and the universe of symbols.
 
-The ten default tickers carry realistic prices and volatilities and their real company, sector and
-exchange; any other ticker (from --symbols or --universe N) gets parameters drawn from a random stream seeded
-by (seed, symbol), so a symbol's parameters never depend on what else is in the universe, and a company
-name, sector and exchange from faker, seeded the same way.
+Random streams: every draw comes from a generator seeded by (seed, symbol, purpose), so a symbol's trades do
+not depend on which other symbols are generated (the basis of sharding), and each concern (arrivals, prices,
+injections...) has its own stream, so turning on bad records or anomalies does not change the price path.
+
+Prices: geometric Brownian motion in event time, one instance per symbol,
+
+    log S(t+dt) = log S(t) + (mu - sigma^2 / 2) dt + sigma sqrt(dt) Z,   Z ~ N(0, 1)
+
+with mu and sigma annualised and time in trading years (252 days of 6.5 hours), so a realistic annual
+volatility gives realistic intraday moves. Prices are quoted rounded to the tick size; the model keeps the
+exact value so rounding never accumulates. Sizes: lognormal around a median, in whole shares (at least 1).
+
+Universe: the ten default tickers carry realistic prices and volatilities and their real company, sector
+and exchange; any other ticker (from --symbols or --universe N) gets parameters drawn from a random stream
+seeded by (seed, symbol), so a symbol's parameters never depend on what else is in the universe, and a
+company name, sector and exchange from faker, seeded the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import random
 from dataclasses import asdict, dataclass
 
 from faker import Faker
 
 from marketpulse.trade import SYMBOL_PATTERN
 
-from .seeding import derived_int, derived_rng
+# --- random streams per (seed, symbol, purpose) ---
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+
+
+def derived_rng(seed: int, *parts: object) -> random.Random:
+    """A random.Random seeded from the seed and the given parts (stable across processes and runs)."""
+    return random.Random(int.from_bytes(_digest(seed, *parts)[:8], "big"))
+
+
+def derived_int(seed: int, *parts: object) -> int:
+    return int.from_bytes(_digest(seed, *parts)[:8], "big")
+
+
+def run_token(seed: int, start_ms: int) -> str:
+    """Six hex digits in every trade id: the same for a seeded run, different for two wall-clock runs, so two
+    runs into the same topic never share trade ids."""
+    return _digest("run", seed, start_ms).hex()[:6]
+
+
+# --- prices and sizes ---
+
+TRADING_SECONDS_PER_YEAR = 252 * 6.5 * 3600
+TICK = 0.01
+
+
+class GbmPriceModel:
+    def __init__(self, start_price: float, drift: float, volatility: float, rng: random.Random,
+                 tick: float = TICK):
+        if start_price <= 0:
+            raise ValueError(f"start price must be positive: {start_price}")
+        if volatility < 0:
+            raise ValueError(f"volatility must be >= 0: {volatility}")
+        self.drift = drift
+        self.volatility = volatility
+        self.tick = tick
+        self.log_price = math.log(start_price)
+        self._rng = rng
+
+    @property
+    def price(self) -> float:
+        """The exact (unrounded) model price."""
+        return math.exp(self.log_price)
+
+    def advance(self, dt_seconds: float) -> float:
+        """Moves the price forward by dt seconds of event time; returns the exact new price."""
+        dt = dt_seconds / TRADING_SECONDS_PER_YEAR
+        sigma = self.volatility
+        self.log_price += (self.drift - 0.5 * sigma * sigma) * dt + sigma * math.sqrt(dt) * self._rng.gauss()
+        return math.exp(self.log_price)
+
+    def quote(self, price: float | None = None) -> float:
+        """A price rounded to the tick, never below one tick (a trade price is always positive)."""
+        value = self.price if price is None else price
+        ticks = max(1, round(value / self.tick))
+        return round(ticks * self.tick, 2)
+
+    def log_return_moments(self, dt_seconds: float) -> tuple[float, float]:
+        """Expected mean and standard deviation of one log return over dt seconds (used by the tests)."""
+        dt = dt_seconds / TRADING_SECONDS_PER_YEAR
+        return (self.drift - 0.5 * self.volatility**2) * dt, self.volatility * math.sqrt(dt)
+
+
+class LognormalSizes:
+    def __init__(self, median: float, sigma: float, rng: random.Random):
+        self.mu = math.log(median)
+        self.sigma = sigma
+        self._rng = rng
+
+    def draw(self) -> int:
+        return max(1, int(self._rng.lognormvariate(self.mu, self.sigma) + 0.5))
+
+
+# --- the universe of symbols ---
 
 # ticker: (start price USD, annual volatility, relative trading activity)
 DEFAULT_PARAMETERS: dict[str, tuple[float, float, float]] = {

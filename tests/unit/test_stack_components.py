@@ -1,0 +1,80 @@
+"""Every registered stack component follows the Component protocol: same members, same signatures; and the
+supervisor's programs are exactly the components' programs, in start order."""
+
+import inspect
+import types
+
+import pytest
+
+from stack import supervisor
+from stack.components import COMPONENTS, Component
+
+
+def protocol_members() -> dict[str, object]:
+    """The protocol's members: methods (as functions) and annotated attributes (as their annotation)."""
+    members = {name: value for name, value in vars(Component).items()
+               if inspect.isfunction(value) and not name.startswith("_")}
+    members.update({name: annotation for name, annotation in Component.__annotations__.items()})
+    return members
+
+
+def parameters(function) -> list[tuple[str, object, object, object]]:
+    """(name, kind, default, annotation) of each parameter, without `self`; annotations as written."""
+    params = list(inspect.signature(function).parameters.values())
+    if params and params[0].name == "self":
+        params = params[1:]
+    return [(p.name, p.kind, p.default, p.annotation) for p in params]
+
+
+def test_the_protocol_declares_the_interface_up_down_and_status_use():
+    assert set(protocol_members()) == {
+        "NAME", "PROGRAMS", "READY_TIMEOUT_S", "programs", "ports", "prepare", "ready", "after_start",
+        "healthy", "program_pids", "pids", "running", "stop", "log_hint"}
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.__name__)
+def test_component_satisfies_the_protocol(component):
+    assert isinstance(component, types.ModuleType)
+    assert isinstance(component, Component)  # runtime_checkable: every member is present
+    for name, declared in protocol_members().items():
+        actual = getattr(component, name)
+        if inspect.isfunction(declared):
+            assert inspect.isfunction(actual), f"{component.__name__}.{name} is not a function"
+            assert parameters(actual) == parameters(declared), \
+                f"{component.__name__}.{name}{inspect.signature(actual)}"
+            assert inspect.signature(actual).return_annotation == \
+                inspect.signature(declared).return_annotation, f"{component.__name__}.{name} return type"
+    assert isinstance(component.NAME, str) and component.__name__ == f"stack.{component.NAME}"
+    assert isinstance(component.PROGRAMS, tuple) and component.PROGRAMS
+    assert all(isinstance(program, str) for program in component.PROGRAMS)
+    assert isinstance(component.READY_TIMEOUT_S, float) and component.READY_TIMEOUT_S > 0
+
+
+def test_a_module_missing_a_member_is_not_a_component():
+    fake = types.ModuleType("stack.fake")
+    for name in protocol_members():
+        setattr(fake, name, lambda *args: None)
+    assert isinstance(fake, Component)
+    del fake.pids
+    assert not isinstance(fake, Component)
+
+
+def test_components_are_distinct_and_own_the_supervisors_programs_in_start_order():
+    assert [c.NAME for c in COMPONENTS] == ["postgres", "kafka", "flink"]
+    assert supervisor.PROGRAMS == ("postgres", "kafka", "jobmanager", "taskmanager")
+    assert supervisor.COMPONENT == {"postgres": "postgres", "kafka": "kafka", "jobmanager": "flink",
+                                    "taskmanager": "flink"}
+
+
+def test_programs_match_program_names(monkeypatch):
+    # programs() builds argv from the configuration and the installed binaries; only names are compared.
+    from marketpulse.config import load_settings
+    from stack import flink, kafka, postgres
+
+    settings = load_settings()
+    monkeypatch.setattr(postgres, "base_dir", lambda: postgres.paths.STACK_DIR / "postgres-test")
+    monkeypatch.setattr(postgres, "_bin", lambda name: f"/usr/lib/postgresql/bin/{name}")
+    monkeypatch.setattr(kafka, "require_java", lambda: "java")
+    for component in (postgres, kafka, flink):
+        assert [p.name for p in component.programs(settings)] == list(component.PROGRAMS)
+    assert [p.name for p in supervisor.programs(settings)] == list(supervisor.PROGRAMS)
