@@ -47,7 +47,8 @@ check: $(STAMP)  ## is data flowing? rows per table, newest window, running Flin
 logs: $(STAMP)  ## last lines of every log (make logs C=kafka for one; C=supervisor: restarts)
 	@$(PY) -m stack logs $(C)
 
-test: $(STAMP)  ## every test layer against the real stack: unit, local Flink, integration, browser
+test: $(STAMP)  ## ruff, then every test layer against the real stack: unit, local Flink, integration, browser
+	@echo "[lint] ruff check ." && $(PY) -m ruff check .
 	@$(PY) -m stack setup --browser
 	@$(PY) -m stack up
 	@$(PY) -m pytest $(PYTEST_ARGS)

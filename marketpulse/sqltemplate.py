@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 
 from marketpulse.config import Settings, postgres_jdbc_url
 
@@ -52,11 +53,17 @@ class TemplateError(ValueError):
     """A placeholder has no value, or the text cannot be split into statements."""
 
 
+def seconds_text(milliseconds: int) -> str:
+    """Milliseconds as an exact decimal number of seconds for an INTERVAL literal: 1234567 -> "1234.567",
+    2000 -> "2" (a float format such as :g would round to 6 significant digits)."""
+    return f"{Decimal(milliseconds).scaleb(-3).normalize():f}"
+
+
 def sql_variables(settings: Settings) -> dict[str, str]:
     values = {key: str(value) for key, value in settings.flat().items() if not isinstance(value, list)}
     values["postgres_jdbc_url"] = postgres_jdbc_url(settings)
     values["window_size_ms"] = str(settings.windows.size_seconds * 1000)
-    values["max_out_of_orderness_seconds"] = f"{settings.windows.max_out_of_orderness_ms / 1000:g}"
+    values["max_out_of_orderness_seconds"] = seconds_text(int(settings.windows.max_out_of_orderness_ms))
     values["postgres_sink_options"] = postgres_sink_options(settings)
     values["postgres_low_latency_sink_options"] = postgres_sink_options(settings, LOW_LATENCY_FLUSH_INTERVAL)
     return values

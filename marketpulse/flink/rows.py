@@ -5,17 +5,21 @@ State is another matter: it stays in the Python worker's cache within a bundle, 
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import get_type_hints
+
 from pyflink.common import Types
 
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS
+from marketpulse.trade import Trade
 
 # A valid trade: the fields of marketpulse.trade.Trade, in that order.
-TRADE_FIELDS = ("trade_id", "symbol", "price", "size", "side", "event_time")
-TRADE = Types.ROW_NAMED(
-    list(TRADE_FIELDS),
-    [Types.STRING(), Types.STRING(), Types.DOUBLE(), Types.LONG(), Types.STRING(), Types.LONG()],
-)
-# Row(symbol, trade): field 0 is the key the keyed operator is partitioned on (see keyed_by_first_field).
+TRADE_FIELDS = tuple(field.name for field in fields(Trade))
+_FLINK_TYPES = {str: Types.STRING(), float: Types.DOUBLE(), int: Types.LONG()}
+TRADE = Types.ROW_NAMED(list(TRADE_FIELDS),
+                        [_FLINK_TYPES[get_type_hints(Trade)[name]] for name in TRADE_FIELDS])
+# Row(symbol, trade): field 0 is the key the keyed operator is partitioned on (jobs/market_metrics.py,
+# key_by_symbol).
 KEYED_TRADE = Types.ROW([Types.STRING(), TRADE])
 # Tuple2(Row(symbol, trade), event_time): what the Java timestamp assigner reads its timestamp from.
 TIMESTAMPED_TRADE = Types.TUPLE([KEYED_TRADE, Types.LONG()])

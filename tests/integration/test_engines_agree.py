@@ -30,6 +30,7 @@ from tests.pipeline import (
     submit_datastream,
     submit_sql,
     wait_for_slots,
+    window_differences,
 )
 
 pytestmark = pytest.mark.integration
@@ -97,6 +98,10 @@ def test_sql_and_datastream_windows_are_identical(stack, kafka_topic, scratch_db
                 differences.append((key, column, sql_row[column], datastream_row[column]))
     assert not differences, differences[:20]
     assert set(got["sql"]) == set(got["datastream"]) == set(expected)
+    # And each equals the independent reference in every column, not only in its trade counts.
+    for engine in ENGINES:
+        missing, extra, different = window_differences(got[engine], expected)
+        assert not (missing or extra or different), (engine, missing[:5], extra[:5], different[:5])
     assert {size for _symbol, size, _start in got["sql"]} == set(sizes)
 
     # The deliberately late trades: in late_trades for both engines, in no window of either. Each sink

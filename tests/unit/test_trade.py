@@ -86,6 +86,21 @@ def test_valid_trade_parses_from_bytes_and_str():
     (json.dumps({**GOOD, "venue": "X\x00" * 500}), "unknown field(s): 'venue'"),
     (json.dumps({("k" * 300): 1, **GOOD}), "unknown field(s): 'kkkk"),
     (b"42", "not a JSON object: int"),
+    # One per rule of validate_trade_dict, with the exact reason.
+    (b"[1]", "not a JSON object: list"),
+    (json.dumps({key: value for key, value in GOOD.items() if key not in ("side", "size")}),
+     "missing field(s): size, side"),
+    (json.dumps({**GOOD, "trade_id": 7}), "bad trade_id: 7"),
+    (json.dumps({**GOOD, "symbol": "aapl"}), "bad symbol: 'aapl'"),
+    (json.dumps({**GOOD, "symbol": ""}), "bad symbol: ''"),
+    (json.dumps({**GOOD, "price": "187.25"}), "bad price: '187.25'"),
+    (json.dumps({**GOOD, "price": True}), "bad price: True"),
+    (json.dumps({**GOOD, "price": 0}), "non-positive price: 0"),
+    (json.dumps({**GOOD, "price": -0.01}), "non-positive price: -0.01"),
+    (json.dumps({**GOOD, "size": 0}), "bad size: 0"),
+    (json.dumps({**GOOD, "side": "buy"}), "bad side: 'buy'"),
+    (json.dumps({**GOOD, "event_time": 1.5}), "bad event_time: 1.5"),
+    (json.dumps({**GOOD, "event_time": "1700000000000"}), "bad event_time: '1700000000000'"),
 ])
 def test_hostile_values_are_rejected_with_a_storable_reason(value, reason):
     assert_rejected(value, reason)
