@@ -34,11 +34,17 @@ class NotFound(LookupError):
     status = 404
 
 
+# A time whose UTC offset lost its '+' to URL decoding (an unencoded "+00:00" in a query string arrives as
+# " 00:00"): the date and time, then a space, then the offset's digits.
+_OFFSET_WITHOUT_PLUS = re.compile(r"(.+\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)")
+
+
 def parse_time(name: str, raw: str | None) -> datetime | None:
     if raw is None or raw == "":
         return None
+    text = _OFFSET_WITHOUT_PLUS.sub(r"\1+\2", raw.strip())
     try:
-        value = datetime.fromisoformat(raw.strip().replace(" ", "T"))
+        value = datetime.fromisoformat(text.replace(" ", "T"))
     except ValueError:
         raise BadRequest(f"{name}={raw!r} is not an ISO-8601 time (e.g. 2025-03-14T09:30:00Z)") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
