@@ -16,7 +16,8 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 
-from marketpulse.config import Settings, postgres_jdbc_url
+from marketpulse import trade
+from marketpulse.config import REPO_ROOT, Settings, postgres_jdbc_url
 
 PLACEHOLDER = re.compile(r"\$\{([a-z0-9_]+)\}")
 
@@ -59,6 +60,33 @@ def seconds_text(milliseconds: int) -> str:
     return f"{Decimal(milliseconds).scaleb(-3).normalize():f}"
 
 
+# The SQL form of parse_trade's rules (one condition every script uses as ${trade_is_valid}).
+TRADE_IS_VALID_SQL = REPO_ROOT / "sql" / "include" / "trade_is_valid.sql"
+
+
+def trade_contract_variables() -> dict[str, str]:
+    """marketpulse/trade.py's bounds and patterns as the SQL scripts write them, and ${trade_is_valid}."""
+    size_digits = len(str(trade.MAX_SIZE))
+    if trade.MAX_SIZE != 10 ** (size_digits - 1):
+        raise TemplateError(f"MAX_SIZE {trade.MAX_SIZE} is not a power of ten, which the SQL size pattern "
+                            "assumes")
+    values = {
+        "trade_max_payload_bytes": str(trade.MAX_PAYLOAD_BYTES),
+        "trade_id_pattern": trade.TRADE_ID_PATTERN.pattern,
+        "trade_symbol_pattern": trade.SYMBOL_PATTERN.pattern,
+        "trade_max_price": f"{trade.MAX_PRICE:.0f}",
+        # [1, MAX_SIZE]: up to one digit fewer than MAX_SIZE, or MAX_SIZE itself (JSON text of the number).
+        "trade_size_pattern": f"([1-9][0-9]{{0,{size_digits - 2}}}|{trade.MAX_SIZE})",
+        "trade_sides_json": ", ".join(f"'[\"{side}\"]'" for side in trade.SIDES),
+        "trade_max_event_time_ms": str(trade.MAX_EVENT_TIME_MS),
+        "trade_event_time_pattern": f"(0|[1-9][0-9]{{0,{len(str(trade.MAX_EVENT_TIME_MS)) - 1}}})",
+    }
+    condition = "\n".join(line for line in TRADE_IS_VALID_SQL.read_text().splitlines()
+                          if not line.startswith("--"))
+    values["trade_is_valid"] = render(condition, values).strip()
+    return values
+
+
 def sql_variables(settings: Settings) -> dict[str, str]:
     values = {key: str(value) for key, value in settings.flat().items() if not isinstance(value, list)}
     values["postgres_jdbc_url"] = postgres_jdbc_url(settings)
@@ -66,7 +94,7 @@ def sql_variables(settings: Settings) -> dict[str, str]:
     values["max_out_of_orderness_seconds"] = seconds_text(int(settings.windows.max_out_of_orderness_ms))
     values["postgres_sink_options"] = postgres_sink_options(settings)
     values["postgres_low_latency_sink_options"] = postgres_sink_options(settings, LOW_LATENCY_FLUSH_INTERVAL)
-    return values
+    return values | trade_contract_variables()
 
 
 def render(text: str, variables: Mapping[str, object]) -> str:

@@ -69,31 +69,9 @@ CREATE TABLE trades (
     f_side       AS JSON_QUERY(CAST(`value` AS STRING), '$.side' WITH UNCONDITIONAL ARRAY WRAPPER),
     f_event_time AS JSON_QUERY(CAST(`value` AS STRING), '$.event_time' WITH UNCONDITIONAL ARRAY WRAPPER),
     f_all        AS JSON_QUERY(CAST(`value` AS STRING), '$' WITH UNCONDITIONAL ARRAY WRAPPER),
-    ts AS TO_TIMESTAMP_LTZ(LEAST(253402214399999, COALESCE(TRY_CAST(
+    ts AS TO_TIMESTAMP_LTZ(LEAST(${trade_max_event_time_ms}, COALESCE(TRY_CAST(
               REGEXP_EXTRACT(CAST(`value` AS STRING), '"event_time"\s*:\s*([0-9]{1,15})', 1) AS BIGINT), 0)), 3),
-    WATERMARK FOR ts AS CASE WHEN COALESCE(
-        CAST(CAST(`value` AS STRING) AS BYTES) = `value`
-        AND CHAR_LENGTH(CAST(`value` AS STRING)) <= 4096
-        AND REGEXP(CAST(`value` AS STRING), '\}[ \t\n\r]*\z')
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '}', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 1
-        AND NOT REGEXP(CAST(`value` AS STRING), '\\u[dD][89a-fA-F]')
-        AND REGEXP(f_trade_id, '^\["[A-Za-z0-9._:\-]{1,64}"\]\z')
-        AND REGEXP(f_symbol, '^\["[A-Z][A-Z0-9.\-]{0,11}"\]\z')
-        AND TRY_CAST(REGEXP_EXTRACT(f_price, '^\[(-?[0-9][0-9.eE+\-]*)\]\z', 1) AS DOUBLE)
-            BETWEEN 4.9E-324 AND 1000000000
-        AND REGEXP(f_size, '^\[([1-9][0-9]{0,8}|1000000000)\]\z')
-        AND f_side IN ('["BUY"]', '["SELL"]')
-        AND TRY_CAST(REGEXP_EXTRACT(f_event_time, '^\[(0|[1-9][0-9]{0,14})\]\z', 1) AS BIGINT)
-            <= 253402214399999
-        AND CHAR_LENGTH(f_all) = 52 + CHAR_LENGTH(f_trade_id) + CHAR_LENGTH(f_symbol) + CHAR_LENGTH(f_price)
-                                 + CHAR_LENGTH(f_size) + CHAR_LENGTH(f_side) + CHAR_LENGTH(f_event_time)
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"trade_id"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 10
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"symbol"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 8
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"price"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 7
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"size"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 6
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"side"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 6
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"event_time"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 12,
-        FALSE)
+    WATERMARK FOR ts AS CASE WHEN ${trade_is_valid}
         THEN ts - INTERVAL '${max_out_of_orderness_seconds}' SECOND(3)
                 - INTERVAL '${windows_grace_seconds}' SECOND(3) - INTERVAL '0.001' SECOND
         ELSE TO_TIMESTAMP_LTZ(0, 3) END
@@ -173,37 +151,11 @@ CREATE TABLE dead_letters (
 );
 
 -- Every Kafka record of the topic, with is_valid: the rules of marketpulse/trade.py on the JSON text of
--- each field (f_*), written exactly as in the source's WATERMARK clause, so that only valid trades move
--- event time. Valid: UTF-8 of at most 4096 bytes without surrogate escapes, one JSON object and nothing
--- after it (a valid record has exactly one '}'); trade_id 1..64 letters, digits, '.', '_', ':' or '-';
--- symbol by its pattern; price a number in (0, 1e9]; size an integer in [1, 1e9]; side BUY or SELL;
--- event_time an integer in [0, 9999-12-30]; exactly these six keys, each once. Not valid: everything else,
--- a tombstone (NULL value) and anything that is not a JSON object included.
+-- each field (f_*), the same condition as the source's WATERMARK clause (sql/include/trade_is_valid.sql),
+-- so that only valid trades move event time.
 CREATE TEMPORARY VIEW checked_trades AS
 SELECT `partition`, `offset`, `value`, f_trade_id, f_symbol, f_price, f_size, f_side, f_event_time, f_all, ts,
-       COALESCE(
-        CAST(CAST(`value` AS STRING) AS BYTES) = `value`
-        AND CHAR_LENGTH(CAST(`value` AS STRING)) <= 4096
-        AND REGEXP(CAST(`value` AS STRING), '\}[ \t\n\r]*\z')
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '}', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 1
-        AND NOT REGEXP(CAST(`value` AS STRING), '\\u[dD][89a-fA-F]')
-        AND REGEXP(f_trade_id, '^\["[A-Za-z0-9._:\-]{1,64}"\]\z')
-        AND REGEXP(f_symbol, '^\["[A-Z][A-Z0-9.\-]{0,11}"\]\z')
-        AND TRY_CAST(REGEXP_EXTRACT(f_price, '^\[(-?[0-9][0-9.eE+\-]*)\]\z', 1) AS DOUBLE)
-            BETWEEN 4.9E-324 AND 1000000000
-        AND REGEXP(f_size, '^\[([1-9][0-9]{0,8}|1000000000)\]\z')
-        AND f_side IN ('["BUY"]', '["SELL"]')
-        AND TRY_CAST(REGEXP_EXTRACT(f_event_time, '^\[(0|[1-9][0-9]{0,14})\]\z', 1) AS BIGINT)
-            <= 253402214399999
-        AND CHAR_LENGTH(f_all) = 52 + CHAR_LENGTH(f_trade_id) + CHAR_LENGTH(f_symbol) + CHAR_LENGTH(f_price)
-                                 + CHAR_LENGTH(f_size) + CHAR_LENGTH(f_side) + CHAR_LENGTH(f_event_time)
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"trade_id"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 10
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"symbol"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 8
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"price"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 7
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"size"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 6
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"side"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 6
-        AND CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '"event_time"', '')) = CHAR_LENGTH(CAST(`value` AS STRING)) - 12,
-        FALSE) AS is_valid
+       ${trade_is_valid} AS is_valid
 FROM trades;
 
 -- Valid trades only, typed (the f_* texts without their array brackets and quotes).
@@ -225,7 +177,7 @@ SELECT `partition`, `offset`, `value`,
            WHEN `value` IS NULL THEN 'null value (tombstone)'
            WHEN CAST(`value` AS STRING) = '' THEN 'empty value'
            WHEN CAST(CAST(`value` AS STRING) AS BYTES) <> `value` THEN 'not UTF-8'
-           WHEN CHAR_LENGTH(CAST(`value` AS STRING)) > 4096 THEN 'value too large'
+           WHEN CHAR_LENGTH(CAST(`value` AS STRING)) > ${trade_max_payload_bytes} THEN 'value too large'
            WHEN f_all IS NULL OR NOT REGEXP(CAST(`value` AS STRING), '\}[ \t\n\r]*\z')
                 OR CHAR_LENGTH(REPLACE(CAST(`value` AS STRING), '}', '')) <> CHAR_LENGTH(CAST(`value` AS STRING)) - 1
                THEN 'malformed JSON'
@@ -233,14 +185,14 @@ SELECT `partition`, `offset`, `value`,
            WHEN REGEXP(CAST(`value` AS STRING), '\\u[dD][89a-fA-F]') THEN 'surrogate escape'
            WHEN f_trade_id IS NULL OR f_symbol IS NULL OR f_price IS NULL OR f_size IS NULL OR f_side IS NULL
                 OR f_event_time IS NULL THEN 'missing field(s)'
-           WHEN NOT REGEXP(f_trade_id, '^\["[A-Za-z0-9._:\-]{1,64}"\]\z') THEN 'bad trade_id'
-           WHEN NOT REGEXP(f_symbol, '^\["[A-Z][A-Z0-9.\-]{0,11}"\]\z') THEN 'bad symbol'
+           WHEN NOT REGEXP(f_trade_id, '^\["${trade_id_pattern}"\]\z') THEN 'bad trade_id'
+           WHEN NOT REGEXP(f_symbol, '^\["${trade_symbol_pattern}"\]\z') THEN 'bad symbol'
            WHEN NOT COALESCE(TRY_CAST(REGEXP_EXTRACT(f_price, '^\[(-?[0-9][0-9.eE+\-]*)\]\z', 1) AS DOUBLE)
-                             BETWEEN 4.9E-324 AND 1000000000, FALSE) THEN 'bad price'
-           WHEN NOT REGEXP(f_size, '^\[([1-9][0-9]{0,8}|1000000000)\]\z') THEN 'bad size'
-           WHEN f_side NOT IN ('["BUY"]', '["SELL"]') THEN 'bad side'
-           WHEN NOT COALESCE(TRY_CAST(REGEXP_EXTRACT(f_event_time, '^\[(0|[1-9][0-9]{0,14})\]\z', 1) AS BIGINT)
-                             <= 253402214399999, FALSE) THEN 'bad event_time'
+                             BETWEEN 4.9E-324 AND ${trade_max_price}, FALSE) THEN 'bad price'
+           WHEN NOT REGEXP(f_size, '^\[${trade_size_pattern}\]\z') THEN 'bad size'
+           WHEN f_side NOT IN (${trade_sides_json}) THEN 'bad side'
+           WHEN NOT COALESCE(TRY_CAST(REGEXP_EXTRACT(f_event_time, '^\[${trade_event_time_pattern}\]\z', 1) AS BIGINT)
+                             <= ${trade_max_event_time_ms}, FALSE) THEN 'bad event_time'
            WHEN CHAR_LENGTH(f_all) <> 52 + CHAR_LENGTH(f_trade_id) + CHAR_LENGTH(f_symbol) + CHAR_LENGTH(f_price)
                                       + CHAR_LENGTH(f_size) + CHAR_LENGTH(f_side) + CHAR_LENGTH(f_event_time)
                THEN 'unknown field(s)'

@@ -139,23 +139,38 @@ def test_window_sizes_fit_the_interval_literals():
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
 def test_one_validity_rule_for_the_watermark_and_the_views(script):
-    """Only valid trades move event time: the WATERMARK clause's condition is checked_trades' is_valid."""
+    """Only valid trades move event time: the WATERMARK clause and checked_trades' is_valid are the one
+    condition ${trade_is_valid} (sql/include/trade_is_valid.sql)."""
     text = script.read_text()
-    in_watermark = re.search(r"WATERMARK FOR ts AS CASE WHEN (COALESCE\(.*?FALSE\))\n", text, re.S).group(1)
-    in_view = re.search(r"CREATE TEMPORARY VIEW checked_trades AS\n.*?(COALESCE\(.*?FALSE\)) AS is_valid",
-                        text, re.S).group(1)
-    assert " ".join(in_watermark.split()) == " ".join(in_view.split())
+    assert re.search(r"WATERMARK FOR ts AS CASE WHEN \$\{trade_is_valid\}\n", text)
+    assert re.search(r"CREATE TEMPORARY VIEW checked_trades AS\n.*?\$\{trade_is_valid\} AS is_valid", text,
+                     re.S)
 
 
 def test_the_sql_rule_uses_the_bounds_of_the_trade_contract():
     from marketpulse import trade
 
-    rule = re.search(r"CREATE TEMPORARY VIEW checked_trades AS\n(.*?);", (REPO / "sql" / "window_metrics.sql")
-                     .read_text(), re.S).group(1)
+    rule = sql_variables(SETTINGS)["trade_is_valid"]
     assert f"BETWEEN 4.9E-324 AND {trade.MAX_PRICE:.0f}" in rule
     assert f"|{trade.MAX_SIZE})" in rule and f"<= {trade.MAX_EVENT_TIME_MS}" in rule
     assert f"<= {trade.MAX_PAYLOAD_BYTES}" in rule
     assert trade.TRADE_ID_PATTERN.pattern in rule and trade.SYMBOL_PATTERN.pattern in rule
+    assert "${" not in rule
+
+
+def test_the_trade_contract_is_written_once():
+    """marketpulse/trade.py's patterns and bounds reach the SQL only through the renderer: no script, no
+    include and no other module spells them out again."""
+    from marketpulse import trade
+
+    literals = [trade.SYMBOL_PATTERN.pattern, trade.TRADE_ID_PATTERN.pattern, str(trade.MAX_EVENT_TIME_MS),
+                f"{trade.MAX_PRICE:.0f}", "'[\"BUY\"]'"]
+    places = [*SCRIPTS, *(REPO / "sql" / "include").glob("*.sql"), *(REPO / "jobs").glob("*.sql"),
+              *(path for folder in ("marketpulse", "dashboard", "alerts", "generator", "jobs", "stack")
+                for path in (REPO / folder).rglob("*.py") if path.name != "trade.py")]
+    copies = [(path.relative_to(REPO).as_posix(), literal) for path in places for literal in literals
+              if literal in path.read_text()]
+    assert copies == []
 
 
 def test_the_datastream_dead_letter_sink_matches_the_postgres_table():
