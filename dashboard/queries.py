@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from dashboard.db import Database
+from marketpulse.analytics import WINDOW_METRICS_COLUMNS
 
 ENGINES = ("datastream", "sql")
 RULES = ("price_zscore", "price_jump", "volume_zscore")
@@ -20,9 +21,8 @@ RANGE_LABELS = {"5m": "5 min", "15m": "15 min", "1h": "1 h", "1d": "1 day", "all
 MAX_CANDLES = 1500
 SPARK_POINTS = 48
 
-WINDOW_COLUMNS = ("window_start", "window_end", "open", "high", "low", "close", "vwap", "volume",
-                  "notional", "trade_count", "buy_count", "sell_count", "min_price", "max_price",
-                  "avg_price", "stddev_price")
+# A window row without its series key (symbol, window_seconds): the window and its values.
+WINDOW_COLUMNS = WINDOW_METRICS_COLUMNS[2:]
 ANOMALY_COLUMNS = ("event_time", "symbol", "rule", "price", "size", "z_score", "mean", "stddev",
                    "trade_id", "detected_at")
 

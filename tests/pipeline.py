@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
+from marketpulse.analytics import WINDOW_METRICS_COLUMNS
 from marketpulse.config import Settings
 from marketpulse.trade import InvalidTrade, Trade, parse_trade
 from stack.jobs import sql_job_name
@@ -25,11 +26,9 @@ START_MS = 1_735_828_200_000  # the generator's seeded default start, 2025-01-02
 SUBMIT_TIMEOUT = 180
 RESULT_TIMEOUT = 240
 DATASTREAM_JOB = support.REPO / "jobs" / "market_metrics.py"
-WINDOW_COLUMNS = ("symbol", "window_seconds", "window_start", "window_end", "open", "high", "low", "close",
-                  "vwap", "volume", "notional", "trade_count", "buy_count", "sell_count", "min_price",
-                  "max_price", "avg_price", "stddev_price")
-EXACT_COLUMNS = {"symbol", "window_seconds", "window_start", "window_end", "open", "high", "low", "close",
-                 "volume", "trade_count", "buy_count", "sell_count", "min_price", "max_price"}
+WINDOW_COLUMNS = WINDOW_METRICS_COLUMNS
+# Compared exactly; the float sums (vwap, notional, avg_price, stddev_price) to 1e-9 relative (close_enough).
+EXACT_COLUMNS = set(WINDOW_COLUMNS) - {"vwap", "notional", "avg_price", "stddev_price"}
 
 
 def epoch_ms(column: str) -> str:

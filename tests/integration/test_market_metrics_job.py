@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from marketpulse.analytics import DetectorConfig
+from marketpulse.analytics import WINDOW_METRICS_COLUMNS, DetectorConfig
 from marketpulse.analytics.detector import PRICE_ZSCORE
 from marketpulse.analytics.scoring import ANY, score
 from marketpulse.trade import InvalidTrade, Trade, parse_trade
@@ -46,9 +46,7 @@ GENERATOR_OPTIONS = ["--seed", "20251121", "--count", "20000", "--rate", "0", "-
                      "--late-fraction", "0.02", "--max-delay-ms", str(MAX_DELAY_MS),
                      "--bad-fraction", "0.005", "--no-reference", "--quiet"]
 FLUSH_AFTER_MS = 600_000
-WINDOW_COLUMNS = ("symbol", "window_seconds", "window_start", "window_end", "open", "high", "low", "close",
-                  "vwap", "volume", "notional", "trade_count", "buy_count", "sell_count", "min_price",
-                  "max_price", "avg_price", "stddev_price")
+WINDOW_COLUMNS = WINDOW_METRICS_COLUMNS
 
 
 # --- the stream ----------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrateg
 from pyflink.datastream import MapFunction, StreamExecutionEnvironment  # noqa: E402
 
 from jobs.market_metrics import build_pipeline  # noqa: E402
-from marketpulse.analytics import DetectorConfig  # noqa: E402
+from marketpulse.analytics import WINDOW_METRICS_COLUMNS, DetectorConfig  # noqa: E402
 from marketpulse.flink import rows  # noqa: E402
 from marketpulse.flink.book import AnalyticsConfig  # noqa: E402
 from marketpulse.trade import Trade  # noqa: E402
@@ -135,9 +135,7 @@ def close(actual, expected):
 
 
 def test_window_rows_are_exactly_the_on_time_trades(output):
-    columns = ("symbol", "window_seconds", "window_start", "window_end", "open", "high", "low", "close",
-               "vwap", "volume", "notional", "trade_count", "buy_count", "sell_count", "min_price",
-               "max_price", "avg_price", "stddev_price")
+    columns = WINDOW_METRICS_COLUMNS
     actual = sorted((dict(zip(columns, row, strict=True)) for row in output["windows"]),
                     key=lambda row: (row["symbol"], -row["window_seconds"], row["window_start"]))
     expected = [row for size in (10, 5) for row in reference_windows(ON_TIME, size)]
