@@ -43,13 +43,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
-from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
-from pyflink.java_gateway import get_gateway
+from pyflink.common import Configuration, Duration, WatermarkStrategy
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
 from marketpulse.config import Settings, load_settings
-from marketpulse.flink import rows
+from marketpulse.flink import compat, rows
 from marketpulse.flink.book import AnalyticsConfig
 from marketpulse.flink.functions import ANOMALIES, DEAD_LETTERS, LATE_TRADES, ParseTrades, TradeAnalytics
 from marketpulse.sqltemplate import render, split_statements, sql_variables
@@ -137,39 +136,10 @@ def watermark_strategy(settings: Settings) -> WatermarkStrategy:
     return strategy
 
 
-def side_output(stream: DataStream, tag) -> DataStream:
-    """The side output as the tag's typed Row stream, without the Python identity map that PyFlink's
-    get_side_output() adds (one more Python operator on the path for nothing)."""
-    return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
 
 
-def assign_event_time(stream: DataStream, strategy: WatermarkStrategy, parallelism: int | None) -> DataStream:
-    """Tuple2(value, event_time) -> value with that record timestamp and the strategy's watermarks.
-
-    What DataStream.assign_timestamps_and_watermarks does for a Python TimestampAssigner, minus its extra
-    Python operator (ParseTrades already emits the timestamp) and with a uid on each Java operator."""
-    jvm = get_gateway().jvm
-    eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
-    j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner())
-    stamped = DataStream(stream._j_data_stream.assignTimestampsAndWatermarks(j_strategy))
-    stamped.name("event time + watermarks").uid("trade-watermarks")
-    unwrapped = DataStream(stamped._j_data_stream.map(eventtime.RemoveTimestampMapFunction(),
-                                                      rows.KEYED_TRADE.get_java_type_info()))
-    unwrapped.name("unwrap trade").uid("trade-unwrap")
-    if parallelism:
-        stamped.set_parallelism(parallelism)
-        unwrapped.set_parallelism(parallelism)
-    return unwrapped
 
 
-def key_by_symbol(stream: DataStream) -> KeyedStream:
-    """Row(symbol, trade) keyed on field 0 by a Java key selector: the keyed Python operator receives the
-    trade and the key, and no Python key-extractor operator runs on the hot path (DataStream.key_by with a
-    Python function would add one)."""
-    jvm = get_gateway().jvm
-    key_selector = jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector()
-    j_keyed = stream._j_data_stream.keyBy(key_selector, Types.ROW([Types.STRING()]).get_java_type_info())
-    return KeyedStream(j_keyed, rows.TRADE, stream)
 
 
 def build_pipeline(
@@ -186,17 +156,20 @@ def build_pipeline(
     if source_parallelism:
         parsed.set_parallelism(source_parallelism)
     # (Row(symbol, trade), event_time)
-    trades = assign_event_time(parsed, watermarks, source_parallelism)
+    trades = compat.assign_event_time(parsed, watermarks, value_type=rows.KEYED_TRADE,
+                                      parallelism=source_parallelism,
+                                      uids=("trade-watermarks", "trade-unwrap"),
+                                      names=("event time + watermarks", "unwrap trade"))
     # Row(symbol, Row(trade_id, symbol, price, size, side, event_time)), event-time stamped
-    analytics = (key_by_symbol(trades)
+    analytics = (compat.key_by_first_field(trades, rows.TRADE)
                  .process(TradeAnalytics(config), rows.WINDOW_METRICS)
                  .name("windows + anomaly detector per symbol").uid("trade-analytics"))
     # window rows | anomalies | late trades
     return Outputs(
         windows=analytics,
-        anomalies=side_output(analytics, ANOMALIES),
-        late_trades=side_output(analytics, LATE_TRADES),
-        dead_letters=side_output(parsed, DEAD_LETTERS),
+        anomalies=compat.side_output(analytics, ANOMALIES),
+        late_trades=compat.side_output(analytics, LATE_TRADES),
+        dead_letters=compat.side_output(parsed, DEAD_LETTERS),
     )
 
 
@@ -244,16 +217,8 @@ def kafka_records(t_env: StreamTableEnvironment, settings: Settings, topic: str,
         "`offset` BIGINT METADATA VIRTUAL) WITH ("
         + ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in options.items()) + ")")
     stream = t_env.to_data_stream(t_env.from_path("trades_raw"))
-    # Walk from the conversion back to the source: same parallelism all the way, the source's uid fixed.
-    pending = [stream._j_data_stream.getTransformation()]
-    while pending:
-        transformation = pending.pop()
-        transformation.setParallelism(parallelism)
-        inputs = list(transformation.getInputs())
-        if not inputs:
-            transformation.setUid("trades-source")
-            transformation.setName(f"Kafka {topic}")
-        pending.extend(inputs)
+    compat.set_source_parallelism(stream, parallelism, source_uid="trades-source",
+                                  source_name=f"Kafka {topic}")
     return stream
 
 
@@ -273,6 +238,7 @@ def add_sinks(t_env: StreamTableEnvironment, outputs: Outputs, settings: Setting
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    compat.check_pyflink_version()
     settings = load_settings()
     topic = settings.kafka.trades_topic
     parallelism = args.parallelism or int(settings.flink.parallelism)

@@ -18,8 +18,8 @@ TRADE_FIELDS = tuple(field.name for field in fields(Trade))
 _FLINK_TYPES = {str: Types.STRING(), float: Types.DOUBLE(), int: Types.LONG()}
 TRADE = Types.ROW_NAMED(list(TRADE_FIELDS),
                         [_FLINK_TYPES[get_type_hints(Trade)[name]] for name in TRADE_FIELDS])
-# Row(symbol, trade): field 0 is the key the keyed operator is partitioned on (jobs/market_metrics.py,
-# key_by_symbol).
+# Row(symbol, trade): field 0 is the key the keyed operator is partitioned on (marketpulse/flink/compat.py,
+# key_by_first_field).
 KEYED_TRADE = Types.ROW([Types.STRING(), TRADE])
 # Tuple2(Row(symbol, trade), event_time): what the Java timestamp assigner reads its timestamp from.
 TIMESTAMPED_TRADE = Types.TUPLE([KEYED_TRADE, Types.LONG()])

@@ -199,3 +199,27 @@ def test_book_and_detector_pickle_as_plain_versioned_tuples():
     assert DetectorSlot.from_state(DETECTOR, slot) is slot
     with pytest.raises(ValueError, match="version"):
         SymbolBook.from_state((99, 0, ()))
+
+
+def test_the_pyflink_internals_are_checked_against_the_version_they_were_written_for(monkeypatch):
+    import io
+
+    import pyflink.version
+
+    from marketpulse.flink import compat
+
+    assert compat.check_pyflink_version(io.StringIO())  # the installed apache-flink 2.2.x
+    monkeypatch.setattr(pyflink.version, "__version__", "2.3.0")
+    warning = io.StringIO()
+    assert not compat.check_pyflink_version(warning)
+    assert "written for apache-flink 2.2.x, found 2.3.0" in warning.getvalue()
+
+
+def test_pyflink_internals_are_used_in_one_module_only():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    users = sorted(path.relative_to(repo).as_posix() for folder in ("jobs", "marketpulse", "bench")
+                   for path in (repo / folder).rglob("*.py")
+                   if any(mark in path.read_text() for mark in ("._j_", "get_gateway")))
+    assert users == ["marketpulse/flink/compat.py"]

@@ -1,0 +1,91 @@
+"""Every use of PyFlink internals (`_j_data_stream`, `_j_watermark_strategy`, the Py4J gateway) in one place.
+
+The DataStream job (jobs/market_metrics.py) reaches past PyFlink's public Python API where that API would add
+a Python operator on the hot path, cannot give a Java operator a uid, or cannot set the parallelism of the
+operators the Table API inserts. Each function below says what the public call would do instead and why it
+is not used. They were written for, and tested on, apache-flink 2.2.x: `check_pyflink_version()` says so on
+stderr when another version is installed, because these attributes are not a stable interface.
+
+    side_output(stream, tag)                    stream.get_side_output(tag) adds a Python identity map
+    assign_event_time(stream, strategy, p)      assign_timestamps_and_watermarks with a Python assigner adds
+                                                a Python operator and cannot name/uid the Java ones
+    key_by_first_field(stream, type_info)       key_by(lambda row: row[0]) adds a Python key extractor
+    set_source_parallelism(stream, p, uid, ...) the Table API's conversion operators get the default
+                                                parallelism and no stable uid otherwise
+
+The gain of the three hot-path shortcuts is not measured here yet (issue 15 asks for
+`bench/datastream_drain.py --public-api`); the fourth is needed for correctness (one Kafka partition per
+watermark generator, a stable source uid for savepoints), not speed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pyflink.common import Types, WatermarkStrategy
+from pyflink.common.typeinfo import TypeInformation
+from pyflink.datastream import DataStream, KeyedStream, OutputTag
+from pyflink.java_gateway import get_gateway
+
+WRITTEN_FOR = "2.2."
+
+
+def check_pyflink_version(stream=sys.stderr) -> bool:
+    """True on the PyFlink line this module was written for; otherwise a warning on `stream`."""
+    from pyflink.version import __version__
+
+    if __version__.startswith(WRITTEN_FOR):
+        return True
+    print(f"marketpulse.flink.compat: written for apache-flink {WRITTEN_FOR}x, found {__version__}: the "
+          "PyFlink internals it uses (_j_data_stream, Java eventtime helpers) may have changed; run "
+          "tests/local/test_market_metrics_pipeline.py before trusting the job", file=stream)
+    return False
+
+
+def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
+    """The side output as the tag's typed Row stream, without the Python identity map that PyFlink's
+    get_side_output() adds (one more Python operator on the path for nothing)."""
+    return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
+
+
+def assign_event_time(stream: DataStream, strategy: WatermarkStrategy, *, value_type: TypeInformation,
+                      parallelism: int | None, uids: tuple[str, str], names: tuple[str, str]) -> DataStream:
+    """Tuple2(value, event_time) -> value with that record timestamp and the strategy's watermarks.
+
+    What DataStream.assign_timestamps_and_watermarks does for a Python TimestampAssigner, minus its extra
+    Python operator (the upstream Python function already emits the timestamp) and with a uid and name on
+    each Java operator: (assigner, unwrap)."""
+    eventtime = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.eventtime
+    j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner())
+    stamped = DataStream(stream._j_data_stream.assignTimestampsAndWatermarks(j_strategy))
+    stamped.name(names[0]).uid(uids[0])
+    unwrapped = DataStream(stamped._j_data_stream.map(eventtime.RemoveTimestampMapFunction(),
+                                                      value_type.get_java_type_info()))
+    unwrapped.name(names[1]).uid(uids[1])
+    if parallelism:
+        stamped.set_parallelism(parallelism)
+        unwrapped.set_parallelism(parallelism)
+    return unwrapped
+
+
+def key_by_first_field(stream: DataStream, value_type: TypeInformation) -> KeyedStream:
+    """Row(key, value) keyed on field 0 (a STRING) by a Java key selector: the keyed Python operator receives
+    the value and the key, and no Python key-extractor operator runs on the hot path."""
+    key_selector = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector()
+    j_keyed = stream._j_data_stream.keyBy(key_selector, Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(j_keyed, value_type, stream)
+
+
+def set_source_parallelism(stream: DataStream, parallelism: int, *, source_uid: str,
+                           source_name: str) -> None:
+    """Walks from a Table-to-DataStream conversion back to its source: the same parallelism on every
+    operator on the way (so the chain stays forward-connected), and the source's uid and name fixed."""
+    pending = [stream._j_data_stream.getTransformation()]
+    while pending:
+        transformation = pending.pop()
+        transformation.setParallelism(parallelism)
+        inputs = list(transformation.getInputs())
+        if not inputs:
+            transformation.setUid(source_uid)
+            transformation.setName(source_name)
+        pending.extend(inputs)
