@@ -13,10 +13,11 @@ import os
 import sys
 
 from marketpulse.config import ConfigError, load_settings
+from marketpulse.times import parse_timestamp
 
 from .injections import ANOMALY_KINDS, BAD_KINDS, AnomalyOptions
 from .options import DEFAULT_SIM_START, UsageError
-from .replay import ReplayError, parse_timestamp
+from .replay import ReplayError
 from .run import execute
 from .sink import SinkError
 from .stream import SHARD_ENV, parse_shard

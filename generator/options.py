@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from marketpulse.times import parse_timestamp
+
 from .injections import AnomalyOptions, BadOptions, DisorderOptions
 from .model import SymbolSpec, build_universe, check_ticker, run_token, synthetic_tickers
 from .reference import reference_message
-from .replay import parse_timestamp, replay_events
+from .replay import replay_events
 from .stream import Event, StreamOptions, Topics, generate, owned_symbols, shard_from_env
 
 # Event time of a seeded run when --start-time is not given: a fixed instant (a market open), so the run is

@@ -17,9 +17,9 @@ import csv
 import json
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
+from marketpulse.times import parse_timestamp
 from marketpulse.trade import InvalidTrade, validate_trade_dict
 
 from .model import build_universe
@@ -31,20 +31,6 @@ REQUIRED_COLUMNS = ("timestamp", "symbol", "price", "size")
 
 class ReplayError(ValueError):
     """A replay file that cannot be read; the message names the file and line."""
-
-
-def parse_timestamp(text: str) -> int:
-    """Epoch ms (digits) or ISO 8601 (naive means UTC) -> epoch ms."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not epoch ms or ISO 8601: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(round(moment.timestamp() * 1000))
 
 
 def owns_symbol(symbol: str, shard: tuple[int, int]) -> bool:

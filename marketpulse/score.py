@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 
 from marketpulse.analytics.scoring import ANOMALY_KINDS, score
 from marketpulse.config import ConfigError, load_settings, postgres_dsn
+from marketpulse.times import parse_timestamp
 
 
 class ScoreError(RuntimeError):
@@ -23,15 +23,11 @@ class ScoreError(RuntimeError):
 
 
 def parse_time(text: str) -> int:
-    """Epoch ms (digits) or ISO 8601 (naive = UTC) -> epoch ms."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
+    """An argparse type: epoch ms or ISO 8601 (marketpulse.times)."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not epoch ms or ISO 8601: {text!r}") from None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+        return parse_timestamp(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def in_range(event_time: int, start: int | None, end: int | None) -> bool:

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from generator.model import build_universe, run_token
-from generator.replay import parse_timestamp
 from generator.stream import StreamOptions, generate
+from marketpulse.times import parse_timestamp
 
 SAMPLE = Path(__file__).with_name("sample_trades.csv")
 SEED = 7

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from generator.cli import main
-from generator.replay import ReplayError, parse_timestamp, read_rows, replay_events
+from generator.replay import ReplayError, read_rows, replay_events
 from generator.samples.make_sample import SAMPLE, sample_csv
+from marketpulse.times import parse_timestamp
 from marketpulse.trade import parse_trade
 
 CSV = """timestamp,symbol,price,size,side
