@@ -1,7 +1,8 @@
 """Drain rate of the DataStream job (jobs/market_metrics.py) over a pre-filled topic, on the session cluster.
 
     .venv/bin/python bench/datastream_drain.py [--topic bench.trades] [--count 1000000] [--parallelism N]
-                                               [--source-parallelism N]
+                                               [--source-parallelism N] [--public-api SHORTCUTS]
+                                               [--compare-public-api [--repeat 2]]
 
 Steps (each printed): make sure the topic holds >= --count records (create it with [kafka] trades_partitions
 partitions and fill it with `python -m generator --seed 42 --rate 0 --count N` if it is empty; a topic shared
@@ -9,12 +10,19 @@ with the SQL benchmark is reused as is); create a scratch database with the sche
 earliest offsets; print progress every 5 s; stop the clock when the source has emitted --count records and
 the keyed operator (the Python windows + detector, the bottleneck) has taken in every valid trade; print
 trades/s with the settings; cancel the job and drop the database.
+
+--public-api side_output,event_time,key_by|all builds the job with PyFlink's public API in place of those
+shortcuts of marketpulse/flink/compat.py. --compare-public-api drains the same topic with every variant in
+turn (all shortcuts, each one replaced alone, all replaced), --repeat times, alternating, and prints the
+table: variant, trades/s per run, median, ratio to all shortcuts (one machine, same run: the ratio is the
+figure; the machine is noisy).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -86,6 +94,94 @@ def vertex_counts(settings, job_id: str) -> tuple[int, int, int]:
     return emitted, source_chain["metrics"]["write-records"], keyed["metrics"]["read-records"]
 
 
+def drain(settings, args, public_api: str = "") -> dict | None:
+    """One drain of args.topic by a fresh job: {records, seconds, trades_per_s, window_rows}, or None when it
+    failed (printed)."""
+    anomalies_topic = f"{args.topic}.anomalies"
+    scratch = support.create_scratch_database(settings, prefix="mp_bench")
+    job_id = None
+    try:
+        env = support.env_for(scratch, kafka_trades_topic=args.topic,
+                              kafka_anomalies_topic=anomalies_topic)
+        if public_api:
+            env[compat_env()] = public_api
+        extra = []
+        if args.parallelism:
+            extra += ["--parallelism", str(args.parallelism)]
+        if args.source_parallelism:
+            extra += ["--source-parallelism", str(args.source_parallelism)]
+        result = support.flink_run("-d", "-py", JOB, "--start-from", "earliest",
+                                   "--group-id", support.unique_name("bench"), *extra, env=env)
+        if result.returncode != 0:
+            say(result.stdout[-2000:] + result.stderr[-2000:])
+            return None
+        say(next((line for line in result.stdout.splitlines() if line.startswith("market_metrics:")), ""))
+        job_id = support.job_id_from_output(result.stdout)
+        support.wait_for(lambda: all(v["status"] == "RUNNING" for v in
+                                     support.flink_rest(settings, f"/jobs/{job_id}")["vertices"]),
+                         180, "all tasks running")
+        started = time.monotonic()
+        say(f"job {job_id} running ({public_api or 'all shortcuts'}); draining {args.count} records of "
+            f"{args.topic}")
+        deadline = started + args.timeout
+        last_print = started
+        while True:
+            state = support.flink_rest(settings, f"/jobs/{job_id}")["state"]
+            if state != "RUNNING":
+                say(f"job {state}: {support.job_exceptions(settings, job_id)}")
+                return None
+            emitted, valid, processed = vertex_counts(settings, job_id)
+            now = time.monotonic()
+            if emitted >= args.count and processed >= valid > 0:
+                break
+            if now - last_print >= 5:
+                say(f"  {now - started:6.1f}s  source {emitted:>9}  keyed operator {processed:>9}  "
+                    f"({processed / (now - started):,.0f} trades/s so far)")
+                last_print = now
+            if now > deadline:
+                say("timed out")
+                return None
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        say(f"drained {emitted} records ({processed} valid trades through the keyed operator) "
+            f"in {elapsed:.1f}s: {emitted / elapsed:,.0f} records/s")
+        windows = support.query(scratch, "SELECT count(*) FROM window_metrics")[0][0]
+        return {"records": emitted, "seconds": elapsed, "trades_per_s": emitted / elapsed,
+                "window_rows": windows}
+    finally:
+        if job_id:
+            support.cancel_job(settings, job_id)
+        support.drop_scratch_database(settings, scratch)
+
+
+def compat_env() -> str:
+    from marketpulse.flink.compat import PUBLIC_API_ENV
+
+    return PUBLIC_API_ENV
+
+
+def compare_public_api(settings, args) -> int:
+    """Every variant, args.repeat times, alternating; the table of rates and ratios."""
+    from marketpulse.flink.compat import SHORTCUTS
+
+    variants = ["", *SHORTCUTS, "all"]
+    rates: dict[str, list[float]] = {variant: [] for variant in variants}
+    for round_number in range(1, args.repeat + 1):
+        for variant in variants:
+            say(f"== round {round_number}: {variant or 'all shortcuts'}")
+            run = drain(settings, args, variant)
+            if run is None:
+                return 1
+            rates[variant].append(run["trades_per_s"])
+    base = statistics.median(rates[""])
+    say(f"\n{'variant (public API for)':26s} {'trades/s per run':>24s} {'median':>8s} {'vs shortcuts':>12s}")
+    for variant in variants:
+        median = statistics.median(rates[variant])
+        runs = ", ".join(f"{rate:,.0f}" for rate in rates[variant])
+        say(f"{variant or '(none: all shortcuts)':26s} {runs:>24s} {median:8,.0f} {median / base:12.3f}")
+    return 0
+
+
 def main() -> int:
     settings = load_settings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -97,6 +193,11 @@ def main() -> int:
     parser.add_argument("--parallelism", type=int, default=None, help="the job's --parallelism")
     parser.add_argument("--source-parallelism", type=int, default=None, help="the job's --source-parallelism")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--public-api", default="", metavar="SHORTCUTS",
+                        help="side_output,event_time,key_by or all: PyFlink's public API instead")
+    parser.add_argument("--compare-public-api", action="store_true",
+                        help="drain with every variant in turn and print the table")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds of --compare-public-api")
     args = parser.parse_args()
 
     ensure_topic(settings, args.topic, args.count, args.partitions)
@@ -107,68 +208,26 @@ def main() -> int:
             admin.create_topics([NewTopic(anomalies_topic, 1, 1)])
         finally:
             admin.close()
-    scratch = support.create_scratch_database(settings, prefix="mp_bench")
-    job_id = None
-    try:
-        env = support.env_for(scratch, kafka_trades_topic=args.topic,
-                              kafka_anomalies_topic=anomalies_topic)
-        extra = []
-        if args.parallelism:
-            extra += ["--parallelism", str(args.parallelism)]
-        if args.source_parallelism:
-            extra += ["--source-parallelism", str(args.source_parallelism)]
-        result = support.flink_run("-d", "-py", JOB, "--start-from", "earliest",
-                                   "--group-id", support.unique_name("bench"), *extra, env=env)
-        if result.returncode != 0:
-            say(result.stdout[-2000:] + result.stderr[-2000:])
-            return 1
-        say(next((line for line in result.stdout.splitlines() if line.startswith("market_metrics:")), ""))
-        job_id = support.job_id_from_output(result.stdout)
-        support.wait_for(lambda: all(v["status"] == "RUNNING" for v in
-                                     support.flink_rest(settings, f"/jobs/{job_id}")["vertices"]),
-                         180, "all tasks running")
-        started = time.monotonic()
-        say(f"job {job_id} running; draining {args.count} records of {args.topic}")
-        deadline = started + args.timeout
-        last_print = started
-        while True:
-            state = support.flink_rest(settings, f"/jobs/{job_id}")["state"]
-            if state != "RUNNING":
-                say(f"job {state}: {support.job_exceptions(settings, job_id)}")
-                return 1
-            emitted, valid, processed = vertex_counts(settings, job_id)
-            now = time.monotonic()
-            if emitted >= args.count and processed >= valid > 0:
-                break
-            if now - last_print >= 5:
-                say(f"  {now - started:6.1f}s  source {emitted:>9}  keyed operator {processed:>9}  "
-                    f"({processed / (now - started):,.0f} trades/s so far)")
-                last_print = now
-            if now > deadline:
-                say("timed out")
-                return 1
-            time.sleep(0.5)
-        elapsed = time.monotonic() - started
-        windows = support.query(scratch, "SELECT count(*) FROM window_metrics")[0][0]
-        flink = settings.flink
-        say(f"drained {emitted} records ({processed} valid trades through the keyed operator) "
-            f"in {elapsed:.1f}s: {emitted / elapsed:,.0f} records/s")
-        say(f"settings: parallelism {args.parallelism or flink.parallelism}, source subtasks "
-            f"{args.source_parallelism or 'one per partition'}, "
-            f"checkpoint {flink.checkpoint_interval_seconds}s, "
-            f"windows {settings.windows.size_seconds}s+{settings.windows.short_size_seconds}s, "
-            f"window rows written so far {windows}")
-        # bench/sql_drain.py prints this beside its own figure.
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text(json.dumps({
-            "engine": "datastream", "topic": args.topic, "records": emitted, "seconds": round(elapsed, 1),
-            "trades_per_s": emitted / elapsed, "parallelism": args.parallelism or flink.parallelism,
-        }, indent=2) + "\n")
-        return 0
-    finally:
-        if job_id:
-            support.cancel_job(settings, job_id)
-        support.drop_scratch_database(settings, scratch)
+    if args.compare_public_api:
+        return compare_public_api(settings, args)
+    run = drain(settings, args, args.public_api)
+    if run is None:
+        return 1
+    flink = settings.flink
+    say(f"settings: parallelism {args.parallelism or flink.parallelism}, source subtasks "
+        f"{args.source_parallelism or 'one per partition'}, "
+        f"checkpoint {flink.checkpoint_interval_seconds}s, "
+        f"windows {settings.windows.size_seconds}s+{settings.windows.short_size_seconds}s, "
+        f"window rows written {run['window_rows']}"
+        + (f", public API for {args.public_api}" if args.public_api else ""))
+    # bench/sql_drain.py prints this beside its own figure.
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps({
+        "engine": "datastream", "topic": args.topic, "records": run["records"],
+        "seconds": round(run["seconds"], 1), "trades_per_s": run["trades_per_s"],
+        "parallelism": args.parallelism or flink.parallelism,
+    }, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ def build_pipeline(
                                       uids=("trade-watermarks", "trade-unwrap"),
                                       names=("event time + watermarks", "unwrap trade"))
     # Row(symbol, Row(trade_id, symbol, price, size, side, event_time)), event-time stamped
-    analytics = (compat.key_by_first_field(trades, rows.TRADE)
+    analytics = (compat.key_by_first_field(trades, rows.TRADE, value_key_field=1)
                  .process(TradeAnalytics(config), rows.WINDOW_METRICS)
                  .name("windows + anomaly detector per symbol").uid("trade-analytics"))
     # window rows | anomalies | late trades

@@ -13,21 +13,43 @@ stderr when another version is installed, because these attributes are not a sta
     set_source_parallelism(stream, p, uid, ...) the Table API's conversion operators get the default
                                                 parallelism and no stable uid otherwise
 
-The gain of the three hot-path shortcuts is not measured here yet (issue 15 asks for
-`bench/datastream_drain.py --public-api`); the fourth is needed for correctness (one Kafka partition per
-watermark generator, a stable source uid for savepoints), not speed.
+The first three have a public-API twin, chosen at submit time by MARKETPULSE_PYFLINK_PUBLIC_API (a comma list
+of side_output, event_time, key_by, or "all"), so that `bench/datastream_drain.py --public-api ...` measures
+what each shortcut saves in the same run. The fourth is needed for correctness (one Kafka partition per
+watermark generator, a stable source uid for savepoints), not speed, and has no twin.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from pyflink.common import Types, WatermarkStrategy
 from pyflink.common.typeinfo import TypeInformation
+from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import DataStream, KeyedStream, OutputTag
 from pyflink.java_gateway import get_gateway
 
 WRITTEN_FOR = "2.2."
+SHORTCUTS = ("side_output", "event_time", "key_by")
+PUBLIC_API_ENV = "MARKETPULSE_PYFLINK_PUBLIC_API"
+
+
+def public_api(shortcut: str) -> bool:
+    """True when the job is built with PyFlink's public API instead of this shortcut (benchmarks only)."""
+    chosen = {name.strip() for name in os.environ.get(PUBLIC_API_ENV, "").split(",") if name.strip()}
+    unknown = chosen - {*SHORTCUTS, "all"}
+    if unknown:
+        raise ValueError(f"{PUBLIC_API_ENV}: unknown shortcut(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(SHORTCUTS)}, all")
+    return shortcut in chosen or "all" in chosen
+
+
+class _SecondField(TimestampAssigner):
+    """The public twin's timestamp assigner: Tuple2(value, event_time) -> event_time."""
+
+    def extract_timestamp(self, value, record_timestamp: int) -> int:
+        return value[1]
 
 
 def check_pyflink_version(stream=sys.stderr) -> bool:
@@ -45,6 +67,8 @@ def check_pyflink_version(stream=sys.stderr) -> bool:
 def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
     """The side output as the tag's typed Row stream, without the Python identity map that PyFlink's
     get_side_output() adds (one more Python operator on the path for nothing)."""
+    if public_api("side_output"):
+        return stream.get_side_output(tag)
     return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
 
 
@@ -55,6 +79,14 @@ def assign_event_time(stream: DataStream, strategy: WatermarkStrategy, *, value_
     What DataStream.assign_timestamps_and_watermarks does for a Python TimestampAssigner, minus its extra
     Python operator (the upstream Python function already emits the timestamp) and with a uid and name on
     each Java operator: (assigner, unwrap)."""
+    if public_api("event_time"):
+        stamped = stream.assign_timestamps_and_watermarks(strategy.with_timestamp_assigner(_SecondField()))
+        stamped.name(names[0]).uid(uids[0])
+        unwrapped = stamped.map(lambda value: value[0], output_type=value_type).name(names[1]).uid(uids[1])
+        if parallelism:
+            stamped.set_parallelism(parallelism)
+            unwrapped.set_parallelism(parallelism)
+        return unwrapped
     eventtime = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.eventtime
     j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner())
     stamped = DataStream(stream._j_data_stream.assignTimestampsAndWatermarks(j_strategy))
@@ -68,9 +100,13 @@ def assign_event_time(stream: DataStream, strategy: WatermarkStrategy, *, value_
     return unwrapped
 
 
-def key_by_first_field(stream: DataStream, value_type: TypeInformation) -> KeyedStream:
+def key_by_first_field(stream: DataStream, value_type: TypeInformation, value_key_field: int) -> KeyedStream:
     """Row(key, value) keyed on field 0 (a STRING) by a Java key selector: the keyed Python operator receives
-    the value and the key, and no Python key-extractor operator runs on the hot path."""
+    the value and the key, and no Python key-extractor operator runs on the hot path. (value_key_field: where
+    the key is in the value, for the public twin, which keys the values by a Python function.)"""
+    if public_api("key_by"):
+        values = stream.map(lambda row: row[1], output_type=value_type)
+        return values.key_by(lambda value: value[value_key_field], key_type=Types.STRING())
     key_selector = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector()
     j_keyed = stream._j_data_stream.keyBy(key_selector, Types.ROW([Types.STRING()]).get_java_type_info())
     return KeyedStream(j_keyed, value_type, stream)

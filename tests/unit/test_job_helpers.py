@@ -223,3 +223,17 @@ def test_pyflink_internals_are_used_in_one_module_only():
                    for path in (repo / folder).rglob("*.py")
                    if any(mark in path.read_text() for mark in ("._j_", "get_gateway")))
     assert users == ["marketpulse/flink/compat.py"]
+
+
+def test_the_public_api_twins_are_chosen_by_name(monkeypatch):
+    from marketpulse.flink import compat
+
+    monkeypatch.delenv(compat.PUBLIC_API_ENV, raising=False)
+    assert not any(compat.public_api(name) for name in compat.SHORTCUTS)
+    monkeypatch.setenv(compat.PUBLIC_API_ENV, "event_time, key_by")
+    assert [compat.public_api(name) for name in compat.SHORTCUTS] == [False, True, True]
+    monkeypatch.setenv(compat.PUBLIC_API_ENV, "all")
+    assert all(compat.public_api(name) for name in compat.SHORTCUTS)
+    monkeypatch.setenv(compat.PUBLIC_API_ENV, "keyby")
+    with pytest.raises(ValueError, match="unknown shortcut.*keyby.*known: side_output, event_time, key_by"):
+        compat.public_api("key_by")
