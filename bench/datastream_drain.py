@@ -35,6 +35,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
 from kafka.admin import NewTopic  # noqa: E402
 
 from marketpulse.config import load_settings  # noqa: E402
+from marketpulse.flink.compat import PUBLIC_API_ENV, SHORTCUTS  # noqa: E402
 from tests import support  # noqa: E402
 
 JOB = "jobs/market_metrics.py"
@@ -104,7 +105,7 @@ def drain(settings, args, public_api: str = "") -> dict | None:
         env = support.env_for(scratch, kafka_trades_topic=args.topic,
                               kafka_anomalies_topic=anomalies_topic)
         if public_api:
-            env[compat_env()] = public_api
+            env[PUBLIC_API_ENV] = public_api
         extra = []
         if args.parallelism:
             extra += ["--parallelism", str(args.parallelism)]
@@ -154,16 +155,8 @@ def drain(settings, args, public_api: str = "") -> dict | None:
         support.drop_scratch_database(settings, scratch)
 
 
-def compat_env() -> str:
-    from marketpulse.flink.compat import PUBLIC_API_ENV
-
-    return PUBLIC_API_ENV
-
-
 def compare_public_api(settings, args) -> int:
     """Every variant, args.repeat times, alternating; the table of rates and ratios."""
-    from marketpulse.flink.compat import SHORTCUTS
-
     variants = ["", *SHORTCUTS, "all"]
     rates: dict[str, list[float]] = {variant: [] for variant in variants}
     for round_number in range(1, args.repeat + 1):

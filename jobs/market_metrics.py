@@ -136,12 +136,6 @@ def watermark_strategy(settings: Settings) -> WatermarkStrategy:
     return strategy
 
 
-
-
-
-
-
-
 def build_pipeline(
     raw: DataStream,
     *,

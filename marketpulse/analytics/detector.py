@@ -230,19 +230,21 @@ class AnomalyDetector:
             self.log_sizes.push(log_size)
             return []
         if not self.is_warmed_up:
-            self._learn(here, self.reference)
+            self._learn(here, self.reference, math.log(here[0] / self.reference[0]))
             self.log_sizes.push(log_size)
             return []
 
-        findings = self._price_findings(here, self.reference)
+        log_return, findings = self._price_findings(here, self.reference)
         base = self.reference
-        if findings and self.flagged is not None and not self._price_findings(here, self.flagged):
-            # The flagged previous trade was the first at a new level, not a one-trade spike.
-            findings, base = [], self.flagged
+        if findings and self.flagged is not None:
+            return_from_flagged, findings_from_flagged = self._price_findings(here, self.flagged)
+            if not findings_from_flagged:
+                # The flagged previous trade was the first at a new level, not a one-trade spike.
+                log_return, findings, base = return_from_flagged, [], self.flagged
         if findings:
             self.flagged = here
         else:
-            self._learn(here, base)
+            self._learn(here, base, log_return)
             self.flagged = None
 
         findings.extend(self._volume_findings(log_size))
@@ -261,9 +263,9 @@ class AnomalyDetector:
             for rule, statistic, mean, stddev in findings
         ]
 
-    def _learn(self, here: tuple[float, int], base: tuple[float, int]) -> None:
+    def _learn(self, here: tuple[float, int], base: tuple[float, int], log_return: float) -> None:
         """Accepts the return from base to here into the price baseline; here becomes the reference."""
-        self.squared_returns.push(math.log(here[0] / base[0]) ** 2)
+        self.squared_returns.push(log_return**2)
         self.gaps.push(_gap_seconds(here, base))
         self.reference = here
 
@@ -278,20 +280,22 @@ class AnomalyDetector:
             spread = math.sqrt(max(self.squared_returns.mean, 0.0))
         return max(spread, floor)
 
-    def _price_findings(self, here: tuple[float, int], base: tuple[float, int]) -> list[tuple]:
-        """The price rules the move from base to here breaks, as (rule, statistic, mean, stddev)."""
+    def _price_findings(self, here: tuple[float, int], base: tuple[float, int]) -> tuple[float, list[tuple]]:
+        """The log return from base to here and the price rules it breaks, as (rule, statistic, mean,
+        stddev)."""
         config = self.config
         price, base_price = here[0], base[0]
+        log_return = math.log(price / base_price)
         findings = []
         spread = self.spread(_gap_seconds(here, base), base_price)
         if spread > 0:
-            z_score = math.log(price / base_price) / spread
+            z_score = log_return / spread
             if abs(z_score) > config.z_threshold:
                 findings.append((PRICE_ZSCORE, z_score, None, spread))
         move_pct = (price / base_price - 1.0) * 100.0
         if abs(move_pct) >= config.price_jump_pct:
             findings.append((PRICE_JUMP, move_pct, None, None))
-        return findings
+        return log_return, findings
 
     def _volume_findings(self, log_size: float) -> list[tuple]:
         """Scores, then learns ln(size); a spike is learnt clipped to the threshold (see module docstring)."""

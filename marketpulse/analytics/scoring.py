@@ -88,17 +88,16 @@ def score(detections: Iterable[tuple[str, str, int, int | None]], labels: Iterab
             raise ValueError(f"unknown rule {rule!r} (rules: {', '.join(RULES)})")
         delay = None if detected_at is None else detected_at - event_time
         by_rule[rule][trade_id] = delay
-        if trade_id not in flagged or (delay is not None and (flagged[trade_id] is None
-                                                             or delay < flagged[trade_id])):
-            flagged[trade_id] = delay
+        # A trade's delay in the "any" row is its first detection's.
+        known = [value for value in (flagged.get(trade_id), delay) if value is not None]
+        flagged[trade_id] = min(known) if known else None
 
     def rule_score(name: str, found: dict[str, int | None], kinds: tuple[str, ...]) -> RuleScore:
         true = [trade_id for trade_id in found if kind_of.get(trade_id) in kinds]
-        recall = {kind: (len(labelled[kind] & found.keys()) / len(labelled[kind]) if labelled[kind] else None)
-                  for kind in kinds}
-        caught = sum(len(labelled[kind] & found.keys()) for kind in kinds)
+        caught = {kind: len(labelled[kind] & found.keys()) for kind in kinds}
+        recall = {kind: caught[kind] / len(labelled[kind]) if labelled[kind] else None for kind in kinds}
         true_delays = [found[trade_id] for trade_id in true if found[trade_id] is not None]
-        return RuleScore(name, len(found), len(true), recall, caught,
+        return RuleScore(name, len(found), len(true), recall, sum(caught.values()),
                          sum(len(labelled[kind]) for kind in kinds),
                          statistics.median(true_delays) if true_delays else None)
 

@@ -15,6 +15,8 @@ import pytest
 
 from marketpulse.analytics.detector import PRICE_ZSCORE
 from marketpulse.analytics.scoring import ANY, score
+from marketpulse.config import postgres_dsn
+from marketpulse.score import read_detections
 from tests import support
 from tests.e2e.browser import Dashboard, choose, open_tab, shot, wait_candles
 from tests.pipeline import (
@@ -111,8 +113,7 @@ def test_generator_to_browser(stack, kafka_topic, scratch_db, jobs, page, tmp_pa
                     "FROM anomalies")}
     # Quality on the generator's trades (the flush trades are the test's own).
     generated = {trade.trade_id for trade in stream.valid}
-    rows = support.query(scratch_db, "SELECT trade_id, rule, (extract(epoch FROM event_time) * 1000)::bigint,"
-                                     " (extract(epoch FROM detected_at) * 1000)::bigint FROM anomalies")
+    rows = read_detections(postgres_dsn(scratch_db), None, None)  # what make score reads
     table = score([row for row in rows if row[0] in generated], stream.labels)
     print(f"anomalies: {len(detected)} trades flagged\n{table.render()}")
     flagged = table.rules[ANY]
