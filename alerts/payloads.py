@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from alerts.policy import Anomaly
+from marketpulse.analytics.detector import RULE_LABELS
 
 PAYLOAD_TYPE = "marketpulse.anomaly"
 PAYLOAD_VERSION = 1
-RULE_TITLES = {"price_zscore": "price move", "price_jump": "price jump", "volume_zscore": "volume spike"}
 
 
 def iso_time(epoch_ms: int | None) -> str | None:
@@ -38,7 +38,7 @@ def statistic_text(anomaly: Anomaly) -> str:
 
 def summary(anomaly: Anomaly) -> str:
     """One line a person reads: 'AAPL price jump +3.45% at 187.23 (size 120) at 2024-... UTC'."""
-    title = RULE_TITLES.get(anomaly.rule, anomaly.rule)
+    title = RULE_LABELS.get(anomaly.rule, anomaly.rule)
     return (f"{anomaly.symbol} {title} {statistic_text(anomaly)} at {_num(anomaly.price, 2)} "
             f"(size {_num(anomaly.size, 0)}) at {_time_text(anomaly.event_time)}")
 
@@ -67,7 +67,7 @@ def webhook_payload(anomaly: Anomaly) -> dict:
 def slack_payload(anomaly: Anomaly) -> dict:
     """A Slack incoming-webhook message: `text` (the notification and fallback) plus Block Kit blocks.
     Anything that accepts Slack's format (Mattermost, Rocket.Chat, Discord's /slack endpoint) reads it."""
-    title = RULE_TITLES.get(anomaly.rule, anomaly.rule)
+    title = RULE_LABELS.get(anomaly.rule, anomaly.rule)
     fields = [
         ("Symbol", anomaly.symbol), ("Rule", anomaly.rule), ("Price", _num(anomaly.price, 2)),
         ("Statistic", statistic_text(anomaly)), ("Size", _num(anomaly.size, 0)),

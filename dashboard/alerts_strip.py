@@ -23,9 +23,9 @@ from dash import Input, Output, dcc, html
 
 from dashboard import queries
 from dashboard.db import Database, DatabaseUnavailable
+from marketpulse.analytics.detector import RULE_LABELS
 from marketpulse.config import Settings
 
-RULE_LABELS = {"price_zscore": "price move", "price_jump": "price jump", "volume_zscore": "volume spike"}
 FRESH_SECONDS = 60
 
 

@@ -12,6 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from marketpulse.analytics.detector import PRICE_JUMP, PRICE_ZSCORE, VOLUME_ZSCORE
+
 BG = "#0b0f14"
 PANEL = "#111820"
 GRID = "#1e2833"
@@ -21,8 +23,8 @@ UP = "#26a69a"
 DOWN = "#ef5350"
 ACCENT = "#4fa3ff"
 VWAP = "#f5c542"
-RULE_COLORS = {"price_zscore": "#ff9f1c", "price_jump": "#e056fd", "volume_zscore": "#00d2d3"}
-RULE_SYMBOLS = {"price_zscore": "triangle-down", "price_jump": "diamond", "volume_zscore": "star"}
+RULE_COLORS = {PRICE_ZSCORE: "#ff9f1c", PRICE_JUMP: "#e056fd", VOLUME_ZSCORE: "#00d2d3"}
+RULE_SYMBOLS = {PRICE_ZSCORE: "triangle-down", PRICE_JUMP: "diamond", VOLUME_ZSCORE: "star"}
 SYMBOL_COLORS = ["#4fa3ff", "#f5c542", "#26a69a", "#ef5350", "#b388ff", "#ff9f1c", "#00d2d3",
                  "#e056fd", "#9ccc65", "#ff7eb6", "#8d9db6", "#ffd180"]
 ZSCORE_LOOKBACK = 20

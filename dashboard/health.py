@@ -2,7 +2,12 @@
 
 Only Flink's REST API is read (never Kafka). Kafka lag is shown only where Flink itself reports it: the
 KafkaSource's standard `pendingRecords` metric (records left behind the latest offset). Results are cached
-for a short time so several browser tabs refreshing every second do not multiply the REST calls."""
+for a short time so several browser tabs refreshing every second do not multiply the REST calls.
+
+The dashboard's callbacks never call Flink themselves: a `HealthMonitor` fetches in a background thread on
+its own interval ([dashboard] health_refresh_seconds) and callbacks read its latest snapshot, so a slow or
+hung REST API (each call may take up to `timeout`) cannot stall a refresh. /api/health asks the client
+directly (`health()`), since an API caller wants an answer that is current, not one interval old."""
 
 from __future__ import annotations
 
@@ -84,10 +89,11 @@ class FlinkClient:
         with self._lock:
             if self._cached and time.monotonic() - self._cached.fetched_at < self.cache_seconds:
                 return self._cached
-            self._cached = self._fetch()
+            self._cached = self.fetch()
             return self._cached
 
-    def _fetch(self) -> ClusterHealth:
+    def fetch(self) -> ClusterHealth:
+        """The cluster now (uncached): every REST call it needs, each bounded by `timeout`."""
         try:
             overview = self.get("/overview")
             listed = self.get("/jobs/overview").get("jobs", [])
@@ -171,3 +177,42 @@ class FlinkClient:
                     total += value
                     seen = True
         return total if seen else None
+
+
+class HealthMonitor:
+    """Fetches `client.fetch()` every `interval_seconds` in a daemon thread, started on first use; `latest()`
+    returns the newest result at once (None until the first fetch has answered)."""
+
+    def __init__(self, client: FlinkClient, interval_seconds: float):
+        self.client = client
+        self.interval_seconds = interval_seconds
+        self._latest: ClusterHealth | None = None
+        self._first = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def latest(self) -> ClusterHealth | None:
+        self._ensure_started()
+        return self._latest
+
+    def wait_first(self, timeout: float) -> ClusterHealth | None:
+        """The first result, waiting up to `timeout` seconds for it (tests, startup)."""
+        self._ensure_started()
+        self._first.wait(timeout)
+        return self._latest
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="flink-health", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._latest = self.client.fetch()
+            self._first.set()
+            self._stopped.wait(self.interval_seconds)

@@ -13,9 +13,9 @@ import pandas as pd
 
 from dashboard.db import Database
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS
+from marketpulse.analytics.detector import RULES  # noqa: F401 (the rule filter's choices: queries.RULES)
 
 ENGINES = ("datastream", "sql")
-RULES = ("price_zscore", "price_jump", "volume_zscore")
 RANGES = {"5m": 300, "15m": 900, "1h": 3600, "1d": 86400, "all": None}
 RANGE_LABELS = {"5m": "5 min", "15m": "15 min", "1h": "1 h", "1d": "1 day", "all": "All"}
 MAX_CANDLES = 1500

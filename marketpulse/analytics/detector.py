@@ -62,6 +62,8 @@ PRICE_ZSCORE = "price_zscore"
 PRICE_JUMP = "price_jump"
 VOLUME_ZSCORE = "volume_zscore"
 RULES = (PRICE_ZSCORE, PRICE_JUMP, VOLUME_ZSCORE)
+# What a person reads for each rule (alert titles, the dashboard's alert strip).
+RULE_LABELS = {PRICE_ZSCORE: "price move", PRICE_JUMP: "price jump", VOLUME_ZSCORE: "volume spike"}
 
 # 2: the price baseline is squared returns and their gaps (realized variance); 1 kept returns only, and is
 # read with its price baseline dropped (from_state).

@@ -142,6 +142,33 @@ def test_anomalies_table_filters_and_click_through(page, seeded):
     wait_candles(page, 30, "TSLA")  # range "All" still applies
 
 
+def test_a_shared_url_opens_the_same_view_and_survives_reload(page, seeded):
+    server, _ = seeded
+    page.goto(f"{server.url}/symbol/TSLA?range=all")
+    page.wait_for_selector("#view-symbol", state="visible", timeout=TIMEOUT_MS)
+    wait_candles(page, 30, "TSLA")
+    page.goto(f"{server.url}/anomalies?rule=price_jump&range=all")
+    page.wait_for_selector("#view-anomalies", state="visible", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=anomaly-row]').length === 2",
+                           timeout=TIMEOUT_MS)
+    choose(page, "anomaly-symbol-filter", "AAPL")  # the filter goes into the URL ...
+    page.wait_for_function("() => location.search.includes('symbol=AAPL')", timeout=TIMEOUT_MS)
+    assert page.evaluate("() => location.pathname + location.search") == (
+        "/anomalies?rule=price_jump&symbol=AAPL&range=all")
+    page.reload()  # ... and a reload shows the same rows
+    page.wait_for_selector("#view-anomalies", state="visible", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=anomaly-row]').length === 1",
+                           timeout=TIMEOUT_MS)
+    assert page.get_attribute("[data-testid=anomaly-row]", "data-symbol") == "AAPL"
+    page.locator("[data-testid=anomaly-row]").first.click()  # a row click opens /symbol/AAPL
+    page.wait_for_function("() => location.pathname === '/symbol/AAPL'", timeout=TIMEOUT_MS)
+    wait_candles(page, 30, "AAPL")
+    page.go_back()  # and Back returns to the filtered anomalies
+    page.wait_for_selector("#view-anomalies", state="visible", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=anomaly-row]').length === 1",
+                           timeout=TIMEOUT_MS)
+
+
 @pytest.fixture(scope="module")
 def heartbeat_job(stack):
     """A tiny unbounded job on the shared cluster (datagen -> blackhole), cancelled afterwards."""

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from marketpulse.analytics.detector import RULES
 from tests import support
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,6 @@ pytestmark = pytest.mark.integration
 T0 = 1_750_000_000_000
 COOLDOWN_S = 20
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "TSLA")
-RULES = ("price_zscore", "price_jump", "volume_zscore")
 
 
 class Receiver:
