@@ -60,7 +60,8 @@ lint: $(STAMP)  ## ruff
 	@$(PY) -m ruff check .
 
 demo: $(STAMP)  ## the whole system: stack, both Flink jobs, generator, dashboard (Ctrl-C stops it)
-	@$(PY) -m stack demo
+	@$(if $(SOURCE),MARKETPULSE_DEMO_SOURCE=$(SOURCE)) $(if $(SYMBOLS),MARKETPULSE_DEMO_SYMBOLS=$(SYMBOLS)) \
+		$(PY) -m stack demo
 
 submit-datastream: $(STAMP)  ## submit the PyFlink DataStream job (detached; recorded, resumes its last state)
 	@$(PY) -m stack submit-datastream

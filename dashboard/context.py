@@ -94,6 +94,19 @@ def banner(context: ViewContext, present: Present, where: str) -> tuple[list | N
     return None, "banner hidden"
 
 
+def market_banner(status: pd.DataFrame) -> list | None:
+    """'Market closed' while every live source still running says its market is closed; None otherwise
+    (synthetic data, or a market that is open)."""
+    if status.empty or bool(status["is_open"].any()):
+        return None
+    row = status.iloc[0]
+    opens = fmt_time(row.next_open.to_pydatetime()) + " UTC" if pd.notna(row.next_open) else "not known"
+    sources = ", ".join(status["source"])
+    return [html.Strong("Market closed. "),
+            f"{row.exchange} is closed; the live source ({sources}) sends nothing until it opens at {opens}. "
+            "Relative to 'latest data' the charts show the last session."]
+
+
 def range_text(context: ViewContext, now: datetime):
     """The line under the controls: the bounds shown, what they are relative to, and whether data is live."""
     if not context.db_ok:

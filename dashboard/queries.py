@@ -374,6 +374,19 @@ def recent_alerts(db: Database, limit: int = 8) -> pd.DataFrame | None:
     return _numeric(frame, ("price", "z_score"))
 
 
+MARKET_STATUS_FRESH_S = 900  # a live source writes its row every poll, every 5 min while idling
+
+
+def market_status(db: Database) -> pd.DataFrame:
+    """The market state of each live source still running (a recent market_status row), if any."""
+    if not db.table_exists("market_status"):
+        return pd.DataFrame()
+    return db.frame("""
+        SELECT source, exchange, is_open, next_open, next_close, updated_at FROM market_status
+        WHERE updated_at > now() - make_interval(secs => %(fresh)s) ORDER BY source""",
+                    {"fresh": MARKET_STATUS_FRESH_S})
+
+
 # --- pipeline health (database side) -------------------------------------------------------------
 
 def pipeline_counts(db: Database, start: datetime | None, end: datetime | None) -> pd.DataFrame:

@@ -124,6 +124,12 @@ def register(app: dash.Dash, deps: Deps, views) -> None:
             present, known = None, []
             resolved = context.unreachable(str(err), range_key, anchor, engine, window_seconds)
         banner, banner_class = context.banner(resolved, present or {}, where)
+        if resolved.db_ok and banner is None:
+            try:
+                closed = context.market_banner(queries.market_status(db))
+            except DatabaseUnavailable:
+                closed = None
+            banner, banner_class = (closed, "banner info") if closed else (banner, banner_class)
         options = (context.engine_options(present), context.window_options(present, engine, sizes), known)
         # Options are written only when they change: each write re-runs the routing callback, which could
         # then race with a click on a row.

@@ -16,9 +16,11 @@ from marketpulse.config import ConfigError, load_settings
 from marketpulse.times import parse_timestamp
 
 from .injections import ANOMALY_KINDS, BAD_KINDS, AnomalyOptions
+from .live import LIVE_SOURCES, execute_live
+from .live_sources import LiveSourceError
 from .options import DEFAULT_SIM_START, UsageError
 from .replay import ReplayError
-from .run import execute
+from .run import StopFlag, execute
 from .sink import SinkError
 from .stream import SHARD_ENV, parse_shard
 
@@ -166,6 +168,21 @@ def build_parser(settings) -> argparse.ArgumentParser:
     inject.add_argument("--bad-kinds", type=_kinds(BAD_KINDS), default=BAD_KINDS, metavar="K,...",
                         help=f"from {', '.join(BAD_KINDS)}")
 
+    source = parser.add_argument_group("source")
+    source.add_argument("--source", choices=("synthetic", "replay", *LIVE_SOURCES), default=None,
+                        help="synthetic: the price model (default); replay: --replay FILE; yahoo / "
+                             "alphavantage: real intraday bars of --symbols, polled on the trading calendar "
+                             "([live] in conf/pipeline.toml; Alpha Vantage's key from "
+                             "$MARKETPULSE_ALPHAVANTAGE_API_KEY)")
+    source.add_argument("--once", action="store_true",
+                        help="live sources: one poll of every symbol now (also outside trading hours), "
+                             "then exit")
+    source.add_argument("--ignore-calendar", action="store_true",
+                        help="live sources: poll whatever the trading calendar says")
+    source.add_argument("--status-to-postgres", action="store_true",
+                        help="live sources: record market open/closed in Postgres (market_status) for the "
+                             "dashboard")
+
     replay = parser.add_argument_group("replay")
     replay.add_argument("--replay", metavar="FILE.csv",
                         help="stream trades from a CSV (header: timestamp,symbol,price,size[,side]; "
@@ -214,9 +231,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser(settings)
     args = parser.parse_args(argv)  # exits 2 with a one-line message on bad values
+    if args.source == "replay" and not args.replay:
+        parser.error("--source replay needs --replay FILE.csv")
+    if args.source in ("synthetic", *LIVE_SOURCES) and args.replay:
+        parser.error(f"--replay reads a file; it does not go with --source {args.source}")
     try:
+        if args.source in LIVE_SOURCES:
+            stop = StopFlag()
+            stop.install()
+            return execute_live(args, settings, stop, os.environ)
         code, _ = execute(args, settings)
         return code
+    except LiveSourceError as err:
+        print(f"generator: error: {err}", file=sys.stderr)
+        return 1
     except UsageError as err:
         parser.error(str(err))
     except (SinkError, ReplayError) as err:

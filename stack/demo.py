@@ -33,12 +33,21 @@ def run_demo(settings: Settings, up) -> int:
     up()
     job_ids = submit_all(settings)
     demo = settings.demo
-    generator = _spawn("generator", [
-        "-m", "generator", "--rate", str(demo.rate), "--anomaly-rate", str(demo.anomaly_rate),
-        "--late-fraction", str(demo.late_fraction), "--bad-fraction", str(demo.bad_fraction),
-        "--reference-to-postgres"])
-    say(f"generator: {demo.rate} trades/s with anomalies, late and bad records "
-        f"(log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
+    symbols = ["--symbols", demo.symbols] if demo.symbols else []
+    if demo.source == "synthetic":
+        generator = _spawn("generator", [
+            "-m", "generator", "--rate", str(demo.rate), "--anomaly-rate", str(demo.anomaly_rate),
+            "--late-fraction", str(demo.late_fraction), "--bad-fraction", str(demo.bad_fraction),
+            "--reference-to-postgres", *symbols])
+        say(f"generator: {demo.rate} trades/s with anomalies, late and bad records "
+            f"(log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
+    elif demo.source in ("yahoo", "alphavantage"):
+        generator = _spawn("generator", ["-m", "generator", "--source", demo.source, *symbols,
+                                         "--status-to-postgres"])
+        say(f"generator: live {demo.source} bars of {demo.symbols or 'the default symbols'}, on the "
+            f"trading calendar (log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
+    else:
+        raise StackError(f"[demo] source = {demo.source!r}: use synthetic, yahoo or alphavantage")
     alerts = _spawn("alerts", ["-m", "alerts"])
     cooldown = AlertConfig.from_settings(settings).cooldown_seconds
     say(f"alert service: anomalies -> alerts, cooldown {cooldown:g} s per symbol and rule "

@@ -281,3 +281,13 @@ def test_every_view_has_a_layout_with_its_id():
 
     assert [v.NAME for v in all_views()] == list(urls.VIEWS)
     assert [v.layout(deps).id for v in all_views()] == [f"view-{name}" for name in urls.VIEWS]
+
+
+def test_market_banner_only_while_every_live_source_says_closed():
+    closed = pd.DataFrame({"source": ["yahoo"], "exchange": ["XNYS"], "is_open": [False],
+                           "next_open": [pd.Timestamp("2026-11-23 14:30", tz="UTC")]})
+    assert text(context.market_banner(closed)).startswith(
+        "Market closed.  XNYS is closed; the live source (yahoo) sends nothing until it opens at "
+        "2026-11-23 14:30:00 UTC.")
+    assert context.market_banner(closed.assign(is_open=[True])) is None
+    assert context.market_banner(pd.DataFrame()) is None  # synthetic data: no live source
