@@ -11,7 +11,7 @@ earliest offsets; print progress every 5 s; stop the clock when the source has e
 the keyed operator (the Python windows + detector, the bottleneck) has taken in every valid trade; print
 trades/s with the settings; cancel the job and drop the database.
 
---public-api side_output,event_time,key_by|all builds the job with PyFlink's public API in place of those
+--public-api event_time,key_by|all builds the job with PyFlink's public API in place of those
 shortcuts of marketpulse/flink/compat.py. --compare-public-api drains the same topic with every variant in
 turn (all shortcuts, each one replaced alone, all replaced), --repeat times, alternating, and prints the
 table: variant, trades/s per run, median, ratio to all shortcuts (one machine, same run: the ratio is the
@@ -187,7 +187,7 @@ def main() -> int:
     parser.add_argument("--source-parallelism", type=int, default=None, help="the job's --source-parallelism")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--public-api", default="", metavar="SHORTCUTS",
-                        help="side_output,event_time,key_by or all: PyFlink's public API instead")
+                        help="event_time,key_by or all: PyFlink's public API instead")
     parser.add_argument("--compare-public-api", action="store_true",
                         help="drain with every variant in turn and print the table")
     parser.add_argument("--repeat", type=int, default=2, help="rounds of --compare-public-api")

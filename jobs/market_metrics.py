@@ -161,9 +161,9 @@ def build_pipeline(
     # window rows | anomalies | late trades
     return Outputs(
         windows=analytics,
-        anomalies=compat.side_output(analytics, ANOMALIES),
-        late_trades=compat.side_output(analytics, LATE_TRADES),
-        dead_letters=compat.side_output(parsed, DEAD_LETTERS),
+        anomalies=analytics.get_side_output(ANOMALIES),
+        late_trades=analytics.get_side_output(LATE_TRADES),
+        dead_letters=parsed.get_side_output(DEAD_LETTERS),
     )
 
 

@@ -6,23 +6,24 @@ operators the Table API inserts. Each function below says what the public call w
 is not used. They were written for, and tested on, apache-flink 2.2.x: `check_pyflink_version()` says so on
 stderr when another version is installed, because these attributes are not a stable interface.
 
-    side_output(stream, tag)                    stream.get_side_output(tag) adds a Python identity map
     assign_event_time(stream, strategy, p)      assign_timestamps_and_watermarks with a Python assigner adds
                                                 a Python operator and cannot name/uid the Java ones
     key_by_first_field(stream, type_info)       key_by(lambda row: row[0]) adds a Python key extractor
     set_source_parallelism(stream, p, uid, ...) the Table API's conversion operators get the default
                                                 parallelism and no stable uid otherwise
 
-The first three have a public-API twin, chosen at submit time by MARKETPULSE_PYFLINK_PUBLIC_API (a comma list
-of side_output, event_time, key_by, or "all"), so that `bench/datastream_drain.py --public-api ...` measures
-what each shortcut saves in the same run. The fourth is needed for correctness (one Kafka partition per
-watermark generator, a stable source uid for savepoints), not speed, and has no twin.
+The first two have a public-API twin, chosen at submit time by MARKETPULSE_PYFLINK_PUBLIC_API (a comma list
+of event_time, key_by, or "all"), so that `bench/datastream_drain.py --public-api ...` measures what each
+shortcut saves in the same run. The third is needed for correctness (one Kafka partition per watermark
+generator, a stable source uid for savepoints), not speed, and has no twin. A shortcut stays only where it
+saves at least 5 %.
 
 Measured (`bench/datastream_drain.py --compare-public-api --count 300000 --repeat 2`, 2-core machine, medians,
-public twin's rate / all shortcuts' rate): event_time 0.582, key_by 0.739, side_output 0.955, all three 0.517.
-event_time and key_by save far more than 5 %; side_output's 4.5 % is inside this machine's noise (its two
-runs were 3,911 and 4,539 trades/s against 3,464 and 5,384 with the shortcut) and is kept until more runs
-decide it.
+public twin's rate / all shortcuts' rate): event_time 0.582, key_by 0.739, all 0.517: both save far more than
+5 %. A third shortcut, side outputs taken from the Java stream without get_side_output()'s Python identity
+map, was removed in November 2026: over five alternating 300k-trade drains each, the shortcut's median was
+4,558 trades/s and the public API's 4,539 (ratio 0.996), so it saved nothing measurable. The job now uses
+DataStream.get_side_output().
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ import sys
 from pyflink.common import Types, WatermarkStrategy
 from pyflink.common.typeinfo import TypeInformation
 from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import DataStream, KeyedStream, OutputTag
+from pyflink.datastream import DataStream, KeyedStream
 from pyflink.java_gateway import get_gateway
 
 WRITTEN_FOR = "2.2."
-SHORTCUTS = ("side_output", "event_time", "key_by")
+SHORTCUTS = ("event_time", "key_by")
 PUBLIC_API_ENV = "MARKETPULSE_PYFLINK_PUBLIC_API"
 
 
@@ -69,13 +70,6 @@ def check_pyflink_version(stream=sys.stderr) -> bool:
           "tests/local/test_market_metrics_pipeline.py before trusting the job", file=stream)
     return False
 
-
-def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
-    """The side output as the tag's typed Row stream, without the Python identity map that PyFlink's
-    get_side_output() adds (one more Python operator on the path for nothing)."""
-    if public_api("side_output"):
-        return stream.get_side_output(tag)
-    return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
 
 
 def assign_event_time(stream: DataStream, strategy: WatermarkStrategy, *, value_type: TypeInformation,

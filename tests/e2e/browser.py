@@ -29,6 +29,7 @@ class Dashboard:
     """`python -m dashboard` on a free port against `settings`' database; stopped by stop()."""
 
     def __init__(self, settings, name: str):
+        self.settings = settings
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         ARTIFACTS.mkdir(exist_ok=True)

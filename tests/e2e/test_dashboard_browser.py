@@ -210,6 +210,26 @@ def test_health_panel_lists_exactly_the_jobs_flink_lists(page, seeded, heartbeat
     shot(page, "health")
 
 
+def test_a_closed_market_is_said_instead_of_leaving_the_charts_unexplained(page, seeded):
+    server, _ = seeded
+    with support.pg_connect(server.settings) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO market_status (source, exchange, is_open, next_open, next_close) VALUES "
+                    "('yahoo', 'XNYS', false, '2026-11-23 14:30+00', '2026-11-23 21:00+00')")
+    try:
+        page.goto(server.url)
+        banner = page.locator("[data-testid=banner]")
+        banner.wait_for(state="visible", timeout=TIMEOUT_MS)
+        assert banner.get_attribute("class") == "banner info"
+        assert banner.text_content() == (
+            "Market closed. XNYS is closed; the live source (yahoo) sends nothing until it opens at "
+            "2026-11-23 14:30:00 UTC. Relative to 'latest data' the charts show the last session.")
+        page.wait_for_selector("[data-testid=watch-row]", timeout=TIMEOUT_MS)  # the last session is shown
+        shot(page, "market-closed")
+    finally:
+        with support.pg_connect(server.settings) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM market_status")
+
+
 def test_empty_database_shows_a_banner_then_recovers_when_data_arrives(page, scratch_db):
     server = Dashboard(scratch_db, "empty")
     try:
