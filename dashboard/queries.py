@@ -14,6 +14,7 @@ import pandas as pd
 from dashboard.db import Database
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS
 from marketpulse.analytics.detector import RULES  # noqa: F401 (the rule filter's choices: queries.RULES)
+from marketpulse.analytics.scoring import ANOMALY_KINDS
 
 ENGINES = ("datastream", "sql")
 RANGES = {"5m": 300, "15m": 900, "1h": 3600, "1d": 86400, "all": None}
@@ -372,6 +373,25 @@ def recent_alerts(db: Database, limit: int = 8) -> pd.DataFrame | None:
         WHERE decision = 'delivered'
         ORDER BY event_time DESC, trade_id, rule LIMIT %(limit)s""", {"limit": limit})
     return _numeric(frame, ("price", "z_score"))
+
+
+def detection_inputs(db: Database, start: datetime | None, end: datetime | None) -> tuple[list, list] | None:
+    """What marketpulse.analytics.scoring needs for trades whose event time is in [start, end) (unbounded
+    where None): the anomalies table's (trade_id, rule, event ms, detected ms) and the injected_labels
+    rows of anomaly kinds as label dicts. None while the labels table does not exist."""
+    if not db.table_exists("injected_labels"):
+        return None
+    bounds = ("(%(start)s::timestamptz IS NULL OR event_time >= %(start)s) "
+              "AND (%(end)s::timestamptz IS NULL OR event_time < %(end)s)")
+    params = {"start": start, "end": end, "kinds": list(ANOMALY_KINDS)}
+    detections = db.rows(
+        "SELECT trade_id, rule, (extract(epoch FROM event_time) * 1000)::bigint, "
+        f"(extract(epoch FROM detected_at) * 1000)::bigint FROM anomalies WHERE {bounds}", params)
+    rows = db.rows("SELECT trade_id, kind, (extract(epoch FROM event_time) * 1000)::bigint "
+                   f"FROM injected_labels WHERE kind = ANY(%(kinds)s) AND {bounds}", params)
+    labels = [{"trade_id": trade_id, "kind": kind, "event_time": event_ms}
+              for trade_id, kind, event_ms in rows]
+    return detections, labels
 
 
 MARKET_STATUS_FRESH_S = 900  # a live source writes its row every poll, every 5 min while idling

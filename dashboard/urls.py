@@ -3,6 +3,7 @@
     /                                  market overview
     /symbol/AAPL                       the symbol view of AAPL
     /anomalies?rule=price_jump&symbol=TSLA
+    /quality                           detection quality (anomalies vs the injected ground truth)
     /health
     ...?range=1h&anchor=now&engine=sql&window=10     any view; only values other than the defaults appear
 
@@ -18,7 +19,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from dashboard import queries
 from marketpulse.trade import SYMBOL_PATTERN
 
-VIEWS = ("overview", "symbol", "anomalies", "health")
+VIEWS = ("overview", "symbol", "anomalies", "quality", "health")
 DEFAULT_RANGE = "15m"
 ANCHORS = ("latest", "now")
 

@@ -85,6 +85,25 @@ CREATE TABLE trades (
     'value.format' = 'raw'
 );
 
+-- Source: the generator's ground truth (the injected topic, JSON labels of generator/injections.py). Only
+-- copied to injected_labels, for the dashboard's Detection quality view; a record that is not a label is
+-- skipped (json.ignore-parse-errors). It rides in this job's statement set so it needs no slot of its own.
+CREATE TABLE injected (
+    kind        STRING,
+    trade_id    STRING,
+    symbol      STRING,
+    event_time  BIGINT
+) WITH (
+    'connector' = 'kafka',
+    'topic' = '${kafka_injected_topic}',
+    'properties.bootstrap.servers' = '${kafka_bootstrap_servers}',
+    'properties.group.id' = 'marketpulse-sql-injected-labels.${kafka_injected_topic}',
+    'properties.auto.offset.reset' = 'earliest',
+    'scan.startup.mode' = 'group-offsets',
+    'value.format' = 'json',
+    'value.json.ignore-parse-errors' = 'true'
+);
+
 -- Sink: window_metrics (db/schema/001_core.sql), upserted by its primary key.
 CREATE TABLE window_metrics (
     engine         STRING,
@@ -147,6 +166,19 @@ CREATE TABLE dead_letters (
 ) WITH (
     'connector' = 'marketpulse-jdbc',
     'table-name' = 'dead_letters',
+    ${postgres_sink_options}
+);
+
+-- Sink: injected_labels (db/schema/009_injected_labels.sql), upserted by (trade_id, kind).
+CREATE TABLE injected_labels (
+    trade_id    STRING,
+    kind        STRING,
+    symbol      STRING,
+    event_time  TIMESTAMP(3),
+    PRIMARY KEY (trade_id, kind) NOT ENFORCED
+) WITH (
+    'connector' = 'marketpulse-jdbc',
+    'table-name' = 'injected_labels',
     ${postgres_sink_options}
 );
 
@@ -311,7 +343,7 @@ JOIN short_opens AS o
 JOIN short_closes AS c
   ON a.window_start = c.window_start AND a.window_end = c.window_end AND a.symbol = c.symbol;
 
--- The four inserts run as one job that reads the topic once.
+-- The five inserts run as one job that reads the trades topic once (and the injected topic once).
 EXECUTE STATEMENT SET
 BEGIN
     -- Records that are not valid trades, keyed by where they were read: a replay rewrites the same rows.
@@ -344,4 +376,12 @@ BEGIN
            SQRT(CAST((sum_sq_dec - CAST(sum_dec AS DECIMAL(18, 8)) * CAST(sum_dec AS DECIMAL(18, 8))
                       / trade_count) / trade_count AS DOUBLE))
     FROM short_windows;
+
+    -- The ground truth, as it is (labels without an id or kind cannot be keyed and are left out).
+    INSERT INTO injected_labels
+    SELECT trade_id, kind, symbol,
+           CASE WHEN event_time BETWEEN 0 AND ${trade_max_event_time_ms}
+                THEN CAST(TO_TIMESTAMP_LTZ(event_time, 3) AS TIMESTAMP(3)) END
+    FROM injected
+    WHERE trade_id IS NOT NULL AND kind IS NOT NULL;
 END;

@@ -112,14 +112,18 @@ def wait_for_slots(settings: Settings, needed: int, timeout: float = 300) -> Non
                      timeout, f"{needed} free task slots on {settings.flink.rest_url}", interval=2)
 
 
-def submit_sql(settings: Settings, scratch: Settings, topic: str, script: str) -> str:
-    """Runs `python -m stack sql SCRIPT` against the scratch database and topic; returns the job id once
-    the job (found on the REST API by its pipeline.name) is running."""
+def submit_sql(settings: Settings, scratch: Settings, topic: str, script: str,
+               injected_topic: str | None = None) -> str:
+    """Runs `python -m stack sql SCRIPT` against the scratch database and topic (and ground-truth topic,
+    when given); returns the job id once the job (found on the REST API by its pipeline.name) is running."""
+    topics = {"kafka_trades_topic": topic}
+    if injected_topic:
+        topics["kafka_injected_topic"] = injected_topic
     name = sql_job_name(support.REPO / script)
     wait_for_slots(settings, 1)
     before = {job["jid"] for job in support.flink_jobs(settings)}
     result = subprocess.run([sys.executable, "-m", "stack", "sql", script], cwd=support.REPO,
-                            env=support.env_for(scratch, kafka_trades_topic=topic),
+                            env=support.env_for(scratch, **topics),
                             capture_output=True, text=True, timeout=SUBMIT_TIMEOUT)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "[ERROR]" not in output, output[-5000:]

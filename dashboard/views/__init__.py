@@ -23,6 +23,6 @@ class Deps:
 
 def all_views():
     """The view modules in tab order (imported here, not at module level, so each module can import Deps)."""
-    from dashboard.views import anomalies, health, overview, symbol
+    from dashboard.views import anomalies, health, overview, quality, symbol
 
-    return (overview, symbol, anomalies, health)
+    return (overview, symbol, anomalies, quality, health)

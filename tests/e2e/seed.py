@@ -3,7 +3,7 @@ written straight into a scratch database, shaped like the Flink jobs' output.
 
     AAPL, MSFT, TSLA: 30 one-minute windows and 180 ten-second windows from the DataStream engine,
     AAPL also 30 one-minute windows from the SQL engine; anomalies on AAPL and TSLA; a few late trades
-    and dead letters."""
+    and dead letters; ground-truth labels (LABELS) for three of the anomalies plus one nobody detected."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ SYMBOLS = {"AAPL": ("Apple Inc.", 212.0), "MSFT": ("Microsoft Corp.", 415.0), "T
 ANOMALIES = [("AAPL", "price_zscore", 5, 12), ("AAPL", "price_jump", 12, 40),
              ("AAPL", "volume_zscore", 20, 3), ("AAPL", "price_zscore", 27, 55),
              ("TSLA", "price_jump", 8, 30), ("TSLA", "price_zscore", 25, 1)]
+# Ground truth (injected_labels): (trade id, kind, symbol, minute, second). t1, t4 and t2 are the
+# detections above; "missed" is an injected spike no rule caught.
+LABELS = [("t1", "price_spike", "AAPL", 12, 40), ("t4", "price_crash", "TSLA", 8, 30),
+          ("t2", "volume_spike", "AAPL", 20, 3), ("missed", "price_spike", "MSFT", 15, 0)]
+DETECTION_DELAY = timedelta(milliseconds=1500)
 
 
 def _price(base: float, i: int, seconds: int, phase: float) -> float:
@@ -56,13 +61,17 @@ def seed(settings) -> dict:
     for k, (symbol, rule, minute, second) in enumerate(ANOMALIES):
         at = START + timedelta(minutes=minute, seconds=second)
         price = _price(SYMBOLS[symbol][1], minute, 60, list(SYMBOLS).index(symbol)) * 1.01
-        anomalies.append((f"t{k}", rule, symbol, at, price, 500 + k, 6.5 + k, price * 0.99, 0.4, at))
+        anomalies.append((f"t{k}", rule, symbol, at, price, 500 + k, 6.5 + k, price * 0.99, 0.4,
+                          at + DETECTION_DELAY))
     with closing(support.pg_connect(settings)) as conn, conn.cursor() as cur:
         cur.executemany("INSERT INTO symbols (symbol, company, sector, exchange, start_price) "
                         "VALUES (%s, %s, 'Technology', 'NASDAQ', %s)",
                         [(s, name, price) for s, (name, price) in SYMBOLS.items()])
         execute_values(cur, "INSERT INTO window_metrics VALUES %s", windows)
         execute_values(cur, "INSERT INTO anomalies VALUES %s", anomalies)
+        execute_values(cur, "INSERT INTO injected_labels (trade_id, kind, symbol, event_time) VALUES %s",
+                       [(trade_id, kind, symbol, START + timedelta(minutes=minute, seconds=second))
+                        for trade_id, kind, symbol, minute, second in LABELS])
         execute_values(cur, "INSERT INTO late_trades VALUES %s",
                        [("datastream", f"late{i}", "AAPL", 212.0, 10, "buy",
                          START + timedelta(minutes=i), START + timedelta(minutes=i, seconds=5))

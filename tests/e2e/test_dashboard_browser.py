@@ -210,6 +210,29 @@ def test_health_panel_lists_exactly_the_jobs_flink_lists(page, seeded, heartbeat
     shot(page, "health")
 
 
+def test_detection_quality_scores_the_seeded_anomalies_against_their_labels(page, seeded):
+    """Expected figures worked out by hand from seed.ANOMALIES and seed.LABELS (range All): price_zscore
+    flags t0, t3, t5, none injected; price_jump flags t1 and t4, both injected, of the three price labels
+    (t1, t4, missed); volume_zscore flags t2, the one volume label; 'any' flags six trades, three injected,
+    of four labels. Detected 1.5 s after the event."""
+    server, _ = seeded
+    page.goto(f"{server.url}/quality?range=all")
+    page.wait_for_selector("#view-quality", state="visible", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=quality-row]').length === 4",
+                           timeout=TIMEOUT_MS)
+    cells = page.evaluate("() => Array.from(document.querySelectorAll('[data-testid=quality-row]'))"
+                          ".map(r => Array.from(r.cells).map(c => c.textContent))")
+    assert cells == [
+        ["price_zscore", "3", "0.000", "0.000", "—", "—", "0.000", "0.000", "—"],
+        ["price_jump", "2", "1.000", "0.667", "0.800", "1,500 ms", "0.500", "1.000", "—"],
+        ["volume_zscore", "1", "1.000", "1.000", "1.000", "1,500 ms", "—", "—", "1.000"],
+        ["any", "6", "0.500", "0.750", "0.600", "1,500 ms", "0.500", "1.000", "1.000"],
+    ]
+    assert page.text_content("[data-testid=quality-summary]").startswith(
+        "4 injected anomalies (price_spike 2, price_crash 1, volume_spike 1) · 6 anomaly rows")
+    shot(page, "quality")
+
+
 def test_a_closed_market_is_said_instead_of_leaving_the_charts_unexplained(page, seeded):
     server, _ = seeded
     with support.pg_connect(server.settings) as conn, conn.cursor() as cur:

@@ -22,6 +22,7 @@ from tests.pipeline import (
     WINDOW_COLUMNS,
     close_enough,
     engine_windows,
+    epoch_ms,
     flush_trades,
     generate,
     late_trades_for,
@@ -45,12 +46,13 @@ def test_sql_and_datastream_windows_are_identical(stack, kafka_topic, scratch_db
     settings = stack
     sizes = (settings.windows.size_seconds, settings.windows.short_size_seconds)
     topic = kafka_topic("agree.trades", partitions=PARTITIONS)
-    stream = generate(topic, kafka_topic("agree.injected"), tmp_path, "--seed", "21", "--count", "8000",
+    injected_topic = kafka_topic("agree.injected")
+    stream = generate(topic, injected_topic, tmp_path, "--seed", "21", "--count", "8000",
                       "--event-rate", "20", "--bad-fraction", "0.01", "--anomaly-rate", "0.01")
     anomalies_topic = kafka_topic("agree.anomalies")
     wait_for_slots(settings, PARTITIONS + 1)
 
-    jobs.append(submit_sql(settings, scratch_db, topic, "sql/window_metrics.sql"))
+    jobs.append(submit_sql(settings, scratch_db, topic, "sql/window_metrics.sql", injected_topic))
     jobs.append(submit_datastream(settings, scratch_db, topic, anomalies_topic))
 
     def first_windows():
@@ -116,3 +118,15 @@ def test_sql_and_datastream_windows_are_identical(stack, kafka_topic, scratch_db
         support.wait_for(lambda engine=engine: late_rows(engine) >= late_ids, 30,
                          f"{engine}'s late_trades rows")
         assert late_rows(engine) == late_ids, engine  # no lateness in the stream itself
+
+    # The ground truth rides along in the SQL job: every label of the stream, once, in injected_labels.
+    want_labels = {(label["trade_id"], label["kind"], label["symbol"], label["event_time"])
+                   for label in stream.labels if label.get("trade_id") and label.get("kind")}
+
+    def labels():
+        rows = support.query(scratch_db, f"SELECT trade_id, kind, symbol, {epoch_ms('event_time')} "
+                                         "FROM injected_labels")
+        return set(rows) if len(rows) >= len(want_labels) else None
+
+    assert support.wait_for(labels, 60, "injected_labels") == want_labels
+    assert {kind for _id, kind, _symbol, _time in want_labels} >= {"price_spike", "bad"}

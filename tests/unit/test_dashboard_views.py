@@ -12,7 +12,7 @@ from dash import no_update
 
 from dashboard import context, queries, shell, ui, urls
 from dashboard.health import Checkpoint, ClusterHealth, Job
-from dashboard.views import anomalies, health, overview, symbol
+from dashboard.views import anomalies, health, overview, quality, symbol
 
 LATEST = datetime(2025, 3, 14, 15, 0, tzinfo=UTC)
 EARLIEST = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
@@ -291,3 +291,19 @@ def test_market_banner_only_while_every_live_source_says_closed():
         "2026-11-23 14:30:00 UTC.")
     assert context.market_banner(closed.assign(is_open=[True])) is None
     assert context.market_banner(pd.DataFrame()) is None  # synthetic data: no live source
+
+
+def test_quality_table_and_summary_from_a_score():
+    from marketpulse.analytics.scoring import score
+
+    detections = [("a", "price_jump", 0, 250), ("b", "price_jump", 0, 750), ("c", "price_zscore", 0, None)]
+    labels = [{"trade_id": "a", "kind": "price_spike"}, {"trade_id": "z", "kind": "price_spike"}]
+    scores = score(detections, labels)
+    rows = find_all(quality.table(scores), "quality-row")
+    assert [text(row.children) for row in rows] == [
+        "price_zscore 1 0.000 0.000 — — 0.000",
+        "price_jump 2 0.500 0.500 0.500 250 ms 0.500",  # one delay among the true detections: 250 ms
+        "volume_zscore 0 — — — — —",
+        "any 3 0.333 0.500 0.400 250 ms 0.500",
+    ]
+    assert quality.summary(scores, 3).startswith("2 injected anomalies (price_spike 2) · 3 anomaly rows")

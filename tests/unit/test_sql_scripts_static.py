@@ -88,9 +88,11 @@ def test_house_order_and_a_comment_over_every_statement(script):
     body = found[-1][1]
     inserts = body.count("INSERT INTO")
     assert inserts >= 1 and len(re.findall(r"^\s*-- ", body, re.M)) >= inserts  # a comment over each INSERT
-    # The first table is the Kafka source; the others are JDBC sinks.
+    # The Kafka sources (the trades topic first), then the JDBC sinks.
     connectors = [connector for connector, _columns, _key in tables(script.read_text()).values()]
-    assert connectors[0] == "kafka" and set(connectors[1:]) == {"marketpulse-jdbc"}
+    sources = connectors.index("marketpulse-jdbc")
+    assert connectors[0] == "kafka" and set(connectors[:sources]) == {"kafka"}
+    assert set(connectors[sources:]) == {"marketpulse-jdbc"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)

@@ -1,0 +1,89 @@
+"""Detection quality: the detector's anomalies scored against the generator's ground truth for the selected
+range, per rule and per injected kind: precision, recall, F1 and median detection delay. The figures come
+from marketpulse.analytics.scoring, the code `make score` prints with; the labels from injected_labels
+(the Flink SQL job copies the injected topic there). Event time of the trades decides what is in range."""
+
+from __future__ import annotations
+
+from dash import Input, Output, html, no_update
+
+from dashboard import queries
+from dashboard.context import ViewContext
+from dashboard.db import DatabaseUnavailable
+from dashboard.ui import empty, testid
+from marketpulse.analytics.scoring import ANOMALY_KINDS, ScoreTable, score
+
+NAME, LABEL = "quality", "Detection quality"
+NO_TABLE = ("No ground truth table yet (db/schema/009_injected_labels.sql, applied by make up); the Flink "
+            "SQL job fills it from the generator's injected topic.")
+NO_LABELS = ("No injected anomalies in this range. The ground truth comes from the synthetic generator "
+             "(--anomaly-rate; make demo injects them); live market data has none.")
+
+
+def layout(_deps) -> html.Div:
+    return html.Div(id="view-quality", className="view", **testid("view-quality"), children=[
+        html.Div(className="panel", children=[
+            html.Div([html.Span("Detection quality", className="panel-title"),
+                      html.Span("anomalies vs the generator's injected ground truth, by event time in range",
+                                className="panel-hint")], className="panel-head"),
+            html.Div(id="quality-summary", className="note", **testid("quality-summary")),
+            html.Div(id="quality-table", **testid("quality-table")),
+        ]),
+    ])
+
+
+def number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def delay(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} ms"
+
+
+def table(scores: ScoreTable) -> html.Table:
+    kinds = [kind for kind in ANOMALY_KINDS if scores.labels.get(kind)]
+    head = ["Rule", "Found", "Precision", "Recall", "F1", "Median delay", *[f"Recall {k}" for k in kinds]]
+    rows = [html.Tr(**{"data-testid": "quality-row", "data-rule": s.rule}, children=[
+        html.Td(s.rule, className=f"rule rule-{s.rule}"), html.Td(f"{s.detections:,}", className="num"),
+        html.Td(number(s.precision), className="num"), html.Td(number(s.overall_recall), className="num"),
+        html.Td(number(s.f1), className="num"), html.Td(delay(s.median_delay_ms), className="num"),
+        *[html.Td(number(s.recall.get(kind)), className="num") for kind in kinds]])
+        for s in scores.rules.values()]
+    return html.Table([html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(rows)],
+                      className="data-table")
+
+
+def summary(scores: ScoreTable, detections: int) -> str:
+    labelled = ", ".join(f"{kind} {scores.labels[kind]:,}" for kind in ANOMALY_KINDS
+                         if scores.labels.get(kind))
+    total = sum(scores.labels.values())
+    return (f"{total:,} injected anomalies ({labelled}) · {detections:,} anomaly rows · precision of a "
+            "rule: its detections on a trade injected with a kind it targets; 'any' counts trades flagged by "
+            "any rule")
+
+
+def render(db, context: ViewContext) -> tuple:
+    if not context.db_ok:
+        return "", empty("Database unreachable", "quality-empty")
+    window = context.window
+    try:
+        inputs = queries.detection_inputs(db, window.start, window.end)
+    except DatabaseUnavailable:
+        return "", empty("Database unreachable", "quality-empty")
+    if inputs is None:
+        return "", empty(NO_TABLE, "quality-empty")
+    detections, labels = inputs
+    if not labels:
+        return f"{len(detections):,} anomaly rows in range", empty(NO_LABELS, "quality-empty")
+    scores = score(detections, labels)
+    return summary(scores, len(detections)), table(scores)
+
+
+def register(app, deps) -> None:
+    @app.callback(Output("quality-summary", "children"), Output("quality-table", "children"),
+                  Input("context", "data"), Input("tabs", "value"))
+    def render_quality(stored, tab):
+        context = ViewContext.from_store(stored)
+        if tab != NAME or context is None:
+            return no_update, no_update
+        return render(deps.db, context)
