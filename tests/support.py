@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,6 +22,30 @@ from marketpulse.config import Settings, postgres_dsn
 from stack import flink as stack_flink
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def http_stub(answer: Callable[[str], bytes]):
+    """A local HTTP server on a free port that answers every GET with 200 and answer(path) as JSON (answer
+    may sleep: each request has its thread); yields its base URL, http://127.0.0.1:PORT."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            body = answer(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def unique_name(prefix: str) -> str:

@@ -6,14 +6,13 @@ requests) against a scratch database; Flink is a local HTTP stub."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from dashboard.app import create_app
 from dashboard.health import FlinkClient
+from tests import support
 
 pytestmark = pytest.mark.integration
 
@@ -23,28 +22,15 @@ STUB_ANSWERS = {"/overview": {"flink-version": "stub-2.2", "taskmanagers": 1, "s
                 "/jobs/overview": {"jobs": []}}
 
 
-class SlowFlink(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        time.sleep(DELAY_S)
-        body = json.dumps(STUB_ANSWERS.get(self.path, {})).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+def slow_answer(path: str) -> bytes:
+    time.sleep(DELAY_S)
+    return json.dumps(STUB_ANSWERS.get(path, {})).encode()
 
 
 @pytest.fixture
 def slow_flink():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowFlink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    with support.http_stub(slow_answer) as url:
+        yield url
 
 
 def call(app, client, output_prefix: str, inputs: dict, changed: str):

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -44,43 +42,27 @@ PARTITIONS = 2
 ENGINES = ("sql", "datastream")
 
 
-class AlphaVantageStub(BaseHTTPRequestHandler):
+def alphavantage_answer(path: str, requests: dict[str, int]) -> bytes:
     """apikey=bad: invalid key; apikey=limited: rate limit; symbol NOPE: unknown; else poll1, then poll2."""
-
-    requests: dict[str, int] = {}
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        query = {key: values[0] for key, values in parse_qs(urlsplit(self.path).query).items()}
-        symbol = query.get("symbol", "")
-        if query.get("apikey") == "bad":
-            name = "alphavantage_invalid_key.json"
-        elif query.get("apikey") == "limited":
-            name = "alphavantage_rate_limit.json"
-        elif symbol not in SYMBOLS:
-            name = "alphavantage_unknown_symbol.json"
-        else:
-            seen = self.requests[symbol] = self.requests.get(symbol, 0) + 1
-            name = f"alphavantage_{symbol}_1min_poll{1 if seen == 1 else 2}.json"
-        body = (FIXTURES / name).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+    query = {key: values[0] for key, values in parse_qs(urlsplit(path).query).items()}
+    symbol = query.get("symbol", "")
+    if query.get("apikey") == "bad":
+        name = "alphavantage_invalid_key.json"
+    elif query.get("apikey") == "limited":
+        name = "alphavantage_rate_limit.json"
+    elif symbol not in SYMBOLS:
+        name = "alphavantage_unknown_symbol.json"
+    else:
+        seen = requests[symbol] = requests.get(symbol, 0) + 1
+        name = f"alphavantage_{symbol}_1min_poll{1 if seen == 1 else 2}.json"
+    return (FIXTURES / name).read_bytes()
 
 
 @pytest.fixture
 def stub():
-    AlphaVantageStub.requests = {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), AlphaVantageStub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/query"
-    finally:
-        server.shutdown()
+    requests: dict[str, int] = {}
+    with support.http_stub(lambda path: alphavantage_answer(path, requests)) as url:
+        yield f"{url}/query"
 
 
 def generator(settings, url: str, topic: str, symbols: str = ",".join(SYMBOLS), key: str = "demo"):
