@@ -29,6 +29,9 @@ SYMBOL_COLORS = ["#4fa3ff", "#f5c542", "#26a69a", "#ef5350", "#b388ff", "#ff9f1c
                  "#e056fd", "#9ccc65", "#ff7eb6", "#8d9db6", "#ffd180"]
 ZSCORE_LOOKBACK = 20
 ZSCORE_MIN_PERIODS = 5
+# The price axis spans the prices within this many interquartile ranges of the middle half: a trend stays
+# in view whole, a 50 % spike does not flatten the chart (it is drawn at the edge instead).
+PRICE_FENCE_IQRS = 3.0
 
 
 def _layout(fig: go.Figure, height: int, **extra) -> go.Figure:
@@ -64,6 +67,46 @@ def rolling_zscore(values: pd.Series, lookback: int = ZSCORE_LOOKBACK) -> pd.Ser
     prior = values.shift(1).rolling(lookback, min_periods=min(lookback, ZSCORE_MIN_PERIODS))
     std = prior.std(ddof=0)
     return ((values - prior.mean()) / std.where(std > 0)).astype(float)
+
+
+def robust_price_range(candles: pd.DataFrame) -> tuple[float, float] | None:
+    """The candles' normal price range, padded by 5 %: every open, high, low and close within
+    PRICE_FENCE_IQRS interquartile ranges of the middle half of them. None when nothing is outside that
+    fence (plotly's own autorange is then right)."""
+    prices = pd.to_numeric(pd.concat([candles[c] for c in ("open", "high", "low", "close")]),
+                           errors="coerce").dropna()
+    if prices.empty:
+        return None
+    q1, q3 = prices.quantile(0.25), prices.quantile(0.75)
+    spread = (q3 - q1) or abs(q3) * 1e-3 or 1.0
+    kept = prices[prices.between(q1 - PRICE_FENCE_IQRS * spread, q3 + PRICE_FENCE_IQRS * spread)]
+    if len(kept) == len(prices):
+        return None
+    low, high = kept.min(), kept.max()
+    pad = (high - low) * 0.05 or abs(high) * 1e-3 or 1.0
+    return float(low - pad), float(high + pad)
+
+
+def _anomaly_traces(anomalies: pd.DataFrame, price_range: tuple[float, float] | None) -> list[go.Scatter]:
+    """One marker trace per rule at the anomalous trade's price; a price off the axis is drawn at its
+    edge (an arrow pointing out) with the real price in the hover text."""
+    traces = []
+    for rule, group in anomalies.groupby("rule", sort=True):
+        price = pd.to_numeric(group["price"], errors="coerce")
+        y, symbols = price, pd.Series(RULE_SYMBOLS.get(rule, "x"), index=group.index)
+        if price_range is not None:
+            low, high = price_range
+            y = price.clip(low, high)
+            symbols = symbols.mask(price > high, "triangle-up").mask(price < low, "triangle-down")
+        off_scale = pd.Series("", index=group.index).mask(y != price, " (off the chart's scale)")
+        traces.append(go.Scatter(
+            x=group["event_time"], y=y, mode="markers", name=f"Anomaly: {rule}",
+            marker={"symbol": list(symbols), "size": 11, "color": RULE_COLORS.get(rule, "#ffffff"),
+                    "line": {"color": BG, "width": 1}},
+            customdata=list(zip(group["size"], group["z_score"], price, off_scale, strict=True)),
+            hovertemplate=(f"{rule}<br>price %{{customdata[2]:.2f}}%{{customdata[3]}}"
+                           "<br>size %{customdata[0]:,.0f}<br>stat %{customdata[1]:.2f}<extra></extra>")))
+    return traces
 
 
 def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = None, *, symbol: str = "",
@@ -103,15 +146,10 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
         if "sma" in ind.columns:
             fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["sma"], name="SMA", mode="lines",
                                      line={"color": "#b388ff", "width": 1.2}), row=1, col=1)
+    price_range = robust_price_range(candles)
     if anomalies is not None and not anomalies.empty:
-        for rule, group in anomalies.groupby("rule", sort=True):
-            fig.add_trace(go.Scatter(
-                x=group["event_time"], y=group["price"], mode="markers", name=f"Anomaly: {rule}",
-                marker={"symbol": RULE_SYMBOLS.get(rule, "x"), "size": 11,
-                        "color": RULE_COLORS.get(rule, "#ffffff"), "line": {"color": BG, "width": 1}},
-                customdata=group[["size", "z_score"]].to_numpy(),
-                hovertemplate=(f"{rule}<br>price %{{y:.2f}}<br>size %{{customdata[0]:,.0f}}"
-                               "<br>stat %{customdata[1]:.2f}<extra></extra>")), row=1, col=1)
+        for trace in _anomaly_traces(anomalies, price_range):
+            fig.add_trace(trace, row=1, col=1)
     colors = [UP if c >= o else DOWN for o, c in zip(candles["open"], candles["close"], strict=True)]
     fig.add_trace(go.Bar(x=x, y=candles["volume"], name="Volume", marker={"color": colors},
                          opacity=0.8, showlegend=False), row=2, col=1)
@@ -130,6 +168,8 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
     fig.update_layout(xaxis_rangeslider_visible=False, bargap=0.1, margin={"t": 30},
                       legend={"xanchor": "left", "x": 0})
     fig.update_yaxes(title_text="price", row=1, col=1)
+    if price_range is not None:  # a spike's wick runs off the top/bottom; its marker sits on the edge
+        fig.update_yaxes(range=list(price_range), row=1, col=1)
     fig.update_yaxes(title_text="volume", row=2, col=1)
     fig.update_yaxes(title_text="RSI" if has_rsi else "z", row=3, col=1)
     fig.update_annotations(font={"size": 11, "color": MUTED})

@@ -15,11 +15,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
 
 from marketpulse import trade
 from marketpulse.config import REPO_ROOT, Settings, postgres_jdbc_url
 
 PLACEHOLDER = re.compile(r"\$\{([a-z0-9_]+)\}")
+# `-- include: include/trades.sql` or, with parameters, `-- include: include/tumbling.sql window=long ...`.
+INCLUDE = re.compile(r"^-- include: (\S+)((?: [a-z_]+=\S+)*)[ \t]*$", re.M)
+# A statement set with the comment lines over it.
+STATEMENT_SET = re.compile(r"((?:^--[^\n]*\n)*)^EXECUTE STATEMENT SET\n^BEGIN\n(.*?)^END;\n?", re.M | re.S)
+MERGED_SET_COMMENT = ("-- Every INSERT of the scripts above in one statement set: one job that reads each "
+                      "topic once.\n")
 
 
 # The WITH options every PostgreSQL sink shares (rendered as ${postgres_sink_options}, after
@@ -104,6 +111,51 @@ def render(text: str, variables: Mapping[str, object]) -> str:
         raise TemplateError(f"unknown placeholder(s) {', '.join(unknown)}; "
                             f"known: {', '.join(sorted(variables))}")
     return PLACEHOLDER.sub(lambda match: str(variables[match.group(1)]), text)
+
+
+def sql_job_name(script: Path) -> str:
+    """The Flink job name of a script in sql/: marketpulse-sql-<file name>, e.g. marketpulse-sql-pipeline
+    (its ${sql_job_name}, also the Kafka consumer group of its sources)."""
+    return "marketpulse-sql-" + script.stem.replace("_", "-")
+
+
+def compose(script: Path) -> str:
+    """The script with its `-- include:` lines replaced by the included files, and all the statement sets
+    this brings together merged into one at the end, so that the whole text is one Flink job.
+
+    An include names a file relative to the including one, and may give it parameters (`name=value`, the
+    value may hold ${placeholders}); the included text's ${name} is the value. A file is included once
+    per set of parameters, however many scripts include it: shared views are defined once per job.
+    ${sql_job_name} is the top-level script's job name; every other placeholder is left for render()."""
+    seen: set[tuple[Path, tuple]] = set()
+
+    def expand(path: Path, parameters: dict[str, str], chain: tuple[Path, ...]) -> str:
+        if path in chain:
+            raise TemplateError(f"{path.name} includes itself: {' -> '.join(p.name for p in chain)}")
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise TemplateError(f"cannot read {path}: {err.strerror}") from None
+        text = PLACEHOLDER.sub(lambda m: parameters.get(m.group(1), m.group(0)), text)
+
+        def include(match: re.Match) -> str:
+            target = (path.parent / match.group(1)).resolve()
+            arguments = dict(pair.split("=", 1) for pair in match.group(2).split())
+            key = (target, tuple(sorted(arguments.items())))
+            if key in seen:
+                return f"-- (included above: {match.group(1)}{match.group(2)})"
+            seen.add(key)
+            return expand(target, arguments, (*chain, path)).rstrip("\n") + "\n"
+
+        return INCLUDE.sub(include, text)
+
+    text = expand(script.resolve(), {}, ()).replace("${sql_job_name}", sql_job_name(script))
+    sets = STATEMENT_SET.findall(text)
+    if len(sets) > 1:
+        bodies = "\n".join(body.rstrip("\n") + "\n" for _comment, body in sets)
+        text = STATEMENT_SET.sub("", text).rstrip("\n") + "\n\n" + MERGED_SET_COMMENT + \
+            f"EXECUTE STATEMENT SET\nBEGIN\n{bodies}END;\n"
+    return text
 
 
 def split_statements(text: str) -> list[str]:

@@ -1,8 +1,8 @@
 -- MarketPulse indicators in Flink SQL: sliding-window averages (HOP) and per-symbol technical indicators
 -- over ${windows_short_size_seconds}-second bars (OVER windows). Formulas: docs/indicators.md.
 --
---   make sql SCRIPT=sql/indicators.sql
---   .venv/bin/python -m stack sql sql/indicators.sql
+--   make sql SCRIPT=sql/indicators.sql     (this script alone, as job marketpulse-sql-indicators)
+--   make sql SCRIPT=sql/pipeline.sql       (with window metrics and top movers, as one job: make demo's)
 --
 -- Unbounded: sql-client.sh submits the job detached; cancel it from the web UI or with
 -- `python -m stack flink cancel <job id>`. The $-placeholders come from conf/pipeline.toml and the
@@ -12,7 +12,8 @@
 --   avg_price = AVG(price) (unweighted), vwap = SUM(price * size) / SUM(size), volume, trade_count.
 --
 -- indicators: per symbol, one row per ${windows_short_size_seconds}-second bar that has trades. A bar's close is the
--- price of its trade with the largest (event_time, trade_id) (window Top-N, as in window_metrics.sql).
+-- price of its trade with the largest (event_time, trade_id) (short_closes of
+-- sql/include/tumbling_windows.sql, the closes of window_metrics.sql).
 -- Over the symbol's bars in event-time order (bars without trades do not exist, they are not filled):
 --   sma             mean of the last 20 closes (NULL until 20 bars)
 --   bollinger_*     sma +/- 2 * population stddev of the same 20 closes (exact DECIMAL sums, as in
@@ -29,56 +30,12 @@
 --                   sum(losses)), simple sums instead of Wilder's recursive smoothing (NULL until 14
 --                   changes, and when the price did not move at all)
 --
--- Late trades: the rule of window_metrics.sql (which writes them to late_trades): a trade at or behind the
--- watermark it meets is in no window here either. An on-time trade is ahead of the watermark, so none of its
--- tumbling or HOP windows has fired: each sees all of it or, if it is late, none of it.
+-- Late trades: the rule of sql/include/trades.sql (window_metrics.sql writes them to late_trades): a trade
+-- at or behind the watermark it meets is in no window here either. An on-time trade is ahead of the
+-- watermark, so none of its tumbling or HOP windows has fired: each sees all of it or, if it is late, none.
 
--- Job name in the Flink web UI and REST API.
-SET 'pipeline.name' = 'marketpulse-sql-indicators';
-
--- Window boundaries are epoch-aligned: TIMESTAMP_LTZ windows are aligned in the session time zone.
-SET 'table.local-time-zone' = 'UTC';
-
--- No source idle timeout ('table.exec.source.idle-timeout' / 'scan.watermark.idle-timeout', which the
--- DataStream job sets from [windows] idleness_seconds): with the watermark pushed into the Kafka source
--- (per-partition watermarks), Flink 2.2 + kafka connector 5.0 never resume the watermark once every
--- partition has been idle, so the first pause in the market (> idleness_seconds) would stop every window
--- for good (tests/integration/test_sql_scripts.py pauses on purpose). The price: a partition that never
--- receives a trade holds the watermark back; the generator spreads the symbols over all partitions.
-
--- Checkpoints commit the Kafka offsets and flush the JDBC sinks.
-SET 'execution.checkpointing.interval' = '${flink_checkpoint_interval_seconds} s';
-
--- Source: the trades topic (JSON, marketpulse/schemas/trade.schema.json). `ts` is the event time computed
--- from the record's epoch-millisecond `event_time`. The watermark, per partition, is the largest event time
--- seen minus the bounded delay minus 1 ms (Flink's BoundedOutOfOrderness watermark, as in the DataStream
--- job) minus the grace: a window fires when the DataStream job emits it.
-CREATE TABLE trades (
-    `value`      BYTES,
-    `partition`  INT METADATA VIRTUAL,
-    `offset`     BIGINT METADATA VIRTUAL,
-    f_trade_id   AS JSON_QUERY(CAST(`value` AS STRING), '$.trade_id' WITH UNCONDITIONAL ARRAY WRAPPER),
-    f_symbol     AS JSON_QUERY(CAST(`value` AS STRING), '$.symbol' WITH UNCONDITIONAL ARRAY WRAPPER),
-    f_price      AS JSON_QUERY(CAST(`value` AS STRING), '$.price' WITH UNCONDITIONAL ARRAY WRAPPER),
-    f_size       AS JSON_QUERY(CAST(`value` AS STRING), '$.size' WITH UNCONDITIONAL ARRAY WRAPPER),
-    f_side       AS JSON_QUERY(CAST(`value` AS STRING), '$.side' WITH UNCONDITIONAL ARRAY WRAPPER),
-    f_event_time AS JSON_QUERY(CAST(`value` AS STRING), '$.event_time' WITH UNCONDITIONAL ARRAY WRAPPER),
-    f_all        AS JSON_QUERY(CAST(`value` AS STRING), '$' WITH UNCONDITIONAL ARRAY WRAPPER),
-    ts AS TO_TIMESTAMP_LTZ(LEAST(${trade_max_event_time_ms}, COALESCE(TRY_CAST(
-              REGEXP_EXTRACT(CAST(`value` AS STRING), '"event_time"\s*:\s*([0-9]{1,15})', 1) AS BIGINT), 0)), 3),
-    WATERMARK FOR ts AS CASE WHEN ${trade_is_valid}
-        THEN ts - INTERVAL '${max_out_of_orderness_seconds}' SECOND(3)
-                - INTERVAL '${windows_grace_seconds}' SECOND(3) - INTERVAL '0.001' SECOND
-        ELSE TO_TIMESTAMP_LTZ(0, 3) END
-) WITH (
-    'connector' = 'kafka',
-    'topic' = '${kafka_trades_topic}',
-    'properties.bootstrap.servers' = '${kafka_bootstrap_servers}',
-    'properties.group.id' = 'marketpulse-sql-indicators.${kafka_trades_topic}',
-    'properties.auto.offset.reset' = 'earliest',
-    'scan.startup.mode' = 'group-offsets',
-    'value.format' = 'raw'
-);
+-- include: include/trades.sql
+-- include: include/tumbling_windows.sql window=short seconds=${windows_short_size_seconds}
 
 -- Sink: moving_averages (db/schema/003_sql_analytics.sql), upserted by its primary key.
 CREATE TABLE moving_averages (
@@ -118,50 +75,11 @@ CREATE TABLE indicators (
     ${postgres_sink_options}
 );
 
--- Every Kafka record of the topic, with is_valid: the rules of marketpulse/trade.py on the JSON text of
--- each field (f_*), the same condition as the source's WATERMARK clause (sql/include/trade_is_valid.sql),
--- so that only valid trades move event time.
-CREATE TEMPORARY VIEW checked_trades AS
-SELECT `partition`, `offset`, `value`, f_trade_id, f_symbol, f_price, f_size, f_side, f_event_time, f_all, ts,
-       ${trade_is_valid} AS is_valid
-FROM trades;
-
--- Valid trades only, typed (the f_* texts without their array brackets and quotes).
-CREATE TEMPORARY VIEW valid_trades AS
-SELECT SUBSTRING(f_trade_id FROM 3 FOR CHAR_LENGTH(f_trade_id) - 4) AS trade_id,
-       SUBSTRING(f_symbol FROM 3 FOR CHAR_LENGTH(f_symbol) - 4) AS symbol,
-       CAST(SUBSTRING(f_price FROM 2 FOR CHAR_LENGTH(f_price) - 2) AS DOUBLE) AS price,
-       CAST(SUBSTRING(f_size FROM 2 FOR CHAR_LENGTH(f_size) - 2) AS BIGINT) AS size,
-       SUBSTRING(f_side FROM 3 FOR CHAR_LENGTH(f_side) - 4) AS side,
-       CAST(SUBSTRING(f_event_time FROM 2 FOR CHAR_LENGTH(f_event_time) - 2) AS BIGINT) AS event_time, ts
-FROM checked_trades
-WHERE is_valid;
-
--- Each trade with the watermark it met; at or behind it means late.
-CREATE TEMPORARY VIEW classified_trades AS
-SELECT trade_id, symbol, price, size, side, event_time, ts,
-       CURRENT_WATERMARK(ts) AS seen_watermark,
-       COALESCE(ts <= CURRENT_WATERMARK(ts), FALSE) AS is_late
-FROM valid_trades;
-
--- The trades that go into the windows.
-CREATE TEMPORARY VIEW on_time_trades AS
-SELECT trade_id, symbol, price, size, side, event_time, ts,
-       CAST(price AS DECIMAL(18, 8)) AS price_dec
-FROM classified_trades
-WHERE NOT is_late;
-
--- Bars: the close of every symbol's ${windows_short_size_seconds}-second window (window Top-1 by event_time, trade_id
--- descending). window_time (window_end - 1 ms) stays an event-time attribute for the OVER windows below.
+-- Bars: the close of every symbol's ${windows_short_size_seconds}-second window. bar_time (window_end - 1 ms)
+-- is an event-time attribute for the OVER windows below.
 CREATE TEMPORARY VIEW bars AS
-SELECT symbol, window_start AS bar_start, window_end AS bar_end, window_time AS bar_time, price AS close_price
-FROM (
-    SELECT symbol, window_start, window_end, window_time, price,
-           ROW_NUMBER() OVER (PARTITION BY window_start, window_end, symbol
-                              ORDER BY event_time DESC, trade_id DESC) AS rn
-    FROM TABLE(TUMBLE(TABLE on_time_trades, DESCRIPTOR(ts), INTERVAL '${windows_short_size_seconds}' SECOND(3)))
-)
-WHERE rn = 1;
+SELECT symbol, window_start AS bar_start, window_end AS bar_end, window_time AS bar_time, close_price
+FROM short_closes;
 
 -- Each bar with the previous bar's close of the same symbol, its log return and its gain or loss; n1/d1
 -- start the doubling of the ewma (one term: the close, weight 1).

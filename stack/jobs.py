@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from marketpulse.config import Settings
+from marketpulse.sqltemplate import TemplateError, compose
 from stack import flink, paths, registry
 from stack.errors import StackError
 from stack.log import say
@@ -30,7 +31,10 @@ def running_jobs(settings: Settings) -> dict[str, str]:
 
 
 def sql_job_name(script: Path) -> str:
-    found = PIPELINE_NAME.search(script.read_text())
+    try:
+        found = PIPELINE_NAME.search(compose(script))
+    except TemplateError as err:
+        raise StackError(f"{script}: {err}") from None
     if not found:
         raise StackError(f"{script} sets no 'pipeline.name': the job could not be recognised when running")
     return found.group(1)

@@ -1,8 +1,9 @@
 """Runs a Flink SQL script with `sql-client.sh -f` against the session cluster.
 
 Scripts in sql/ name connection settings as ${placeholders} (e.g. ${kafka_bootstrap_servers},
-${postgres_jdbc_url}), never literal hosts. They are filled from conf/pipeline.toml (+ environment
-overrides) into .stack/sql/<script> and that file is what sql-client.sh runs."""
+${postgres_jdbc_url}), never literal hosts, and take shared definitions from sql/include/ with
+`-- include:` lines. Both are resolved (marketpulse/sqltemplate.py: compose, then render) from
+conf/pipeline.toml (+ environment overrides) into .stack/sql/<script>, the file sql-client.sh runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from marketpulse.config import Settings
-from marketpulse.sqltemplate import PLACEHOLDER, TemplateError, sql_variables
+from marketpulse.sqltemplate import PLACEHOLDER, TemplateError, compose, sql_variables
 from marketpulse.sqltemplate import render as render_text
 from stack import flink, paths
 from stack.errors import StackError
@@ -22,10 +23,11 @@ RENDERED_DIR = paths.STACK_DIR / "sql"
 
 def render(script: Path, settings: Settings, variables: dict[str, str] | None = None,
            savepoint: str | None = None) -> Path:
-    """Fills the script's ${placeholders} into .stack/sql/<name>; returns that file. With a savepoint (or
-    retained checkpoint) path, the script's jobs start from it: a SET ahead of every statement."""
+    """Resolves the script's includes and fills its ${placeholders} into .stack/sql/<name>; returns that
+    file. With a savepoint (or retained checkpoint) path, the script's jobs start from it: a SET ahead of
+    every statement."""
     try:
-        text = render_text(script.read_text(), sql_variables(settings) | (variables or {}))
+        text = render_text(compose(script), sql_variables(settings) | (variables or {}))
     except TemplateError as err:
         raise StackError(f"{script}: {err}") from None
     if savepoint:

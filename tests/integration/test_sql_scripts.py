@@ -1,15 +1,17 @@
-"""The Flink SQL scripts (sql/*.sql) on the real cluster, checked value by value against references.
+"""The Flink SQL pipeline (sql/pipeline.sql: window metrics, indicators and top movers as one job, what
+`make demo` runs) on the real cluster, checked value by value against references.
 
-Each test feeds a seeded generator stream into a topic of its own (4 partitions), runs one script with
-`python -m stack sql` (sql-client.sh -f, the job is submitted detached) against a scratch database, and
-cancels the job at the end. The same generator options with --output give the exact records.
+One seeded generator stream goes into a topic of its own (4 partitions); the pipeline runs once over it with
+`python -m stack sql` (sql-client.sh -f, the job is submitted detached) against a scratch database, and the
+job is cancelled at the end. Each test checks one script's tables. The same generator options with --output
+give the exact records.
 
 The run has three phases so that the result is deterministic:
 1. the stream is in the topic before the job starts; the test waits until the first windows are written,
    which proves the watermark has passed them, then pauses longer than the idleness timeout (the market
    falls silent; event time must resume afterwards);
 2. then it produces one deliberately late trade per symbol, in the first window: behind the watermark for
-   certain, so it must land in late_trades (window_metrics.sql) and in no window of any script;
+   certain, so it must land in late_trades (window_metrics.sql) and in no window, bar or ranking;
 3. then one 'flush' trade per partition an hour of event time later (symbol ZZFLUSH, left out of every
    assertion): it moves the watermark past every real window, so the last windows fire too.
 
@@ -26,17 +28,19 @@ import math
 import statistics
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import pytest
 
+from marketpulse.config import Settings
 from marketpulse.trade import Trade
 from tests import support
 from tests.pipeline import (
     EXACT_COLUMNS,
     FLUSH_SYMBOL,
     RESULT_TIMEOUT,
-    START_MS,
     WINDOW_COLUMNS,
+    Stream,
     assert_healthy,
     close_enough,
     engine_windows,
@@ -66,6 +70,15 @@ RSI_CHANGES = 14
 TOP_N = 5
 
 
+@dataclass
+class PipelineRun:
+    settings: Settings
+    scratch: Settings
+    stream: Stream
+    deliberate: list[Trade]
+    job_id: str
+
+
 def run_three_phases(settings, scratch, topic, stream, job_id, first_rows_sql) -> list[Trade]:
     """Phases 1-3 of the module docstring; returns the deliberately late trades."""
     support.wait_for(lambda: (assert_healthy(settings, job_id),
@@ -80,21 +93,47 @@ def run_three_phases(settings, scratch, topic, stream, job_id, first_rows_sql) -
     return late
 
 
-# --- window_metrics.sql --------------------------------------------------------------------------------
-
-def test_window_metrics_match_the_reference(stack, kafka_topic, scratch_db, jobs, tmp_path):
+@pytest.fixture(scope="module")
+def pipeline(stack, tmp_path_factory):
+    """The pipeline over one stream that every script's checks can use: bad records, delayed (on-time)
+    trades, 14 symbols (more than the 5 of a ranking), a volatile market (distinct moves)."""
     settings = stack
-    sizes = (settings.windows.size_seconds, settings.windows.short_size_seconds)
-    topic = kafka_topic("sql.trades", partitions=PARTITIONS)
-    stream = generate(topic, kafka_topic("sql.injected"), tmp_path, "--seed", "11", "--count", "8000",
-                      "--event-rate", "20", "--late-fraction", "0.03", "--max-delay-ms", str(MAX_DELAY_MS),
-                      "--bad-fraction", "0.01")
-    assert stream.bad > 0 and stream.delayed_ids
+    topic = support.create_topic(settings, support.unique_name("sql.trades"), PARTITIONS)
+    injected = support.create_topic(settings, support.unique_name("sql.injected"))
+    scratch = support.create_scratch_database(settings)
+    job_ids: list[str] = []
+    try:
+        stream = generate(topic, injected, tmp_path_factory.mktemp("sql"), "--seed", "11", "--count",
+                          "8000", "--event-rate", "20", "--late-fraction", "0.03", "--max-delay-ms",
+                          str(MAX_DELAY_MS), "--bad-fraction", "0.01", "--universe", "14", "--vol-scale", "3")
+        assert stream.bad > 0 and stream.delayed_ids
+        job_ids.append(submit_sql(settings, scratch, topic, "sql/pipeline.sql"))
+        deliberate = run_three_phases(settings, scratch, topic, stream, job_ids[-1],
+                                      "SELECT count(*) FROM window_metrics WHERE window_seconds = "
+                                      f"{settings.windows.size_seconds}")
+        yield PipelineRun(settings, scratch, stream, deliberate, job_ids[-1])
+    finally:
+        for job_id in job_ids:
+            support.cancel_job(settings, job_id)
+        support.drop_scratch_database(settings, scratch)
+        for name in (topic, injected):
+            support.delete_topic(settings, name)
 
-    jobs.append(submit_sql(settings, scratch_db, topic, "sql/window_metrics.sql"))
-    deliberate = run_three_phases(settings, scratch_db, topic, stream, jobs[-1],
-                                  "SELECT count(*) FROM window_metrics WHERE window_seconds = "
-                                  f"{settings.windows.size_seconds}")
+
+def test_the_pipeline_is_one_job_reading_the_topic_once(pipeline):
+    """One job, one Kafka source operator for the trades (and one for the ground truth)."""
+    plan = support.flink_rest(pipeline.settings, f"/jobs/{pipeline.job_id}")
+    sources = [vertex["name"] for vertex in plan["vertices"] if vertex["name"].startswith("Source:")]
+    assert len(sources) == 2, sources
+    assert sum("trades" in name for name in sources) == 1, sources
+
+
+# --- window_metrics.sql (in the pipeline) -------------------------------------------------------------
+
+def test_window_metrics_match_the_reference(pipeline):
+    settings, scratch_db, stream, deliberate = pipeline.settings, pipeline.scratch, pipeline.stream, \
+        pipeline.deliberate
+    sizes = (settings.windows.size_seconds, settings.windows.short_size_seconds)
 
     def late_ids() -> set[str]:
         return {row[0] for row in support.query(
@@ -104,7 +143,7 @@ def test_window_metrics_match_the_reference(stack, kafka_topic, scratch_db, jobs
     expected = reference_for(stream.valid, sizes)
 
     def settled():
-        assert_healthy(settings, jobs[-1])
+        assert_healthy(settings, pipeline.job_id)
         late = late_ids()
         if not deliberate_ids <= late:
             return None
@@ -190,17 +229,10 @@ def reference_sliding(trades: list[Trade], size_s: int, slide_s: int) -> dict[tu
 INDICATOR_COLUMNS = ("close", "sma", "ewma", "bollinger_upper", "bollinger_lower", "volatility", "rsi")
 
 
-def test_indicators_match_the_documented_formulas(stack, kafka_topic, scratch_db, jobs, tmp_path):
-    settings = stack
+def test_indicators_match_the_documented_formulas(pipeline):
+    settings, scratch_db, stream, deliberate = pipeline.settings, pipeline.scratch, pipeline.stream, \
+        pipeline.deliberate
     short, size = settings.windows.short_size_seconds, settings.windows.size_seconds
-    topic = kafka_topic("sql.trades", partitions=PARTITIONS)
-    # No generator delays: every trade but the deliberate ones is on time, for certain.
-    stream = generate(topic, kafka_topic("sql.injected"), tmp_path, "--seed", "12", "--count", "8000",
-                      "--event-rate", "20", "--bad-fraction", "0.01")
-
-    jobs.append(submit_sql(settings, scratch_db, topic, "sql/indicators.sql"))
-    first_bar = f"SELECT count(*) FROM indicators WHERE bar_start = to_timestamp({START_MS} / 1000.0)"
-    deliberate = run_three_phases(settings, scratch_db, topic, stream, jobs[-1], first_bar)
 
     bars_by_symbol = defaultdict(list)
     for bar in reference_windows(stream.valid, short):
@@ -211,7 +243,7 @@ def test_indicators_match_the_documented_formulas(stack, kafka_topic, scratch_db
     assert len(bars_by_symbol) == len(stream.symbols) and min(map(len, bars_by_symbol.values())) > 30
 
     def settled():
-        assert_healthy(settings, jobs[-1])
+        assert_healthy(settings, pipeline.job_id)
         indicators = support.query(
             scratch_db, f"SELECT symbol, {epoch_ms('bar_start')}, {epoch_ms('bar_end')}, bar_seconds, "
                         f"{', '.join(INDICATOR_COLUMNS)} FROM indicators WHERE symbol <> %s", (FLUSH_SYMBOL,))
@@ -251,15 +283,9 @@ def test_indicators_match_the_documented_formulas(stack, kafka_topic, scratch_db
 
 # --- top_movers.sql ------------------------------------------------------------------------------------
 
-def test_top_movers_rank_every_window(stack, kafka_topic, scratch_db, jobs, tmp_path):
-    settings = stack
+def test_top_movers_rank_every_window(pipeline):
+    settings, scratch_db, stream = pipeline.settings, pipeline.scratch, pipeline.stream
     size = settings.windows.size_seconds
-    topic = kafka_topic("sql.trades", partitions=PARTITIONS)
-    stream = generate(topic, kafka_topic("sql.injected"), tmp_path, "--seed", "13", "--count", "8000",
-                      "--event-rate", "20", "--universe", "14", "--vol-scale", "3")
-
-    jobs.append(submit_sql(settings, scratch_db, topic, "sql/top_movers.sql"))
-    run_three_phases(settings, scratch_db, topic, stream, jobs[-1], "SELECT count(*) FROM top_movers")
 
     expected = {}
     by_window = defaultdict(list)
@@ -277,7 +303,7 @@ def test_top_movers_rank_every_window(stack, kafka_topic, scratch_db, jobs, tmp_
     assert len(by_window) >= 6 and min(map(len, by_window.values())) > TOP_N
 
     def settled():
-        assert_healthy(settings, jobs[-1])
+        assert_healthy(settings, pipeline.job_id)
         rows = support.query(scratch_db, f"SELECT ranking, {epoch_ms('window_start')}, rank, symbol, "
                                          f"pct_change, open, close, volume, trade_count, "
                                          f"{epoch_ms('window_end')}, window_seconds FROM top_movers")

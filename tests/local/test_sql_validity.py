@@ -1,9 +1,8 @@
-"""The SQL scripts' validity rule (sql/window_metrics.sql: the f_* columns of its source, the views
-checked_trades, valid_trades and rejected_records, taken from the script as the stack renders it, with
-${trade_is_valid} of sql/include/trade_is_valid.sql) against
-marketpulse.trade.parse_trade, on a local Flink: the hostile corpus (every class and mutation-fuzzed trades)
-and valid trades in other JSON spellings. Both engines must call the same records valid and read the same
-values from them."""
+"""The SQL scripts' validity rule (sql/window_metrics.sql with sql/include/trades.sql: the f_* columns of
+the source, the views checked_trades, valid_trades and rejected_records, taken from the script as the stack
+renders it, with ${trade_is_valid} of sql/include/trade_is_valid.sql) against marketpulse.trade.parse_trade,
+on a local Flink: the hostile corpus (every class and mutation-fuzzed trades) and valid trades in other JSON
+spellings. Both engines must call the same records valid and read the same values from them."""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment  # no
 
 from generator import hostile  # noqa: E402
 from marketpulse.config import load_settings  # noqa: E402
-from marketpulse.sqltemplate import render, sql_variables  # noqa: E402
+from marketpulse.sqltemplate import compose, render, sql_variables  # noqa: E402
 from marketpulse.trade import InvalidTrade, parse_trade  # noqa: E402
 
 pytestmark = pytest.mark.flink_local
@@ -28,7 +27,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "sql" / "window_metrics.sql"
 
 
 def script_parts() -> tuple[list[str], list[str]]:
-    text = render(SCRIPT.read_text(), sql_variables(load_settings(environ={})))
+    text = render(compose(SCRIPT), sql_variables(load_settings(environ={})))
     columns = re.findall(r"^\s+(f_\w+\s+AS .*),$", text, re.M)
     views = [re.search(rf"CREATE TEMPORARY VIEW {name} AS\n.*?;\n", text, re.S).group(0).rstrip().rstrip(";")
              for name in ("checked_trades", "valid_trades", "rejected_records")]

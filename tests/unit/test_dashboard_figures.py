@@ -73,8 +73,43 @@ def test_anomaly_markers_one_trace_per_rule_at_the_trade_price():
     zscore = by_name(fig, "Anomaly: price_zscore")
     assert list(zscore.y) == [10.9, 9.7]
     assert zscore.mode == "markers" and zscore.yaxis == "y"
-    assert zscore.marker.symbol == figures.RULE_SYMBOLS["price_zscore"]
-    assert [list(row) for row in by_name(fig, "Anomaly: price_jump").customdata] == [[20, 3.4]]
+    assert list(zscore.marker.symbol) == [figures.RULE_SYMBOLS["price_zscore"]] * 2
+    assert [list(row) for row in by_name(fig, "Anomaly: price_jump").customdata] == [[20, 3.4, 11.8, ""]]
+    assert fig.layout.yaxis.range is None  # nothing off scale: plotly's autorange
+
+
+def test_a_fifty_percent_spike_does_not_flatten_the_chart_and_sits_on_its_edge():
+    """50 calm candles around 100 and one window whose high is a +50 % trade: the axis fits the calm
+    candles; the spike's marker is on the top edge, pointing up, with its real price in the hover."""
+    closes = [100 + 0.1 * math.sin(i) for i in range(50)]
+    candles = candles_frame(closes)
+    candles.loc[30, "high"] = 150.0
+    marks = anomalies_frame([(T0 + timedelta(seconds=30 * 60 + 5), "price_jump", 150.0, 40, 0.5),
+                             (T0 + timedelta(seconds=10 * 60 + 5), "volume_zscore", 100.05, 9000, 7.0)])
+    fig = figures.candlestick_figure(candles, marks, symbol="AAPL")
+    low, high = fig.layout.yaxis.range
+    assert 98.5 < low < 99.5 and 100.5 < high < 101.5  # the calm candles' lows/highs (+-0.5) plus 5 %
+    jump = by_name(fig, "Anomaly: price_jump")
+    assert list(jump.y) == [high] and list(jump.marker.symbol) == ["triangle-up"]
+    assert list(jump.customdata[0])[2:] == [150.0, " (off the chart's scale)"]
+    assert "%{customdata[2]:.2f}%{customdata[3]}" in jump.hovertemplate
+    volume = by_name(fig, "Anomaly: volume_zscore")  # inside the range: where it is, its own symbol
+    assert list(volume.y) == [100.05]
+    assert list(volume.marker.symbol) == [figures.RULE_SYMBOLS["volume_zscore"]]
+
+
+@pytest.mark.parametrize(("closes", "expected"), [
+    ([100.0 + i for i in range(40)], None),            # a steady trend: all of it in view, autorange
+    ([100.0] * 10, None),                              # flat: nothing outside
+    ([100.0] * 20 + [60.0] + [100.0] * 20, "fenced"),  # a -40 % crash candle is fenced out
+])
+def test_the_robust_range_keeps_trends_and_fences_out_spikes(closes, expected):
+    result = figures.robust_price_range(candles_frame(closes))
+    if expected is None:
+        assert result is None
+    else:
+        low, high = result
+        assert 99 < low < 99.5 and 100.5 < high < 101
 
 
 def test_sql_indicators_overlay_sma_and_bollinger_and_switch_the_bottom_panel_to_rsi():

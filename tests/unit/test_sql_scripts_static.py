@@ -1,5 +1,6 @@
-"""The Flink SQL scripts (sql/*.sql) follow the house layout, use only known placeholders, and declare sinks
-that match the Postgres tables (columns and primary keys). No cluster needed."""
+"""The Flink SQL scripts (sql/*.sql, each as the renderer composes it with its includes) follow the house
+layout, use only known placeholders, and declare sinks that match the Postgres tables (columns and primary
+keys); sql/pipeline.sql is every script in one job; nothing in sql/ is written twice. No cluster needed."""
 
 import re
 from pathlib import Path
@@ -7,14 +8,16 @@ from pathlib import Path
 import pytest
 
 from marketpulse.config import load_settings
+from marketpulse.sqltemplate import compose
 from stack.sql import PLACEHOLDER, sql_variables
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = load_settings(environ={})
 SCRIPTS = sorted((REPO / "sql").glob("*.sql"))
+INCLUDES = sorted((REPO / "sql" / "include").glob("*.sql"))
+COMPOSED = {script: compose(script) for script in SCRIPTS}
+PIPELINE = REPO / "sql" / "pipeline.sql"
 SCHEMA = "\n".join(path.read_text() for path in sorted((REPO / "db" / "schema").glob("*.sql")))
-# The view chain every script shares, so all of them count exactly the same trades as on time.
-SHARED_VIEWS = ("checked_trades", "valid_trades", "classified_trades", "on_time_trades")
 
 
 def statements(text: str) -> list[tuple[str, str]]:
@@ -71,65 +74,77 @@ def postgres_table(name: str) -> tuple[list[str], list[str]]:
     return columns, [c.strip() for c in key.split(",")]
 
 
-def test_the_scripts_the_config_lists_exist():
-    assert SCRIPTS
-    assert {REPO / script for script in SETTINGS.jobs.sql_scripts} <= set(SCRIPTS)
+def inserts(text: str) -> list[str]:
+    return re.findall(r"^\s+INSERT INTO (\w+)$", text, re.M)
+
+
+def test_the_config_runs_the_one_pipeline_and_it_holds_every_script():
+    """make demo submits one SQL job; it writes every table every script writes, each insert once."""
+    assert [REPO / script for script in SETTINGS.jobs.sql_scripts] == [PIPELINE]
+    others = [script for script in SCRIPTS if script != PIPELINE]
+    assert len(others) == 3
+    assert sorted(inserts(COMPOSED[PIPELINE])) == sorted(name for script in others
+                                                         for name in inserts(COMPOSED[script]))
+    # One source of trades, each shared view once.
+    assert COMPOSED[PIPELINE].count("CREATE TABLE trades (") == 1
+    for view in ("on_time_trades", "long_windows", "short_closes"):
+        assert COMPOSED[PIPELINE].count(f"CREATE TEMPORARY VIEW {view} AS") == 1, view
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
-def test_house_order_and_a_comment_over_every_statement(script):
-    found = statements(script.read_text())
+def test_a_comment_over_every_statement_and_one_statement_set_last(script):
+    found = statements(COMPOSED[script])
     kinds = [kind(statement) for _comment, statement in found]
-    order = ["SET", "CREATE TABLE", "CREATE TEMPORARY VIEW", "EXECUTE STATEMENT SET"]
-    assert kinds == sorted(kinds, key=order.index), kinds
+    settings_first = kinds.count("SET")
+    assert kinds[:settings_first] == ["SET"] * settings_first, kinds
     assert kinds.count("EXECUTE STATEMENT SET") == 1 and kinds[-1] == "EXECUTE STATEMENT SET"
     for comment, statement in found:
         assert comment.startswith("--"), f"no comment over: {statement[:80]}"
     body = found[-1][1]
-    inserts = body.count("INSERT INTO")
-    assert inserts >= 1 and len(re.findall(r"^\s*-- ", body, re.M)) >= inserts  # a comment over each INSERT
-    # The Kafka sources (the trades topic first), then the JDBC sinks.
-    connectors = [connector for connector, _columns, _key in tables(script.read_text()).values()]
-    sources = connectors.index("marketpulse-jdbc")
-    assert connectors[0] == "kafka" and set(connectors[:sources]) == {"kafka"}
-    assert set(connectors[sources:]) == {"marketpulse-jdbc"}
+    count = body.count("INSERT INTO")
+    assert count >= 1 and len(re.findall(r"^\s*-- ", body, re.M)) >= count  # a comment over each INSERT
+    # The trades topic is the first table: sources before the sinks that need them.
+    assert next(iter(tables(COMPOSED[script]))) == "trades"
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
 def test_only_known_placeholders_and_no_literal_endpoints(script):
-    text = script.read_text()
+    text = COMPOSED[script]
     assert set(PLACEHOLDER.findall(text)) <= set(sql_variables(SETTINGS))
     for literal in ("127.0.0.1", "localhost", ":9092", ":5432", "jdbc:postgresql:", "marketpulse'"):
         assert literal not in text, literal
+        assert all(literal not in path.read_text() for path in INCLUDES), literal
     names = re.findall(r"SET 'pipeline.name' = '([^']+)';", text)
-    assert len(names) == 1 and names[0].startswith("marketpulse-sql-")
-
-
-def test_job_names_are_unique():
-    names = [re.search(r"SET 'pipeline.name' = '([^']+)';", path.read_text()).group(1) for path in SCRIPTS]
-    assert len(set(names)) == len(names)
+    assert names == ["marketpulse-sql-" + script.stem.replace("_", "-")]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
 def test_sinks_match_the_postgres_tables(script):
-    for name, (connector, columns, key) in tables(script.read_text()).items():
+    for name, (connector, columns, key) in tables(COMPOSED[script]).items():
         if connector != "marketpulse-jdbc":
             continue
-        assert re.search(rf"'table-name' = '{name}'", script.read_text())
+        assert re.search(rf"'table-name' = '{name}'", COMPOSED[script])
         pg_columns, pg_key = postgres_table(name)
         assert columns == pg_columns, name
         assert key == pg_key, name
 
 
-def test_every_script_shares_the_source_and_the_late_rule():
-    def shared(text: str) -> str:
-        source = re.search(r"CREATE TABLE trades \((.*?)\n\) WITH", text, re.S).group(1)
-        views = [re.search(rf"CREATE TEMPORARY VIEW {view} AS\n(.*?);", text, re.S).group(1)
-                 for view in SHARED_VIEWS]
-        return "\n".join([source, *views])
-
-    texts = {path.name: shared(path.read_text()) for path in SCRIPTS}
-    assert len(set(texts.values())) == 1, sorted(texts)
+def test_no_block_of_six_lines_is_written_twice_in_sql():
+    """Shared definitions live in sql/include/ and are included, never copied: no six consecutive
+    (non-blank) lines appear twice anywhere in sql/."""
+    seen: dict[tuple[str, ...], str] = {}
+    repeated = []
+    for path in [*SCRIPTS, *INCLUDES]:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        for index in range(len(lines) - 5):
+            block = tuple(lines[index:index + 6])
+            where = f"{path.relative_to(REPO)}:{index}"
+            if block in seen and not seen[block].startswith(f"{path.relative_to(REPO)}:"):
+                repeated.append((seen[block], where, block[0]))
+            elif block in seen and int(seen[block].rsplit(":", 1)[1]) + 6 <= index:
+                repeated.append((seen[block], where, block[0]))
+            seen.setdefault(block, where)
+    assert repeated == []
 
 
 def test_window_sizes_fit_the_interval_literals():
@@ -143,7 +158,7 @@ def test_window_sizes_fit_the_interval_literals():
 def test_one_validity_rule_for_the_watermark_and_the_views(script):
     """Only valid trades move event time: the WATERMARK clause and checked_trades' is_valid are the one
     condition ${trade_is_valid} (sql/include/trade_is_valid.sql)."""
-    text = script.read_text()
+    text = COMPOSED[script]
     assert re.search(r"WATERMARK FOR ts AS CASE WHEN \$\{trade_is_valid\}\n", text)
     assert re.search(r"CREATE TEMPORARY VIEW checked_trades AS\n.*?\$\{trade_is_valid\} AS is_valid", text,
                      re.S)

@@ -3,7 +3,7 @@
 import pytest
 
 from marketpulse.config import load_settings
-from marketpulse.sqltemplate import TemplateError, render, seconds_text, sql_variables
+from marketpulse.sqltemplate import TemplateError, compose, render, seconds_text, sql_variables
 
 
 @pytest.mark.parametrize(("milliseconds", "text"), [
@@ -24,3 +24,48 @@ def test_the_out_of_orderness_reaches_the_sql_exactly():
 def test_an_unknown_placeholder_names_the_known_ones():
     with pytest.raises(TemplateError, match=r"unknown placeholder\(s\) nope; known: a"):
         render("${nope}", {"a": 1})
+
+
+# --- compose: includes and one statement set ------------------------------------------------------------
+
+def write(folder, name: str, text: str):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_an_include_is_put_in_once_with_its_parameters_and_the_statement_sets_merge(tmp_path):
+    write(tmp_path, "include/source.sql",
+          "-- Source.\nCREATE TABLE src (a INT) WITH ('x' = '${sql_job_name}');\n")
+    write(tmp_path, "include/view.sql",
+          "-- View ${name}.\nCREATE TEMPORARY VIEW ${name} AS SELECT ${expr} FROM src;\n")
+    statement_set = "EXECUTE STATEMENT SET\nBEGIN\n    INSERT INTO {} SELECT * FROM {};\nEND;\n"
+    write(tmp_path, "one.sql", "-- include: include/source.sql\n"
+                               "-- include: include/view.sql name=v1 expr=a\n"
+                               "-- Set one.\n" + statement_set.format("t1", "v1"))
+    write(tmp_path, "two.sql", "-- include: include/source.sql\n"
+                               "-- include: include/view.sql name=v2 expr=${size}\n"
+                               "-- Set two.\n" + statement_set.format("t2", "v2"))
+    both = write(tmp_path, "both_jobs.sql", "-- include: one.sql\n-- include: two.sql\n")
+
+    text = compose(both)
+    assert text.count("CREATE TABLE src") == 1 and "('x' = 'marketpulse-sql-both-jobs')" in text
+    assert "CREATE TEMPORARY VIEW v1 AS SELECT a FROM src;" in text
+    assert "CREATE TEMPORARY VIEW v2 AS SELECT ${size} FROM src;" in text  # left for render()
+    assert "(included above: include/source.sql)" in text
+    assert text.endswith("EXECUTE STATEMENT SET\nBEGIN\n    INSERT INTO t1 SELECT * FROM v1;\n\n"
+                         "    INSERT INTO t2 SELECT * FROM v2;\nEND;\n")
+    assert text.count("EXECUTE STATEMENT SET") == 1 and "-- Set one." not in text
+    # A script alone keeps its own statement set, untouched.
+    assert compose(tmp_path / "one.sql").endswith("-- Set one.\n" + statement_set.format("t1", "v1"))
+
+
+def test_a_missing_or_circular_include_is_a_clear_error(tmp_path):
+    write(tmp_path, "a.sql", "-- include: b.sql\n")
+    write(tmp_path, "b.sql", "-- include: a.sql\n")
+    write(tmp_path, "c.sql", "-- include: include/nope.sql\n")
+    with pytest.raises(TemplateError, match="a.sql includes itself: a.sql -> b.sql"):
+        compose(tmp_path / "a.sql")
+    with pytest.raises(TemplateError, match="cannot read .*nope.sql"):
+        compose(tmp_path / "c.sql")

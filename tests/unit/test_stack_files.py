@@ -10,7 +10,7 @@ import yaml
 from marketpulse.config import load_settings
 from stack import flink, kafka, paths
 from stack.errors import StackError
-from stack.sql import PLACEHOLDER, render, sql_variables
+from stack.sql import render
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = load_settings(environ={})
@@ -114,13 +114,6 @@ def test_sql_render_fills_placeholders_and_refuses_unknown_ones(tmp_path, monkey
     script.write_text("${no_such_setting}")
     with pytest.raises(StackError, match="unknown placeholder"):
         render(script, SETTINGS)
-
-
-def test_every_sql_script_uses_only_known_placeholders():
-    known = set(sql_variables(SETTINGS))
-    for script in sorted((REPO / "sql").glob("*.sql")):
-        unknown = set(PLACEHOLDER.findall(script.read_text())) - known
-        assert not unknown, f"{script.name}: {unknown}"
 
 
 def test_long_running_services_restart_and_one_shots_do_not(compose):

@@ -1,0 +1,16 @@
+-- MarketPulse's Flink SQL pipeline: window metrics, indicators and top movers as ONE job, the SQL job
+-- `make demo` runs (conf/pipeline.toml, jobs.sql_scripts). It reads the trades topic once: the source, the
+-- validation, the late/on-time split (sql/include/trades.sql) and the tumbling windows of each size
+-- (sql/include/tumbling_windows.sql) exist once in the job, and every result is computed from the same
+-- on-time trades on the same watermark, so no two results can disagree about a trade near a boundary.
+--
+--   make sql SCRIPT=sql/pipeline.sql
+--   .venv/bin/python -m stack sql sql/pipeline.sql
+--
+-- The renderer (marketpulse/sqltemplate.py, compose) replaces each include below by the script, puts each
+-- shared definition in once, and merges the scripts' statement sets into one; the file it writes,
+-- .stack/sql/pipeline.sql, is what sql-client.sh -f runs. Each script still runs alone as its own job.
+
+-- include: window_metrics.sql
+-- include: indicators.sql
+-- include: top_movers.sql
