@@ -69,18 +69,21 @@ def rolling_zscore(values: pd.Series, lookback: int = ZSCORE_LOOKBACK) -> pd.Ser
     return ((values - prior.mean()) / std.where(std > 0)).astype(float)
 
 
-def robust_price_range(candles: pd.DataFrame) -> tuple[float, float] | None:
+def robust_price_range(candles: pd.DataFrame, marks: pd.Series | None = None) -> tuple[float, float] | None:
     """The candles' normal price range, padded by 5 %: every open, high, low and close within
-    PRICE_FENCE_IQRS interquartile ranges of the middle half of them. None when nothing is outside that
-    fence (plotly's own autorange is then right)."""
+    PRICE_FENCE_IQRS interquartile ranges of the middle half of them, and every mark (an anomaly's price)
+    inside that fence too. None when nothing is outside it (plotly's own autorange is then right)."""
     prices = pd.to_numeric(pd.concat([candles[c] for c in ("open", "high", "low", "close")]),
                            errors="coerce").dropna()
     if prices.empty:
         return None
+    marks = pd.to_numeric(marks, errors="coerce").dropna() if marks is not None else pd.Series(dtype=float)
     q1, q3 = prices.quantile(0.25), prices.quantile(0.75)
     spread = (q3 - q1) or abs(q3) * 1e-3 or 1.0
-    kept = prices[prices.between(q1 - PRICE_FENCE_IQRS * spread, q3 + PRICE_FENCE_IQRS * spread)]
-    if len(kept) == len(prices):
+    fence = (q1 - PRICE_FENCE_IQRS * spread, q3 + PRICE_FENCE_IQRS * spread)
+    everything = pd.concat([prices, marks])
+    kept = everything[everything.between(*fence)]
+    if len(kept) == len(everything):
         return None
     low, high = kept.min(), kept.max()
     pad = (high - low) * 0.05 or abs(high) * 1e-3 or 1.0
@@ -100,7 +103,7 @@ def _anomaly_traces(anomalies: pd.DataFrame, price_range: tuple[float, float] | 
             symbols = symbols.mask(price > high, "triangle-up").mask(price < low, "triangle-down")
         off_scale = pd.Series("", index=group.index).mask(y != price, " (off the chart's scale)")
         traces.append(go.Scatter(
-            x=group["event_time"], y=y, mode="markers", name=f"Anomaly: {rule}",
+            x=group["event_time"], y=y, mode="markers", name=f"Anomaly: {rule}", cliponaxis=False,
             marker={"symbol": list(symbols), "size": 11, "color": RULE_COLORS.get(rule, "#ffffff"),
                     "line": {"color": BG, "width": 1}},
             customdata=list(zip(group["size"], group["z_score"], price, off_scale, strict=True)),
@@ -146,7 +149,8 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
         if "sma" in ind.columns:
             fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["sma"], name="SMA", mode="lines",
                                      line={"color": "#b388ff", "width": 1.2}), row=1, col=1)
-    price_range = robust_price_range(candles)
+    price_range = robust_price_range(candles, anomalies["price"] if anomalies is not None and
+                                     not anomalies.empty else None)
     if anomalies is not None and not anomalies.empty:
         for trace in _anomaly_traces(anomalies, price_range):
             fig.add_trace(trace, row=1, col=1)

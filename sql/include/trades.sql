@@ -30,7 +30,7 @@ SET 'execution.checkpointing.interval' = '${flink_checkpoint_interval_seconds} s
 -- tombstone too). `ts` is the event time computed from the record's epoch-millisecond `event_time`. The
 -- watermark, per partition, is the largest event time of a valid trade seen minus the bounded delay minus
 -- 1 ms (Flink's BoundedOutOfOrderness watermark, as in the DataStream job) minus the grace: a window fires
--- when the DataStream job emits it. Only valid trades (${trade_is_valid}, sql/include/trade_is_valid.sql)
+-- when the DataStream job emits it. Only valid trades (the condition of sql/include/trade_is_valid.sql)
 -- move it.
 CREATE TABLE trades (
     `value`      BYTES,

@@ -9,6 +9,8 @@ import copy
 import re
 import time
 import uuid
+from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -251,6 +253,41 @@ def test_a_closed_market_is_said_instead_of_leaving_the_charts_unexplained(page,
     finally:
         with support.pg_connect(server.settings) as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM market_status")
+
+
+def test_a_fifty_percent_spike_leaves_the_candles_readable(page, scratch_db):
+    """A +50 % trade in one AAPL minute (its window's high, and a price_jump at that price): the price axis
+    stays on the other candles' range, the spike's marker sits on the top edge with its price in the
+    hover, and the candles still show their moves."""
+    seed.seed(scratch_db)
+    at = seed.START + timedelta(minutes=17)
+    with closing(support.pg_connect(scratch_db)) as conn, conn, conn.cursor() as cur:
+        cur.execute("UPDATE window_metrics SET high = high * 1.5, max_price = high * 1.5 "
+                    "WHERE symbol = 'AAPL' AND engine = 'datastream' AND window_seconds = 60 "
+                    "AND window_start = %s RETURNING high", (at,))
+        spike = cur.fetchone()[0]
+        cur.execute("INSERT INTO anomalies VALUES ('spike', 'price_jump', 'AAPL', %s, %s, 40, 0.5, %s, 0.4, "
+                    "%s)", (at + timedelta(seconds=30), spike, spike / 1.5, at + timedelta(seconds=31)))
+    server = Dashboard(scratch_db, "spike")
+    try:
+        page.goto(server.url + "/symbol/AAPL?range=all")
+        wait_candles(page, seed.MINUTES, "AAPL")
+        chart = page.evaluate("""() => {
+            const gd = document.querySelector('#candles-graph .js-plotly-plot');
+            const jump = gd._fullData.find(d => d.name === 'Anomaly: price_jump');
+            const jumps = Array.from(jump.y).map((y, i) => [y, jump.customdata[i][2], jump.marker.symbol[i]]);
+            return {range: gd._fullLayout.yaxis.range, jumps: jumps};
+        }""")
+        low, high = chart["range"]
+        calm = seed.window_rows("datastream", "AAPL", 60, seed.MINUTES, 0)
+        assert low < min(r[7] for r in calm) and high < spike / 1.3  # fitted to the calm candles
+        assert high > max(r[6] for r in calm)
+        on_edge = [j for j in chart["jumps"] if j[1] == pytest.approx(spike)]
+        assert on_edge == [[pytest.approx(high), pytest.approx(spike), "triangle-up"]]
+        shot(page, "symbol-spike")
+    finally:
+        page.goto("about:blank")
+        server.stop()
 
 
 def test_empty_database_shows_a_banner_then_recovers_when_data_arrives(page, scratch_db):

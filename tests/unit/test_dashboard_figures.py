@@ -98,6 +98,15 @@ def test_a_fifty_percent_spike_does_not_flatten_the_chart_and_sits_on_its_edge()
     assert list(volume.marker.symbol) == [figures.RULE_SYMBOLS["volume_zscore"]]
 
 
+def test_the_robust_range_keeps_modest_anomalies_in_view():
+    """An anomaly 1 % above calm candles is inside the fence: the axis reaches it; a +50 % one is not."""
+    candles = candles_frame([100.0] * 20 + [100.5] + [100.0] * 20)
+    candles.loc[5, "high"] = 150.0
+    low, high = figures.robust_price_range(candles, pd.Series([101.4, 150.0]))
+    assert 101.4 < high < 101.6 and 99 < low < 99.5
+    assert figures.robust_price_range(candles_frame([100.0, 101.0]), pd.Series([100.5])) is None
+
+
 @pytest.mark.parametrize(("closes", "expected"), [
     ([100.0 + i for i in range(40)], None),            # a steady trend: all of it in view, autorange
     ([100.0] * 10, None),                              # flat: nothing outside

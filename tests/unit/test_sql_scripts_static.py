@@ -116,6 +116,11 @@ def test_only_known_placeholders_and_no_literal_endpoints(script):
         assert all(literal not in path.read_text() for path in INCLUDES), literal
     names = re.findall(r"SET 'pipeline.name' = '([^']+)';", text)
     assert names == ["marketpulse-sql-" + script.stem.replace("_", "-")]
+    # A value of several lines in a comment would leave all but its first line uncommented.
+    variables = sql_variables(SETTINGS)
+    in_comments = {name for line in text.splitlines() if line.lstrip().startswith("--")
+                   for name in PLACEHOLDER.findall(line) if "\n" in variables.get(name, "")}
+    assert in_comments == set()
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
