@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from marketpulse.config import ConfigError, load_settings
-from stack import flink, kafka, paths, postgres
+from stack import flink, kafka, paths, postgres, sqlgateway
 from stack.components import COMPONENTS, Component
 from stack.errors import StackError
 from stack.log import say
@@ -196,6 +196,8 @@ def cmd_demo(args, settings) -> int:
 
 
 def cmd_flink_daemon(args, settings) -> int:
+    if args.daemon == "sqlgateway":
+        sqlgateway.run_foreground(settings)
     flink.run_foreground(settings, args.daemon)
     return 0
 
@@ -226,6 +228,7 @@ def print_status(settings) -> None:
         ("Flink", settings.flink.rest_url, flink.healthy(settings),
          f"{info.get('taskmanagers', 0)} TM, {info.get('slots-available', 0)}/{info.get('slots-total', 0)} "
          f"slots free, {info.get('jobs-running', 0)} jobs running" if info else "web UI + REST"),
+        ("SQL Gateway", settings.flink.sql_gateway_url, sqlgateway.healthy(settings), "REST, submits SQL"),
     ]
     print(f"{'component':<15}{'address':<26}{'health':<9}detail")
     for name, address, ok, detail in rows:
@@ -316,15 +319,15 @@ def cmd_sql(args, settings) -> int:
     from stack.sql import run_sql_script
 
     script = Path(args.script)
-    found = jobs.PIPELINE_NAME.search(script.read_text()) if script.is_file() else None
+    found = jobs.PIPELINE_NAME.search(jobs.composed(script)) if script.is_file() else None
     if not found:
-        return run_sql_script(settings, args.script, extra=args.rest)
+        return run_sql_script(settings, args.script, extra=args.rest, gateway=args.gateway)
     name = found.group(1)
     with jobs._lock():
         if name in jobs.running_jobs(settings):
             say(f"Flink: '{name}' is already running (make cancel JOB=<id> first to replace it)")
             return 0
-        code = run_sql_script(settings, args.script, extra=args.rest)
+        code = run_sql_script(settings, args.script, extra=args.rest, gateway=args.gateway)
         job_id = jobs.running_jobs(settings).get(name)
         if code == 0 and job_id:
             shown = script.resolve()
@@ -375,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="the whole system until Ctrl-C: stack, jobs, generator, dashboard"
                    ).set_defaults(func=cmd_demo)
     p = sub.add_parser("flink-daemon", help="run a Flink daemon in the foreground (containers)")
-    p.add_argument("daemon", choices=("jobmanager", "taskmanager"))
+    p.add_argument("daemon", choices=("jobmanager", "taskmanager", "sqlgateway"))
     p.set_defaults(func=cmd_flink_daemon)
     sub.add_parser("status", help="each component, its address and health").set_defaults(func=cmd_status)
     p = sub.add_parser("logs", help="the last lines of the components' logs")
@@ -389,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=cmd_exec)
     p = sub.add_parser("sql", help="run a Flink SQL script (sql/*.sql) with sql-client.sh -f on the cluster")
+    p.add_argument("--gateway", action="store_true",
+                   help="through the stack's SQL Gateway instead of sql-client.sh (no JVM start)")
     p.add_argument("script")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_sql)

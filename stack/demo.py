@@ -31,28 +31,17 @@ def _spawn(name: str, args: list[str]) -> subprocess.Popen:
 def run_demo(settings: Settings, up) -> int:
     started = time.monotonic()
     up()
-    job_ids = submit_all(settings)
-    demo = settings.demo
-    symbols = ["--symbols", demo.symbols] if demo.symbols else []
-    if demo.source == "synthetic":
-        generator = _spawn("generator", [
-            "-m", "generator", "--rate", str(demo.rate), "--anomaly-rate", str(demo.anomaly_rate),
-            "--late-fraction", str(demo.late_fraction), "--bad-fraction", str(demo.bad_fraction),
-            "--reference-to-postgres", *symbols])
-        say(f"generator: {demo.rate} trades/s with anomalies, late and bad records "
-            f"(log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
-    elif demo.source in ("yahoo", "alphavantage"):
-        generator = _spawn("generator", ["-m", "generator", "--source", demo.source, *symbols,
-                                         "--status-to-postgres"])
-        say(f"generator: live {demo.source} bars of {demo.symbols or 'the default symbols'}, on the "
-            f"trading calendar (log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
-    else:
-        raise StackError(f"[demo] source = {demo.source!r}: use synthetic, yahoo or alphavantage")
-    alerts = _spawn("alerts", ["-m", "alerts"])
-    cooldown = AlertConfig.from_settings(settings).cooldown_seconds
-    say(f"alert service: anomalies -> alerts, cooldown {cooldown:g} s per symbol and rule "
-        f"(log {LOG_DIR.relative_to(paths.REPO)}/alerts.log)")
-    dashboard = _spawn("dashboard", ["-m", "dashboard"])
+    stack_up_at = time.monotonic()
+    # The generator first, the jobs after: each job reads the topic from its committed offsets (the
+    # earliest the first time), so nothing produced while they are submitted is lost, and the first
+    # windows are not held up by the submission.
+    generator, alerts, dashboard = _start_processes(settings)
+    try:
+        job_ids = submit_all(settings)
+    except BaseException:
+        _stop_processes((generator, alerts, dashboard))
+        raise
+    say(f"jobs submitted {time.monotonic() - stack_up_at:.0f}s after the stack was up")
     host, port = settings.dashboard.host, settings.dashboard.port
     wait_until(lambda: port_open(port, host), 60, "dashboard", LOG_DIR / "dashboard.log",
                alive=lambda: dashboard.poll() is None)
@@ -86,14 +75,7 @@ def run_demo(settings: Settings, up) -> int:
         pass
     finally:
         say("stopping the generator, the alert service, the dashboard and the jobs this demo submitted")
-        for proc in (generator, alerts, dashboard):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in (generator, alerts, dashboard):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop_processes((generator, alerts, dashboard))
         for job_id in job_ids:
             try:
                 cancel(settings, job_id)  # deliberate: the registry lets them stay down
@@ -101,3 +83,40 @@ def run_demo(settings: Settings, up) -> int:
                 pass
         say("done; the stack is still up (make status / make down)")
     return 0
+
+
+def _stop_processes(processes) -> None:
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in processes:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _start_processes(settings: Settings) -> tuple[subprocess.Popen, subprocess.Popen, subprocess.Popen]:
+    """The generator (as [demo] says), the alert service and the dashboard."""
+    demo = settings.demo
+    symbols = ["--symbols", demo.symbols] if demo.symbols else []
+    if demo.source == "synthetic":
+        generator = _spawn("generator", [
+            "-m", "generator", "--rate", str(demo.rate), "--anomaly-rate", str(demo.anomaly_rate),
+            "--late-fraction", str(demo.late_fraction), "--bad-fraction", str(demo.bad_fraction),
+            "--reference-to-postgres", *symbols])
+        say(f"generator: {demo.rate} trades/s with anomalies, late and bad records "
+            f"(log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
+    elif demo.source in ("yahoo", "alphavantage"):
+        generator = _spawn("generator", ["-m", "generator", "--source", demo.source, *symbols,
+                                         "--status-to-postgres"])
+        say(f"generator: live {demo.source} bars of {demo.symbols or 'the default symbols'}, on the "
+            f"trading calendar (log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
+    else:
+        raise StackError(f"[demo] source = {demo.source!r}: use synthetic, yahoo or alphavantage")
+    alerts = _spawn("alerts", ["-m", "alerts"])
+    cooldown = AlertConfig.from_settings(settings).cooldown_seconds
+    say(f"alert service: anomalies -> alerts, cooldown {cooldown:g} s per symbol and rule "
+        f"(log {LOG_DIR.relative_to(paths.REPO)}/alerts.log)")
+    dashboard = _spawn("dashboard", ["-m", "dashboard"])
+    return generator, alerts, dashboard

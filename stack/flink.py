@@ -92,7 +92,10 @@ def bin_path(script: str) -> str:
 
 
 def _pid_files() -> list[Path]:
-    return sorted(PID_DIR.glob("flink-*.pid")) if PID_DIR.exists() else []
+    """The JobManager's and TaskManager's pid files (not the SQL Gateway's: stack/sqlgateway.py)."""
+    if not PID_DIR.exists():
+        return []
+    return sorted(path for daemon in DAEMONS for path in PID_DIR.glob(f"flink-*-{daemon}.pid"))
 
 
 def pids() -> list[int]:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from marketpulse.config import Settings
 from marketpulse.sqltemplate import TemplateError, compose
-from stack import flink, paths, registry
+from stack import flink, paths, registry, sqlgateway
 from stack.errors import StackError
 from stack.log import say
-from stack.sql import run_sql_script
+from stack.sql import render, run_sql_script
 
 PIPELINE_NAME = re.compile(r"SET\s+'pipeline\.name'\s*=\s*'([^']+)'", re.IGNORECASE)
 LIVE_STATES = ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING")
@@ -30,11 +30,17 @@ def running_jobs(settings: Settings) -> dict[str, str]:
     return {job["name"]: job["jid"] for job in jobs if job["state"] in LIVE_STATES}
 
 
-def sql_job_name(script: Path) -> str:
+def composed(script: Path) -> str:
+    """The script with its includes (marketpulse/sqltemplate.py: compose); a broken include is a
+    StackError."""
     try:
-        found = PIPELINE_NAME.search(compose(script))
+        return compose(script)
     except TemplateError as err:
         raise StackError(f"{script}: {err}") from None
+
+
+def sql_job_name(script: Path) -> str:
+    found = PIPELINE_NAME.search(composed(script))
     if not found:
         raise StackError(f"{script} sets no 'pipeline.name': the job could not be recognised when running")
     return found.group(1)
@@ -105,11 +111,17 @@ def submit_sql(settings: Settings, script: str, savepoint: str | None = None,
             _adopt(name, "sql", script, running[name], [], variables)
             return None
         savepoint = _last_state(name, savepoint, resume)
-        result = run_sql_script(settings, str(path), variables=variables, capture=True, savepoint=savepoint)
-        if result.returncode != 0 or "[ERROR]" in result.stdout:
-            log = flink.LOG_DIR / f"submit-{path.stem}.log"
-            log.write_text(result.stdout + result.stderr)
-            raise StackError(f"sql-client.sh -f {script} failed; see {log}")
+        if sqlgateway.healthy(settings):  # a few REST calls instead of a sql-client.sh JVM
+            say(f"Flink: submitting '{name}' through the SQL Gateway ({settings.flink.sql_gateway_url})")
+            sqlgateway.submit(settings, render(path, settings, variables, savepoint).read_text(),
+                              say=lambda _line: None)
+        else:
+            result = run_sql_script(settings, str(path), variables=variables, capture=True,
+                                    savepoint=savepoint)
+            if result.returncode != 0 or "[ERROR]" in result.stdout:
+                log = flink.LOG_DIR / f"submit-{path.stem}.log"
+                log.write_text(result.stdout + result.stderr)
+                raise StackError(f"sql-client.sh -f {script} failed; see {log}")
         job_id = running_jobs(settings).get(name)
         registry.record(name, "sql", script, job_id, variables=variables, restore_path=savepoint)
         return job_id

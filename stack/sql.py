@@ -13,7 +13,7 @@ from pathlib import Path
 from marketpulse.config import Settings
 from marketpulse.sqltemplate import PLACEHOLDER, TemplateError, compose, sql_variables
 from marketpulse.sqltemplate import render as render_text
-from stack import flink, paths
+from stack import flink, paths, sqlgateway
 from stack.errors import StackError
 from stack.log import say
 
@@ -40,13 +40,24 @@ def render(script: Path, settings: Settings, variables: dict[str, str] | None = 
 
 def run_sql_script(settings: Settings, script: str, extra: list[str] | None = None,
                    variables: dict[str, str] | None = None, capture: bool = False,
-                   savepoint: str | None = None):
+                   savepoint: str | None = None, gateway: bool = False):
+    """sql-client.sh -f on the rendered script; with gateway=True, the same statements through the
+    stack's SQL Gateway instead (no JVM start; prints "Job ID: <id>" per job as sql-client does)."""
     path = Path(script)
     if not path.exists():
         raise StackError(f"SQL script not found: {script}")
     if not flink.healthy(settings):
         raise StackError(f"Flink cluster is not up at {settings.flink.rest_url}: run `make up` first")
     rendered = render(path, settings, variables, savepoint)
+    if gateway:
+        say(f"SQL Gateway {settings.flink.sql_gateway_url}: {rendered.relative_to(paths.REPO)} "
+            f"(from {script})")
+        try:
+            sqlgateway.submit(settings, rendered.read_text())
+        except StackError as err:
+            print(err)
+            return 1
+        return 0
     say(f"sql-client.sh -f {rendered.relative_to(paths.REPO)} (from {script})")
     cmd = [flink.bin_path("sql-client.sh"), "-f", str(rendered), *(extra or [])]
     result = subprocess.run(cmd, env=flink.flink_env(), capture_output=capture, text=True)

@@ -114,7 +114,8 @@ def wait_for_slots(settings: Settings, needed: int, timeout: float = 300) -> Non
 
 def submit_sql(settings: Settings, scratch: Settings, topic: str, script: str,
                injected_topic: str | None = None) -> str:
-    """Runs `python -m stack sql SCRIPT` against the scratch database and topic (and ground-truth topic,
+    """Runs `python -m stack sql --gateway SCRIPT` (through the stack's SQL Gateway: no sql-client JVM per
+    job) against the scratch database and topic (and ground-truth topic,
     when given); returns the job id once the job (found on the REST API by its pipeline.name) is running."""
     topics = {"kafka_trades_topic": topic}
     if injected_topic:
@@ -122,7 +123,7 @@ def submit_sql(settings: Settings, scratch: Settings, topic: str, script: str,
     name = sql_job_name(support.REPO / script)
     wait_for_slots(settings, 1)
     before = {job["jid"] for job in support.flink_jobs(settings)}
-    result = subprocess.run([sys.executable, "-m", "stack", "sql", script], cwd=support.REPO,
+    result = subprocess.run([sys.executable, "-m", "stack", "sql", "--gateway", script], cwd=support.REPO,
                             env=support.env_for(scratch, **topics),
                             capture_output=True, text=True, timeout=SUBMIT_TIMEOUT)
     output = result.stdout + result.stderr

@@ -28,7 +28,8 @@ from marketpulse.config import Settings, load_settings
 from tests import support
 from tests.chaos import harness
 
-PORT_OFFSETS = {"postgres": 5432, "kafka": 9092, "controller": 9093, "rest": 8081, "rpc": 6123}
+PORT_OFFSETS = {"postgres": 5432, "kafka": 9092, "controller": 9093, "rest": 8081, "rpc": 6123,
+                "gateway": 8083}
 SLOTS = 8
 READY_TIMEOUT = 120
 
@@ -42,6 +43,7 @@ def chaos_environment(base: int, stack_dir: Path) -> dict[str, str]:
         "MARKETPULSE_KAFKA_CONTROLLER_PORT": str(ports["controller"]),
         "MARKETPULSE_FLINK_REST_URL": f"http://127.0.0.1:{ports['rest']}",
         "MARKETPULSE_FLINK_RPC_PORT": str(ports["rpc"]),
+        "MARKETPULSE_FLINK_SQL_GATEWAY_URL": f"http://127.0.0.1:{ports['gateway']}",
         "MARKETPULSE_FLINK_TASKMANAGER_SLOTS": str(SLOTS),
     }
 

@@ -220,8 +220,10 @@ def test_detection_quality_scores_the_seeded_anomalies_against_their_labels(page
     server, _ = seeded
     page.goto(f"{server.url}/quality?range=all")
     page.wait_for_selector("#view-quality", state="visible", timeout=TIMEOUT_MS)
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=quality-row]').length === 4",
-                           timeout=TIMEOUT_MS)
+    # The figures of the whole range (the first render can be of the default range, before the URL's).
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=quality-row]').length === 4 && "
+                           "(document.querySelector('[data-testid=quality-summary]') || {textContent: ''})"
+                           ".textContent.startsWith('4 injected anomalies')", timeout=TIMEOUT_MS)
     cells = page.evaluate("() => Array.from(document.querySelectorAll('[data-testid=quality-row]'))"
                           ".map(r => Array.from(r.cells).map(c => c.textContent))")
     assert cells == [

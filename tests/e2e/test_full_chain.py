@@ -136,17 +136,23 @@ def test_generator_to_browser(stack, kafka_topic, scratch_db, jobs, page, tmp_pa
         open_tab(page, "symbol")
         choose(page, "symbol-select", symbol)
         wait_candles(page, symbol_candles, symbol)
-        markers = page.evaluate("""() => {
+        # Each marker: where it is drawn and the price it stands for; a spike outside the candles' normal
+        # range is drawn on the price axis' edge, with its price in the hover text.
+        chart = page.evaluate("""() => {
             const gd = document.querySelector('#candles-graph .js-plotly-plot');
-            return gd._fullData.filter(d => (d.name || '').startsWith('Anomaly: '))
-                               .flatMap(d => Array.from(d.y));
+            const markers = gd._fullData.filter(d => (d.name || '').startsWith('Anomaly: '))
+                .flatMap(d => Array.from(d.y).map((y, i) => [y, d.customdata[i][2]]));
+            return {markers: markers, range: gd._fullLayout.yaxis.range};
         }""")
-        assert len(markers) == symbol_anomalies
-        assert any(math.isclose(y, price, rel_tol=1e-12) for y in markers), (price, markers)
+        assert len(chart["markers"]) == symbol_anomalies
+        drawn = [y for y, real in chart["markers"] if math.isclose(real, price, rel_tol=1e-12)]
+        low, high = chart["range"]
+        assert drawn and all(math.isclose(y, price, rel_tol=1e-12) or y in (low, high) for y in drawn), \
+            (price, chart)
         page.wait_for_timeout(500)
         shot(page, "full-chain-symbol")
-        print(f"dashboard: {symbol} chart shows {symbol_candles} candles and {len(markers)} anomaly markers, "
-              f"including injected {trade_id} at {price}")
+        print(f"dashboard: {symbol} chart shows {symbol_candles} candles and {len(chart['markers'])} anomaly "
+              f"markers, including injected {trade_id} at {price} (drawn at {drawn[0]})")
     finally:
         # Leave the page first: a refresh against a stopped server is a 'Failed to fetch' page error.
         page.goto("about:blank")

@@ -153,6 +153,7 @@ def test_status_reports_every_component_up(stack):
         "PostgreSQL": [f"{stack.postgres.host}:{stack.postgres.port}", "up"],
         "Kafka (KRaft)": [stack.kafka.bootstrap_servers, "up"],
         "Flink": [stack.flink.rest_url, "up"],
+        "SQL Gateway": [stack.flink.sql_gateway_url, "up"],
     }
 
 

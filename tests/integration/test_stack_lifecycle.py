@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 # MARKETPULSE_LIFECYCLE_PORT_BASE moves the private stack's ports (two checkouts testing at once).
 PORT_BASE = int(os.environ.get("MARKETPULSE_LIFECYCLE_PORT_BASE", "10000"))
 PORTS = {"postgres": PORT_BASE + 5432, "kafka": PORT_BASE + 9092, "controller": PORT_BASE + 9093,
-         "rest": PORT_BASE + 8081, "rpc": PORT_BASE + 6123}
+         "rest": PORT_BASE + 8081, "rpc": PORT_BASE + 6123, "gateway": PORT_BASE + 8083}
 
 
 @pytest.fixture
@@ -37,6 +37,7 @@ def private_stack():
         "MARKETPULSE_KAFKA_CONTROLLER_PORT": str(PORTS["controller"]),
         "MARKETPULSE_FLINK_REST_URL": f"http://127.0.0.1:{PORTS['rest']}",
         "MARKETPULSE_FLINK_RPC_PORT": str(PORTS["rpc"]),
+        "MARKETPULSE_FLINK_SQL_GATEWAY_URL": f"http://127.0.0.1:{PORTS['gateway']}",
         "MARKETPULSE_FLINK_TASKMANAGER_SLOTS": "2",
     })
     yield stack_dir, env
@@ -109,16 +110,17 @@ def test_up_up_down_and_the_bad_situations(private_stack):
     started = time.monotonic()
     result = stack_cli("up", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    wall = re.search(r"stack up in ([0-9.]+)s \(started: postgres, kafka, flink\)", result.stderr)
+    wall = re.search(r"stack up in ([0-9.]+)s \(started: postgres, kafka, flink, sqlgateway\)", result.stderr)
     assert wall, result.stderr
     print(f"\nprivate stack: fresh `up` took {float(wall.group(1)):.1f}s "
           f"({time.monotonic() - started:.1f}s with the CLI)")
     status = stack_cli("status", env=env)
     health, processes = status_tables(status.stdout)
-    assert status.returncode == 0 and list(health.values()) == ["up"] * 3, status.stdout
+    assert status.returncode == 0 and list(health.values()) == ["up"] * 4, status.stdout
     # Each process runs under the supervisor, started once.
     assert {name: (row["state"], row["restarts"]) for name, row in processes.items()} == {
-        name: ("up", "0") for name in ("postgres", "kafka", "jobmanager", "taskmanager")}, status.stdout
+        name: ("up", "0") for name in ("postgres", "kafka", "jobmanager", "taskmanager", "sqlgateway")}, \
+        status.stdout
 
     # Again: a no-op that says so.
     again = stack_cli("up", env=env)
@@ -128,10 +130,10 @@ def test_up_up_down_and_the_bad_situations(private_stack):
 
     # Down: nothing of ours is left running; status says so and fails.
     down = stack_cli("down", env=env)
-    assert "stopped: flink, kafka, postgres" in down.stderr, down.stderr
+    assert "stopped: sqlgateway, flink, kafka, postgres" in down.stderr, down.stderr
     assert processes_mentioning(stack_dir) == []
     after = stack_cli("status", env=env)
-    assert after.returncode == 1 and after.stdout.count("DOWN") == 3, after.stdout
+    assert after.returncode == 1 and after.stdout.count("DOWN") == 4, after.stdout
     assert "no supervisor running" in after.stderr
 
     # A component that fails to start: the error names it and its log file.
