@@ -149,9 +149,9 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
         if "sma" in ind.columns:
             fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["sma"], name="SMA", mode="lines",
                                      line={"color": "#b388ff", "width": 1.2}), row=1, col=1)
-    price_range = robust_price_range(candles, anomalies["price"] if anomalies is not None and
-                                     not anomalies.empty else None)
-    if anomalies is not None and not anomalies.empty:
+    has_anomalies = anomalies is not None and not anomalies.empty
+    price_range = robust_price_range(candles, anomalies["price"] if has_anomalies else None)
+    if has_anomalies:
         for trace in _anomaly_traces(anomalies, price_range):
             fig.add_trace(trace, row=1, col=1)
     colors = [UP if c >= o else DOWN for o, c in zip(candles["open"], candles["close"], strict=True)]

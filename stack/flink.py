@@ -91,27 +91,38 @@ def bin_path(script: str) -> str:
     return str(paths.pyflink_home() / "bin" / script)
 
 
-def _pid_files() -> list[Path]:
-    """The JobManager's and TaskManager's pid files (not the SQL Gateway's: stack/sqlgateway.py)."""
+def service_pid_files(services: tuple[str, ...]) -> list[Path]:
+    """Flink's own pid files of these services (flink-console.sh writes flink-<user>-<service>.pid):
+    standalonesession, taskexecutor, sql-gateway."""
     if not PID_DIR.exists():
         return []
-    return sorted(path for daemon in DAEMONS for path in PID_DIR.glob(f"flink-*-{daemon}.pid"))
+    return sorted(path for service in services for path in PID_DIR.glob(f"flink-*-{service}.pid"))
+
+
+def service_pids(services: tuple[str, ...]) -> list[int]:
+    """Live pids of these services from their pid files (whoever started them)."""
+    return [int(token) for pid_file in service_pid_files(services) for token in pid_file.read_text().split()
+            if token.isdigit() and pid_alive(int(token))]
+
+
+def stop_services(services: tuple[str, ...]) -> bool:
+    """Stops what these services' pid files name and removes the files; True when something ran."""
+    running = service_pids(services)
+    for pid in running:
+        stop_pid(pid, timeout=20)
+    for pid_file in service_pid_files(services):
+        pid_file.unlink()
+    return bool(running)
 
 
 def pids() -> list[int]:
-    """Live JobManager/TaskManager pids from Flink's own pid files."""
-    found = []
-    for pid_file in _pid_files():
-        found += [int(token) for token in pid_file.read_text().split()
-                  if token.isdigit() and pid_alive(int(token))]
-    return found
+    """Live JobManager/TaskManager pids from Flink's own pid files (not the SQL Gateway's)."""
+    return service_pids(DAEMONS)
 
 
 def daemon_pids(daemon: str) -> list[int]:
     """Live pids of 'jobmanager' or 'taskmanager' from Flink's pid files (whoever started them)."""
-    service = {"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}[daemon]
-    return [int(token) for pid_file in _pid_files() if pid_file.name.endswith(f"-{service}.pid")
-            for token in pid_file.read_text().split() if token.isdigit() and pid_alive(int(token))]
+    return service_pids(({"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}[daemon],))
 
 
 def program_pids() -> dict[str, list[int]]:
@@ -155,8 +166,9 @@ def prepare(settings: Settings) -> None:
     render_conf(settings)
     for folder in (LOG_DIR, PID_DIR, CHECKPOINT_DIR, SAVEPOINT_DIR):
         folder.mkdir(parents=True, exist_ok=True)
-    # Only files of dead daemons: a JobManager an older `up` started may live on.
-    for pid_file in _pid_files():
+    # Only files of dead daemons (of any Flink service, the SQL Gateway's too): a JobManager an older `up`
+    # started may live on.
+    for pid_file in sorted(PID_DIR.glob("flink-*.pid")):
         if not any(token.isdigit() and pid_alive(int(token)) for token in pid_file.read_text().split()):
             pid_file.unlink()
 
@@ -188,22 +200,23 @@ def after_start(settings: Settings) -> None:
     pass
 
 
-def run_foreground(settings: Settings, daemon: str) -> None:
-    """Container entry point: one Flink daemon in the foreground (docker-compose.yml)."""
+def exec_foreground(settings: Settings, script: str, args: list[str]) -> None:
+    """Container entry point: replaces this process by one of Flink's bin/ scripts in the foreground
+    (docker-compose.yml), with the rendered configuration and the state folders in place."""
     render_conf(settings)
     for folder in (LOG_DIR, PID_DIR, CHECKPOINT_DIR, SAVEPOINT_DIR):
         folder.mkdir(parents=True, exist_ok=True)
-    script = {"jobmanager": "jobmanager.sh", "taskmanager": "taskmanager.sh"}[daemon]
-    os.execve(bin_path(script), [script, "start-foreground"], flink_env())
+    os.execve(bin_path(script), [script, *args], flink_env())
+
+
+def run_foreground(settings: Settings, daemon: str) -> None:
+    """One Flink daemon (jobmanager or taskmanager) in the foreground."""
+    exec_foreground(settings, {"jobmanager": "jobmanager.sh", "taskmanager": "taskmanager.sh"}[daemon],
+                    ["start-foreground"])
 
 
 def stop(settings: Settings) -> bool:
-    running = pids()
-    for pid in running:
-        stop_pid(pid, timeout=20)
-    for pid_file in _pid_files():
-        pid_file.unlink()
-    return bool(running)
+    return stop_services(DAEMONS)
 
 
 def healthy(settings: Settings) -> bool:

@@ -2,8 +2,9 @@
 
 The gateway is a long-running JVM next to the cluster (`sql-gateway.sh start-foreground`, the jar in
 .deps/flink-opt) that takes SQL statements over REST and submits their jobs to the session cluster. A script
-submitted through it costs a few REST calls instead of a `sql-client.sh` JVM start (~15 s on 2 cores): the
-demo and the tests submit this way; `make sql` keeps `sql-client.sh -f` for people.
+submitted through it pays for planning only, not for a `sql-client.sh` JVM start as well (here: 25.6 s for
+window_metrics.sql with sql-client.sh, 12.4 s for the whole pipeline.sql through the gateway): the demo and
+the tests submit this way; `make sql` keeps `sql-client.sh -f` for people.
 
 REST API (v1 paths): POST /sessions -> sessionHandle; POST /sessions/{s}/statements -> operationHandle;
 GET /sessions/{s}/operations/{o}/status; GET .../result/0 (an error's text, or the jobID of an INSERT or a
@@ -22,7 +23,7 @@ from marketpulse.config import Settings
 from marketpulse.sqltemplate import split_statements
 from stack import flink
 from stack.errors import StackError
-from stack.proc import Program, pid_alive, stop_pid
+from stack.proc import Program
 
 NAME = "sqlgateway"
 PROGRAMS = ("sqlgateway",)
@@ -40,13 +41,8 @@ def ports(settings: Settings) -> list[tuple[int, str]]:
     return [(host_port(settings)[1], "Flink SQL Gateway REST")]
 
 
-def _pid_files() -> list[Path]:
-    return sorted(flink.PID_DIR.glob(f"flink-*-{SERVICE}.pid")) if flink.PID_DIR.exists() else []
-
-
 def pids() -> list[int]:
-    return [int(token) for pid_file in _pid_files() for token in pid_file.read_text().split()
-            if token.isdigit() and pid_alive(int(token))]
+    return flink.service_pids((SERVICE,))
 
 
 def program_pids() -> dict[str, list[int]]:
@@ -109,23 +105,12 @@ def after_start(settings: Settings) -> None:
 
 
 def stop(settings: Settings) -> bool:
-    found = pids()
-    for pid in found:
-        stop_pid(pid, timeout=20)
-    for pid_file in _pid_files():
-        pid_file.unlink()
-    return bool(found)
+    return flink.stop_services((SERVICE,))
 
 
 def run_foreground(settings: Settings) -> None:
     """Container entry point (docker-compose.yml's sql-gateway service)."""
-    import os
-
-    flink.render_conf(settings)
-    for folder in (flink.LOG_DIR, flink.PID_DIR):
-        folder.mkdir(parents=True, exist_ok=True)
-    argv = ["sql-gateway.sh", "start-foreground", *gateway_options(settings)]
-    os.execve(flink.bin_path("sql-gateway.sh"), argv, flink.flink_env())
+    flink.exec_foreground(settings, "sql-gateway.sh", ["start-foreground", *gateway_options(settings)])
 
 
 # --- client -------------------------------------------------------------------------------------------
