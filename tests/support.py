@@ -187,9 +187,29 @@ def create_scratch_database(settings: Settings, prefix: str = "mp_test") -> Sett
     return scratch
 
 
-def drop_scratch_database(settings: Settings, scratch: Settings) -> None:
+def drop_scratch_database(settings: Settings, scratch: Settings, attempts: int = 10) -> None:
+    """DROP DATABASE ... WITH (FORCE), which ends the sessions still open on it (a dashboard, a job's
+    sink). FORCE refuses while an autovacuum worker is in the database (a process of no role: "must be a
+    member of the role whose process is being terminated"); a plain DROP ends autovacuum itself and waits
+    for it, so that refusal falls back to one, and the pair is tried again while sessions are in the way."""
+    import time
+
+    from psycopg2.errors import InsufficientPrivilege, ObjectInUse
+
+    name = scratch.postgres.database
     with closing(pg_connect(settings)) as conn, conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{scratch.postgres.database}" WITH (FORCE)')
+        for attempt in range(attempts):
+            try:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except InsufficientPrivilege:
+                try:
+                    cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                    return
+                except ObjectInUse:
+                    if attempt == attempts - 1:
+                        raise
+                    time.sleep(0.5)
 
 
 def env_for(scratch: Settings, **overrides: str) -> dict[str, str]:
