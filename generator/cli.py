@@ -143,6 +143,15 @@ def build_parser(settings) -> argparse.ArgumentParser:
     timing.add_argument("--event-rate", type=_non_negative(float), metavar="R",
                         help="simulated clock only: trades per second of event time (default: --rate, or "
                              f"{gen.rate} when --rate is 0)")
+    timing.add_argument("--history-minutes", type=_non_negative(float), default=0.0, metavar="M",
+                        help="history first: M minutes of trades with event times from now-M min up to now, "
+                             "sent as fast as Kafka takes them, then the same price paths go on live on the "
+                             "wall clock at --rate (labels and injections as usual); --duration counts the "
+                             "live part")
+    timing.add_argument("--history-rate", type=_non_negative(float),
+                        default=float(settings.demo.history_rate), metavar="R",
+                        help="trades per second of event time in the history, all symbols together "
+                             "([demo] history_rate)")
 
     inject = parser.add_argument_group("anomalies, disorder and bad records (all labelled)")
     how_often = inject.add_mutually_exclusive_group()

@@ -38,6 +38,10 @@ class RunPlan:
     owned: list[SymbolSpec] = field(default_factory=list)  # this shard's symbols (none for a replay)
     # Wall-clock runs: the epoch ms of offset 0, so the pacer sends each trade at its own event time.
     wall_start_ms: int | None = None
+    # --history-minutes: the offset where the history ends and the live part starts (None: no history).
+    # Offset 0 is wall_start_ms, the history's first instant, so the pacer finds every history event
+    # overdue (sent as fast as the sink takes it) and waits for every live one: one stream, one clock.
+    live_from_s: float | None = None
 
 
 def resolve(args, settings, environ=os.environ, now_ms: Callable[[], int] | None = None) -> RunPlan:
@@ -46,7 +50,10 @@ def resolve(args, settings, environ=os.environ, now_ms: Callable[[], int] | None
     shard = args.shard or shard_from_env(environ) or (0, 1)
     seed = settings.generator.seed if args.seed is None else args.seed
 
+    history_s = args.history_minutes * 60
     if args.replay:
+        if history_s:
+            raise UsageError("--history-minutes needs the price model, not --replay")
         if not os.path.isfile(args.replay):
             raise UsageError(f"replay file not found: {args.replay}")
         return RunPlan([], replay_events(args.replay, seed, topics, shard), args.speed or None, None, topics)
@@ -58,10 +65,23 @@ def resolve(args, settings, environ=os.environ, now_ms: Callable[[], int] | None
     universe = build_universe(tickers, seed)
 
     clock = args.clock
-    if clock == "auto":
+    if history_s:
+        if clock == "sim" or args.start_time is not None or args.event_rate is not None:
+            raise UsageError("--history-minutes ends the history at the wall clock's now: it does not go "
+                             "with --clock sim, --start-time or --event-rate (use --history-rate)")
+        if args.rate <= 0:
+            raise UsageError("--history-minutes needs a live --rate above 0 (the live part is paced on the "
+                             "wall clock)")
+        if args.history_rate <= 0:
+            raise UsageError("--history-rate must be above 0")
+    elif clock == "auto":
         clock = "sim" if (args.seed is not None or args.start_time is not None) else "wall"
     wall_start_ms = None
-    if clock == "wall":
+    if history_s:
+        # Offset 0 is `history_s` before now: history event times run up to now, live ones from now on.
+        start_ms = wall_start_ms = (now_ms() if now_ms else int(time.time() * 1000)) - round(history_s * 1000)
+        event_rate = args.rate
+    elif clock == "wall":
         if args.start_time is not None:
             raise UsageError("--start-time needs the simulated clock (drop --clock wall)")
         if args.event_rate is not None:
@@ -74,11 +94,12 @@ def resolve(args, settings, environ=os.environ, now_ms: Callable[[], int] | None
     if event_rate <= 0:
         raise UsageError("the event rate must be positive")
 
-    unpaced_wall = clock == "wall" and args.rate == 0
+    unpaced_wall = clock == "wall" and args.rate == 0 and not history_s
     opts = StreamOptions(
         universe=universe, seed=seed, start_ms=start_ms, event_rate=event_rate,
         run=run_token(seed, start_ms), shard=shard,
-        end_offset_s=None if (args.duration is None or unpaced_wall) else args.duration,
+        # With a history, --duration is the live part's.
+        end_offset_s=None if (args.duration is None or unpaced_wall) else history_s + args.duration,
         vol_scale=args.vol_scale,
         anomalies=AnomalyOptions(
             rate=args.anomaly_rate, every=args.anomaly_every or 0, kinds=args.anomaly_kinds,
@@ -88,6 +109,7 @@ def resolve(args, settings, environ=os.environ, now_ms: Callable[[], int] | None
         topics=topics,
         # As fast as possible on the wall clock: stamp each trade with the time it is made.
         event_time_of=(lambda _offset: int(time.time() * 1000)) if unpaced_wall else None,
+        history_s=history_s, history_rate=args.history_rate if history_s else 0.0,
     )
     owned = [spec for _, spec in owned_symbols(opts)]
     reference = [] if args.no_reference else \
@@ -96,4 +118,4 @@ def resolve(args, settings, environ=os.environ, now_ms: Callable[[], int] | None
         reference=reference, events=generate(opts),
         speed=args.rate / event_rate if args.rate > 0 else None,
         wall_duration_s=args.duration if unpaced_wall else None,
-        topics=topics, owned=owned, wall_start_ms=wall_start_ms)
+        topics=topics, owned=owned, wall_start_ms=wall_start_ms, live_from_s=history_s or None)

@@ -81,7 +81,8 @@ class Progress:
     def due(self) -> bool:
         return self.every_s > 0 and self._clock() >= self._next
 
-    def line(self, count: int, labels: int, bad: int, errors: int, lag_s: float, final: bool = False) -> str:
+    def line(self, count: int, labels: int, bad: int, errors: int, lag_s: float, final: bool = False,
+             history_left_s: float | None = None) -> str:
         now = self._clock()
         elapsed = max(now - self.start, 1e-9)
         window = max(now - self._last_t, 1e-9)
@@ -99,7 +100,10 @@ class Progress:
             rate = f"{current:,.0f}/s now, {rate}"
         text = (f"generator: {elapsed:6.1f}s  {head}  {rate}  labels {labels:,}  bad {bad:,}  "
                 f"delivery errors {errors:,}")
-        if lag_s > 1.0 and not final:
+        if history_left_s is not None and not final:
+            # Catching up on purpose: "behind schedule" would read like a fault.
+            text += f"  (history: event time now-{history_left_s / 60:.1f} min)"
+        elif lag_s > 1.0 and not final:
             text += f"  (behind schedule by {lag_s:.1f}s)"
         return text
 
@@ -132,7 +136,10 @@ def run(events: Iterable[Event], sink: Sink, *, trades_topic: str, injected_topi
         reference: Iterable[tuple[str, bytes, bytes]] = (), pacer: Pacer | None = None,
         count: int | None = None, wall_duration_s: float | None = None, progress: Progress | None = None,
         should_stop: Callable[[], bool] = lambda: False,
-        clock: Callable[[], float] = time.monotonic) -> RunStats:
+        clock: Callable[[], float] = time.monotonic, live_from_s: float | None = None,
+        announce: Callable[[str], None] | None = None) -> RunStats:
+    """live_from_s: the offset where a history ends (RunPlan.live_from_s); `announce` gets one line when the
+    first live event is due."""
     stats = RunStats()
     send = sink.send
     started = clock()
@@ -141,10 +148,16 @@ def run(events: Iterable[Event], sink: Sink, *, trades_topic: str, injected_topi
         stats.reference += 1
     trades = labels = bad = reference_count = 0
     deadline = started + wall_duration_s if wall_duration_s is not None else None
+    in_history = live_from_s is not None
     try:
         for offset, _, _, messages in events:
             if count is not None and trades >= count:
                 break
+            if in_history and offset >= live_from_s:
+                in_history = False
+                if announce is not None:
+                    announce(f"generator: history sent, {trades:,} trades ({live_from_s / 60:g} min of event "
+                             f"time) in {clock() - started:.1f}s; live on the wall clock from now")
             if pacer is not None:
                 pacer.wait(offset)
             if should_stop():
@@ -167,7 +180,8 @@ def run(events: Iterable[Event], sink: Sink, *, trades_topic: str, injected_topi
                 if deadline is not None and clock() >= deadline:
                     break
                 if progress is not None and progress.due():
-                    progress.emit(trades, labels, bad, sink.errors, pacer.lag_s if pacer else 0.0)
+                    progress.emit(trades, labels, bad, sink.errors, pacer.lag_s if pacer else 0.0,
+                                  history_left_s=live_from_s - offset if in_history else None)
     finally:
         stats.trades, stats.labels, stats.bad = trades, labels, bad
         stats.reference += reference_count
@@ -243,6 +257,8 @@ def execute(args, settings, stop: StopFlag | None = None) -> tuple[int, RunStats
                          wait_s=args.wait_for_broker, log=say)
         target = f"Kafka {args.bootstrap_servers} ({topics.trades}, {topics.injected}, {topics.reference})"
     say(f"generator: writing to {target}" +
+        (f", {args.history_minutes:g} min of history at {args.history_rate:g} trades/s of event time as "
+         f"fast as it goes, then live" if plan.live_from_s else "") +
         (f", {args.rate:g} trades/s" if plan.speed and not args.replay else "") +
         (f", replay {args.replay} at {args.speed:g}x" if args.replay else ""))
 
@@ -255,7 +271,8 @@ def execute(args, settings, stop: StopFlag | None = None) -> tuple[int, RunStats
     try:
         stats = run(plan.events, sink, trades_topic=topics.trades, injected_topic=topics.injected,
                     reference=plan.reference, pacer=pacer, count=args.count,
-                    wall_duration_s=plan.wall_duration_s, progress=progress, should_stop=stop)
+                    wall_duration_s=plan.wall_duration_s, progress=progress, should_stop=stop,
+                    live_from_s=plan.live_from_s, announce=None if args.quiet else say)
     finally:
         sink.close()
     stats.errors, stats.first_error = sink.errors, sink.first_error

@@ -56,6 +56,10 @@ class StreamOptions:
     # Event time of a trade from its offset; the default is start_ms + offset. The wall-clock unpaced mode
     # passes a function that reads the clock instead.
     event_time_of: Callable[[float], int] | None = None
+    # History first (--history-minutes): the first history_s seconds of event time are made at history_rate
+    # trades/s, then the same per-symbol processes go on at event_rate. 0 = no history.
+    history_s: float = 0.0
+    history_rate: float = 0.0
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -88,6 +92,8 @@ def symbol_events(opts: StreamOptions, index: int, spec: SymbolSpec) -> Iterator
     seed, sym = opts.seed, spec.symbol
     total_weight = sum(s.weight for s in opts.universe)
     lam = opts.event_rate * spec.weight / total_weight
+    switch = opts.history_s
+    lam_now = opts.history_rate * spec.weight / total_weight if switch > 0 else lam
     arrivals = derived_rng(seed, sym, "arrivals")
     model = GbmPriceModel(spec.start_price, spec.drift, spec.volatility * opts.vol_scale,
                           derived_rng(seed, sym, "price"))
@@ -114,7 +120,12 @@ def symbol_events(opts: StreamOptions, index: int, spec: SymbolSpec) -> Iterator
     seq = 0
     n = 0
     while True:
-        dt = expovariate(lam)
+        dt = expovariate(lam_now)
+        if offset < switch <= offset + dt:
+            # Arrivals are memoryless, so at the switch the process just goes on at the live rate: no gap or
+            # burst at "now". The price model advances over the whole interval: one continuous path.
+            dt = switch - offset + expovariate(lam)
+            lam_now = lam
         offset += dt
         if end is not None and offset >= end:
             break

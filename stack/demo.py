@@ -104,7 +104,12 @@ def _start_processes(settings: Settings) -> tuple[subprocess.Popen, subprocess.P
         generator = _spawn("generator", [
             "-m", "generator", "--rate", str(demo.rate), "--anomaly-rate", str(demo.anomaly_rate),
             "--late-fraction", str(demo.late_fraction), "--bad-fraction", str(demo.bad_fraction),
+            "--history-minutes", str(demo.history_minutes), "--history-rate", str(demo.history_rate),
             "--reference-to-postgres", *symbols])
+        if demo.history_minutes:
+            say(f"generator: {demo.history_minutes} min of history first (event times up to now, "
+                f"{demo.history_rate:g} trades/s of event time, about "
+                f"{demo.history_minutes * 60 * demo.history_rate:,.0f} trades, as fast as Kafka takes them)")
         say(f"generator: {demo.rate} trades/s with anomalies, late and bad records "
             f"(log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
     elif demo.source in ("yahoo", "alphavantage"):
