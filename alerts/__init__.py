@@ -7,7 +7,8 @@ times, at-least-once with the dedup key (trade_id, rule)) and, for each anomaly 
     repeat     (trade_id, rule) already has a decision: skipped, never delivered twice;
     alert      first of its (symbol, rule), or at least alerts.cooldown_seconds of EVENT time after the last
                alert of that (symbol, rule): sent to every configured channel (log, webhook, slack);
-    suppress   within the cooldown: recorded, not sent.
+    suppress   within the cooldown, or stale (event time more than alerts.max_age_seconds before the wall
+               clock when it is read, e.g. the demo's history): recorded, not sent.
 
 Every decision is a row of alert_decisions (db/schema/006_alerts.sql), primary key (trade_id, rule);
 undeliverable alerts also get a row per failed channel in alert_dead_letters, with the payload and the reason.

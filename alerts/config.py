@@ -15,6 +15,7 @@ DEFAULTS = {
     "webhook_url": "",
     "slack_webhook_url": "",
     "cooldown_seconds": 60,
+    "max_age_seconds": 60,
     "retries": 4,
     "backoff_initial_ms": 500,
     "backoff_multiplier": 2.0,
@@ -33,6 +34,7 @@ class AlertConfig:
     webhook_url: str
     slack_webhook_url: str
     cooldown_seconds: float
+    max_age_seconds: float
     retries: int
     backoff_initial_ms: int
     backoff_multiplier: float
@@ -46,6 +48,10 @@ class AlertConfig:
     @property
     def cooldown_ms(self) -> int:
         return int(round(self.cooldown_seconds * 1000))
+
+    @property
+    def max_age_ms(self) -> int:
+        return int(round(self.max_age_seconds * 1000))
 
     def active_channels(self) -> list[str]:
         """Channels listed and usable: webhook and slack need their URL."""
@@ -82,6 +88,7 @@ class AlertConfig:
                 webhook_url=str(values["webhook_url"]).strip(),
                 slack_webhook_url=str(values["slack_webhook_url"]).strip(),
                 cooldown_seconds=float(values["cooldown_seconds"]),
+                max_age_seconds=float(values["max_age_seconds"]),
                 retries=int(values["retries"]),
                 backoff_initial_ms=int(values["backoff_initial_ms"]),
                 backoff_multiplier=float(values["backoff_multiplier"]),
@@ -98,7 +105,8 @@ class AlertConfig:
             url = getattr(config, key)
             if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
                 raise ConfigError(f"alerts.{key} is not an http(s) URL: {redact(url)}")
-        checks = [("cooldown_seconds", config.cooldown_seconds >= 0), ("retries", config.retries >= 0),
+        checks = [("cooldown_seconds", config.cooldown_seconds >= 0),
+                  ("max_age_seconds", config.max_age_seconds >= 0), ("retries", config.retries >= 0),
                   ("backoff_initial_ms", config.backoff_initial_ms >= 0),
                   ("backoff_multiplier", config.backoff_multiplier >= 1),
                   ("backoff_max_ms", config.backoff_max_ms >= 0),

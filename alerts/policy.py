@@ -8,12 +8,16 @@ For each anomaly, in topic order:
                nothing is delivered again, its first decision stands.
     alert      no alert of the same (symbol, rule) yet, or its event time is at least `cooldown` after the
                event time of the last alert of that (symbol, rule): it goes to the channels.
+    stale      its event time is more than `max_age` before the wall clock when it is decided (an alert is
+               about now: the demo's hour of history, or a backlog read after a long outage): recorded as
+               suppressed with the reason, not delivered, and it starts no cooldown. max_age 0 = off.
     suppress   otherwise (within the cooldown, or older than the last alert): recorded, not delivered.
 
 The cooldown is measured in EVENT time (the trade's), never the wall clock, so a replay of the same topic,
-or a restart that re-reads part of it, makes the same decisions. An alert starts a cooldown whether or not
-its delivery succeeded (a dead webhook must not change which anomalies are alerts). With cooldown 0 every
-distinct anomaly is an alert.
+or a restart that re-reads part of it, makes the same decisions (the stale rule alone reads the wall clock;
+a decision once stored is never made again, so a replay still changes nothing). An alert starts a cooldown
+whether or not its delivery succeeded (a dead webhook must not change which anomalies are alerts). With
+cooldown 0 every distinct anomaly is an alert.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 ALERT = "alert"
 SUPPRESS = "suppress"
+STALE = "stale"
 REPEAT = "repeat"
 
 # What the DataStream job writes to the anomalies topic (jobs/market_metrics_sinks.sql, anomalies_kafka).
@@ -109,7 +114,7 @@ class Anchor:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    action: str               # ALERT | SUPPRESS | REPEAT
+    action: str               # ALERT | SUPPRESS | STALE | REPEAT
     reason: str | None = None  # why, for SUPPRESS and REPEAT
 
 
@@ -118,17 +123,23 @@ class CooldownPolicy:
     loaded from the stored decisions on start); whether a key was decided before is the caller's
     knowledge (the store), passed in as `already_decided`."""
 
-    def __init__(self, cooldown_ms: int, anchors: dict[tuple[str, str], Anchor] | None = None):
-        if cooldown_ms < 0:
-            raise ValueError(f"cooldown must not be negative, got {cooldown_ms} ms")
+    def __init__(self, cooldown_ms: int, anchors: dict[tuple[str, str], Anchor] | None = None,
+                 max_age_ms: int = 0):
+        if cooldown_ms < 0 or max_age_ms < 0:
+            raise ValueError(f"cooldown and max age must not be negative, got {cooldown_ms} and "
+                             f"{max_age_ms} ms")
         self.cooldown_ms = int(cooldown_ms)
+        self.max_age_ms = int(max_age_ms)
         self.anchors: dict[tuple[str, str], Anchor] = dict(anchors or {})
 
-    def decide(self, anomaly: Anomaly, already_decided: bool = False) -> Verdict:
+    def decide(self, anomaly: Anomaly, already_decided: bool = False, now_ms: int | None = None) -> Verdict:
         """The verdict for one anomaly, in topic order; an ALERT becomes the new anchor of its
-        (symbol, rule)."""
+        (symbol, rule). now_ms: the wall clock, for the max age (None: no age check)."""
         if already_decided:
             return Verdict(REPEAT, "already decided (replayed or repeated message)")
+        if self.max_age_ms and now_ms is not None and now_ms - anomaly.event_time > self.max_age_ms:
+            return Verdict(STALE, f"stale: event time {(now_ms - anomaly.event_time) / 1000:,.0f} s before "
+                                  f"it was read (max age {self.max_age_ms / 1000:g} s)")
         group = (anomaly.symbol, anomaly.rule)
         anchor = self.anchors.get(group)
         if anchor is not None and self.cooldown_ms > 0:
@@ -145,13 +156,14 @@ class CooldownPolicy:
 
 def decide_stream(anomalies: Iterable[Anomaly], cooldown_ms: int,
                   policy: CooldownPolicy | None = None,
-                  decided: set[tuple[str, str]] | None = None) -> Iterator[tuple[Anomaly, Verdict]]:
+                  decided: set[tuple[str, str]] | None = None,
+                  now_ms: int | None = None) -> Iterator[tuple[Anomaly, Verdict]]:
     """The verdicts for a stream in order, with dedup in memory (`decided` is updated): what the service
     does, without the database."""
     policy = policy or CooldownPolicy(cooldown_ms)
     decided = set() if decided is None else decided
     for anomaly in anomalies:
-        verdict = policy.decide(anomaly, anomaly.key in decided)
+        verdict = policy.decide(anomaly, anomaly.key in decided, now_ms)
         decided.add(anomaly.key)
         yield anomaly, verdict
 

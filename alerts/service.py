@@ -12,7 +12,7 @@ from datetime import datetime
 
 from alerts.channels import ChannelResult, HttpChannel, Interrupted, LogChannel, build_channels
 from alerts.config import AlertConfig, redact
-from alerts.policy import ALERT, REPEAT, CooldownPolicy, InvalidAnomaly, parse_anomaly
+from alerts.policy import ALERT, REPEAT, STALE, CooldownPolicy, InvalidAnomaly, parse_anomaly
 from alerts.store import DEAD, DELIVERED, SUPPRESSED, Decision, Store, first_line
 from marketpulse.config import Settings, postgres_dsn
 
@@ -86,8 +86,10 @@ class AlertService:
             parts.append(f"{name} {redact(url)}" if url else name)
         channels = ", ".join(parts) or "none"
         notes = "; ".join(self.config.inactive_notes())
+        max_age = f"{self.config.max_age_seconds:g} s" if self.config.max_age_seconds else "off"
         return (f"topic {self.topic} on {self.bootstrap}, group {self.config.consumer_group}; cooldown "
-                f"{self.config.cooldown_seconds:g} s per (symbol, rule) in event time; channels: {channels}"
+                f"{self.config.cooldown_seconds:g} s per (symbol, rule) in event time; anomalies older than "
+                f"{max_age} are not sent; channels: {channels}"
                 + (f"; {notes}" if notes else "") +
                 f"; retries {self.config.retries}, backoff {self.config.backoff_initial_ms} ms x"
                 f"{self.config.backoff_multiplier:g} up to {self.config.backoff_max_ms} ms")
@@ -132,7 +134,7 @@ class AlertService:
         try:
             self.store.check_schema()
             anchors = self.store.load_anchors()
-            self.policy = CooldownPolicy(self.config.cooldown_ms, anchors)
+            self.policy = CooldownPolicy(self.config.cooldown_ms, anchors, self.config.max_age_ms)
             say(f"PostgreSQL at {self.store.where}: the last alert of {len(anchors)} (symbol, rule) loaded")
             self.consumer = self.connect_kafka()
             say(f"consuming {self.topic}; offsets are committed after each batch's decisions are stored")
@@ -189,10 +191,14 @@ class AlertService:
                     say(f"skipped record {tp.topic}[{tp.partition}]@{record.offset}: "
                         f"not an anomaly ({error})")
                 else:
-                    verdict = self.policy.decide(anomaly, anomaly.key in decided)
+                    verdict = self.policy.decide(anomaly, anomaly.key in decided, int(time.time() * 1000))
                     decided.add(anomaly.key)
                     if verdict.action == REPEAT:
                         self.counts["repeats"] += 1
+                    elif verdict.action == STALE:  # stored as suppressed, with its reason
+                        self.store.record(Decision(anomaly, SUPPRESSED, verdict.reason, [], tp.partition,
+                                                   record.offset))
+                        self.counts["stale"] += 1
                     elif verdict.action == ALERT:
                         self.alert(anomaly, tp.partition, record.offset)
                     else:
@@ -277,7 +283,8 @@ class AlertService:
     def progress_text(self) -> str:
         c = self.counts
         return (f"{c['read']:,} records read: {c[DELIVERED]:,} alerts delivered, {c[DEAD]:,} dead, "
-                f"{c[SUPPRESSED]:,} suppressed by cooldown, {c['repeats']:,} repeats skipped, "
+                f"{c[SUPPRESSED]:,} suppressed by cooldown, {c['stale']:,} too old to send, "
+                f"{c['repeats']:,} repeats skipped, "
                 f"{c['invalid']:,} invalid")
 
     def close(self) -> None:

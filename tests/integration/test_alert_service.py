@@ -95,7 +95,9 @@ class AlertProcess:
         env = support.env_for(scratch, kafka_anomalies_topic=topic, alerts_consumer_group=group,
                               alerts_webhook_url=url, alerts_channels="webhook,log",
                               alerts_cooldown_seconds=COOLDOWN_S, alerts_batch_max_records=25,
-                              alerts_progress_seconds=2, **overrides)
+                              alerts_progress_seconds=2,
+                              # The stream's event times are in 2025: no max age, or all would be stale.
+                              alerts_max_age_seconds=0, **overrides)
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen([sys.executable, "-m", "alerts"], cwd=support.REPO, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -261,7 +263,7 @@ def test_one_post_per_symbol_rule_and_cooldown_across_a_kill_and_a_replay(stack,
     assert Counter(receiver.keys()) == counts
     assert records_read(replay_log) == len(stream)
     assert f"{len(stream):,} records read: 0 alerts delivered, 0 dead, 0 suppressed by cooldown, " \
-           f"{len(stream):,} repeats skipped" in replay_log
+           f"0 too old to send, {len(stream):,} repeats skipped" in replay_log
 
 
 def test_a_failing_receiver_gets_the_retries_then_the_alert_is_a_dead_letter(stack, kafka_topic, scratch_db,

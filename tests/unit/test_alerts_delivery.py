@@ -133,6 +133,7 @@ def test_committed_config_needs_no_secret_and_runs_the_log_channel_only():
     assert cfg.webhook_url == "" and cfg.slack_webhook_url == ""
     assert cfg.active_channels() == ["log"]
     assert cfg.cooldown_ms == 60_000 and cfg.retries == 4
+    assert cfg.max_age_ms == 60_000
 
 
 def test_env_turns_channels_on_and_lists_are_comma_separated():
@@ -148,6 +149,7 @@ def test_env_turns_channels_on_and_lists_are_comma_separated():
     ("retries", "-1", "out of range"),
     ("backoff_multiplier", "0.5", "out of range"),
     ("cooldown_seconds", "-3", "out of range"),
+    ("max_age_seconds", "-1", "out of range"),
 ])
 def test_bad_settings_are_one_line_errors(key, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -8,6 +8,7 @@ import pytest
 from alerts.policy import (
     ALERT,
     REPEAT,
+    STALE,
     SUPPRESS,
     Anchor,
     Anomaly,
@@ -133,6 +134,34 @@ def test_cooldown_zero_alerts_every_distinct_anomaly():
 def test_negative_cooldown_is_refused():
     with pytest.raises(ValueError):
         CooldownPolicy(-1)
+
+
+def test_anomalies_older_than_the_max_age_are_stale_and_start_no_cooldown():
+    # make demo: the hour of history reaches the service seconds after the start; only the live part (and
+    # the last minute of history) is news. Ages are measured against the wall clock passed in.
+    policy = CooldownPolicy(60_000, max_age_ms=60_000)
+    now = T0 + 3_600_000
+    history = [anomaly("h1", 0), anomaly("h2", 1_000), anomaly("h3", 120_000, rule="price_zscore")]
+    live = [anomaly("l1", 3_599_000), anomaly("l2", 3_599_500)]
+    verdicts = [v for _, v in decide_stream(history + live, 60_000, policy=policy, now_ms=now)]
+    assert [v.action for v in verdicts] == [STALE, STALE, STALE, ALERT, SUPPRESS]
+    assert verdicts[0].reason == "stale: event time 3,600 s before it was read (max age 60 s)"
+    assert policy.anchors == {("AAPL", "price_jump"): Anchor(T0 + 3_599_000, "l1")}
+
+
+def test_max_age_edges_and_off():
+    edge = [anomaly("a", 0), anomaly("b", -1, symbol="MSFT")]
+    assert actions(edge, 0, policy=CooldownPolicy(0, max_age_ms=60_000), now_ms=T0 + 60_000) == [ALERT, STALE]
+    old = [anomaly("a", 0)]
+    assert actions(old, 0, policy=CooldownPolicy(0, max_age_ms=0), now_ms=T0 + 10**9) == [ALERT]  # 0 = off
+    assert actions(old, 0, policy=CooldownPolicy(0, max_age_ms=1)) == [ALERT]  # no clock: no age check
+    with pytest.raises(ValueError):
+        CooldownPolicy(0, max_age_ms=-1)
+
+
+def test_a_repeat_stays_a_repeat_whatever_its_age():
+    policy = CooldownPolicy(0, max_age_ms=1_000)
+    assert policy.decide(anomaly("a", 0), already_decided=True, now_ms=T0 + 10**9).action == REPEAT
 
 
 def test_anchors_loaded_after_a_restart_continue_the_cooldown():
