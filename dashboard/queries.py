@@ -21,6 +21,9 @@ RANGES = {"5m": 300, "15m": 900, "1h": 3600, "1d": 86400, "all": None}
 RANGE_LABELS = {"5m": "5 min", "15m": "15 min", "1h": "1 h", "1d": "1 day", "all": "All"}
 MAX_CANDLES = 1500
 SPARK_POINTS = 48
+# The watchlist's sparklines show the last hour's shape whatever the selected range: a 5 min range gives too
+# few points to see a trend, a day too coarse a one to see the last hour's.
+SPARK_SECONDS = 3600
 
 # A window row without its series key (symbol, window_seconds): the window and its values.
 WINDOW_COLUMNS = WINDOW_METRICS_COLUMNS[2:]
@@ -213,8 +216,18 @@ def anomaly_counts_by_symbol(db: Database, start: datetime, end: datetime) -> pd
         GROUP BY symbol ORDER BY symbol""", {"start": start, "end": end})
 
 
+def sparkline_span(window_end: datetime, last_starts, window_seconds: int) -> tuple[datetime, datetime]:
+    """[start, end) of the sparklines: the hour ending at the newest window the view shows (its rows' last
+    close), never after the view's end. Not the newest window in the database: on a past range (anchor
+    "now" over old data, a long range) the line must end where the row's "Last" comes from. Pure."""
+    newest = pd.Timestamp(max(last_starts)).to_pydatetime()
+    end = min(window_end, newest + timedelta(seconds=window_seconds))
+    return end - timedelta(seconds=SPARK_SECONDS), end
+
+
 def overview(db: Database, engine: str, window_seconds: int, window: TimeWindow) -> Overview:
-    """Cards, watchlist rows and sparklines for the market overview, from three queries."""
+    """Cards, watchlist rows and sparklines for the market overview, from four queries (three when the
+    range is the sparklines' hour)."""
     if window.start is None or window.end is None:
         return Overview(totals=_empty_totals(), watchlist=_empty_watchlist())
     step = bucket_seconds(window.seconds or window_seconds, window_seconds)
@@ -230,12 +243,19 @@ def overview(db: Database, engine: str, window_seconds: int, window: TimeWindow)
         return Overview(totals=totals, watchlist=_empty_watchlist())
     edges = first_last(db, engine, window_seconds, window.start, window.end,
                        sorted(buckets["symbol"].unique()))
-    return summarize(buckets, edges, counts, names)
+    spark_start, spark_end = sparkline_span(window.end, edges["last_start"], window_seconds)
+    spark_step = bucket_seconds(SPARK_SECONDS, window_seconds)
+    if (spark_start, spark_end, spark_step) == (window.start, window.end, step):
+        spark = buckets  # the range is the last hour: the same query
+    else:
+        spark = overview_buckets(db, engine, window_seconds, spark_start, spark_end, spark_step)
+    return summarize(buckets, edges, counts, names, spark)
 
 
 def summarize(buckets: pd.DataFrame, edges: pd.DataFrame, counts: pd.DataFrame,
-              names: pd.DataFrame) -> Overview:
-    """Combines the overview queries' frames into totals, watchlist and sparklines. Pure."""
+              names: pd.DataFrame, spark_buckets: pd.DataFrame | None = None) -> Overview:
+    """Combines the overview queries' frames into totals, watchlist and sparklines (from `spark_buckets`,
+    the last hour's buckets; none without them). Pure."""
     for column in ("volume", "notional", "trades"):
         buckets[column] = pd.to_numeric(buckets[column])
     per_symbol = buckets.groupby("symbol").agg(volume=("volume", "sum"), notional=("notional", "sum"),
@@ -255,8 +275,9 @@ def summarize(buckets: pd.DataFrame, edges: pd.DataFrame, counts: pd.DataFrame,
         "symbols": int(len(per_symbol)),
         "anomalies": int(counts["anomalies"].sum()) if not counts.empty else 0,
     }
-    sparklines = {symbol: [float(v) for v in group.sort_values("bucket")["close"]]
-                  for symbol, group in buckets.groupby("symbol")}
+    sparklines = {} if spark_buckets is None else \
+        {symbol: [float(v) for v in group.sort_values("bucket")["close"]]
+         for symbol, group in spark_buckets.groupby("symbol")}
     return Overview(totals=totals, watchlist=watch.reset_index(drop=True), sparklines=sparklines)
 
 

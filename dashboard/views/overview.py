@@ -48,7 +48,7 @@ def watchlist_table(data: queries.Overview, href=lambda symbol: f"/symbol/{symbo
     if data.watchlist.empty:
         return empty_watchlist("No windows in this range")
     head = html.Thead(html.Tr([html.Th(h) for h in (
-        "Symbol", "Company", "Last", "% chg", "VWAP", "Volume", "Trend", "Anomalies")]))
+        "Symbol", "Company", "Last", "% chg", "VWAP", "Volume", "Last hour", "Anomalies")]))
     rows = []
     for r in data.watchlist.itertuples():
         badge = (html.Span(f"{r.anomalies}", className="badge hot", **testid("anomaly-badge"))
@@ -63,7 +63,7 @@ def watchlist_table(data: queries.Overview, href=lambda symbol: f"/symbol/{symbo
                 html.Td(fmt_price(r.vwap), className="num"),
                 html.Td(figures.human(r.volume), className="num"),
                 html.Td(html.Img(src=figures.sparkline_svg(data.sparklines.get(r.symbol, [])),
-                                 className="spark", alt=f"{r.symbol} trend")),
+                                 className="spark", alt=f"{r.symbol}, last hour")),
                 html.Td(badge, className="num")]))
     return html.Table([head, html.Tbody(rows)], className="data-table", id="watchlist-table")
 

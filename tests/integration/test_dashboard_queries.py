@@ -106,7 +106,19 @@ def test_overview_totals_and_watchlist_for_the_last_two_minutes_of_data(db):
     assert rows.loc["MSFT", "change_pct"] == pytest.approx(-10.0)
     assert rows.loc["MSFT", "anomalies"] == 1 and rows.loc["AAPL", "anomalies"] == 2
     assert rows.loc["NVDA", "company"] == ""
-    assert data.sparklines["AAPL"] == [103.0, 104.0]
+    # The sparklines cover the hour ending at the newest window, whatever the range: AAPL's four windows
+    # in 2-minute buckets (an hour of 60 s windows in 30 points), the two outside this range included.
+    assert data.sparklines == {"AAPL": [101.5, 103.5], "MSFT": [46.5], "NVDA": [910.0]}
+
+
+def test_sparklines_of_a_range_past_the_data_end_at_the_newest_window(db):
+    # Anchor "now" a few hours after the data stopped: the range's rows end at T0 + 4 min, so do the lines.
+    window = queries.TimeWindow(T0 - timedelta(days=1), T0 + timedelta(hours=3), "now", "1d")
+    data = queries.overview(db, "datastream", 60, window)
+    assert data.sparklines == {"AAPL": [101.5, 103.5], "MSFT": [46.5], "NVDA": [910.0]}
+    # A range that ends before the newest window: the hour ending at the range's last window (T0 + 2 min).
+    early = queries.TimeWindow(T0, T0 + timedelta(minutes=2), "latest", "5m")
+    assert queries.overview(db, "datastream", 60, early).sparklines == {"AAPL": [101.5]}
 
 
 def test_overview_of_an_empty_range_is_zero_not_an_error(db):

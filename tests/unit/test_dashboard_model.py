@@ -55,7 +55,10 @@ def test_summarize_builds_totals_watchlist_and_sparklines():
                           "last_close": [11.0, 20.0], "last_start": [t0 + timedelta(minutes=1), t0]})
     counts = pd.DataFrame({"symbol": ["AAPL", "TSLA"], "anomalies": [2, 5]})
     names = pd.DataFrame({"symbol": ["AAPL"], "company": ["Apple Inc."]})
-    out = queries.summarize(buckets, edges, counts, names)
+    hour = pd.DataFrame({"symbol": ["AAPL", "AAPL", "AAPL", "MSFT"], "bucket": [t0 + timedelta(minutes=m)
+                                                                             for m in (-58, -30, 0, 0)],
+                         "close": [8.0, 9.5, 10.5, 20.0]})
+    out = queries.summarize(buckets, edges, counts, names, hour)
     assert out.totals == {"trades": 8, "volume": 450, "notional": 5300.0, "symbols": 2, "anomalies": 7}
     rows = out.watchlist.set_index("symbol")
     assert rows.loc["AAPL", "vwap"] == pytest.approx(4300 / 400)
@@ -63,7 +66,64 @@ def test_summarize_builds_totals_watchlist_and_sparklines():
     assert rows.loc["MSFT", "change_pct"] == pytest.approx(-20.0)
     assert (rows.loc["AAPL", "company"], rows.loc["MSFT", "company"]) == ("Apple Inc.", "")
     assert (rows.loc["AAPL", "anomalies"], rows.loc["MSFT", "anomalies"]) == (2, 0)
-    assert out.sparklines == {"AAPL": [10.0, 11.0], "MSFT": [20.0]}
+    # The sparklines come from the last hour's buckets, not the range's.
+    assert out.sparklines == {"AAPL": [8.0, 9.5, 10.5], "MSFT": [20.0]}
+    assert queries.summarize(buckets, edges, counts, names).sparklines == {}
+
+
+T_END = datetime(2025, 3, 14, 16, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("window_end", "newest_start", "expected_end"), [
+    # anchor "latest": the view ends at the newest window's end, and so do the sparklines
+    (T_END, T_END - timedelta(minutes=1), T_END),
+    # anchor "now" over data that stopped 3 h ago (or a past range): the hour ending at the newest window the
+    # view shows, where the row's "Last" comes from, not an empty hour before the wall clock
+    (T_END + timedelta(hours=3), T_END - timedelta(minutes=1), T_END),
+])
+def test_sparklines_cover_the_hour_ending_at_the_views_newest_window(window_end, newest_start, expected_end):
+    starts = pd.Series([newest_start - timedelta(minutes=5), pd.Timestamp(newest_start)])
+    assert queries.sparkline_span(window_end, starts, 60) == (expected_end - timedelta(hours=1), expected_end)
+
+
+class RecordingDb:
+    """dashboard.db.Database's surface for queries.overview: answers by the query's shape, records the
+    window_metrics bucket queries' params."""
+
+    def __init__(self):
+        self.bucket_queries = []
+
+    def table_exists(self, name):
+        return False
+
+    def frame(self, sql, params=None):
+        if "date_bin" in sql:
+            self.bucket_queries.append(params)
+            start, step = params["start"], params["step"]
+            n = int((params["end"] - start).total_seconds() // step)
+            return pd.DataFrame({"symbol": ["AAPL"] * n, "bucket": [start + timedelta(seconds=step * i)
+                                                                    for i in range(n)],
+                                 "close": [100.0 + i for i in range(n)], "volume": [1] * n,
+                                 "notional": [100.0] * n, "trades": [1] * n, "windows": [1] * n})
+        if "first_open" in sql:
+            return pd.DataFrame({"symbol": ["AAPL"], "first_open": [100.0], "first_start": [params["start"]],
+                                 "last_close": [101.0], "last_start": [params["end"] - timedelta(minutes=1)]})
+        if "count(*) AS anomalies" in sql:
+            return pd.DataFrame({"symbol": [], "anomalies": []})
+        return pd.DataFrame({"symbol": ["AAPL"], "company": ["Apple Inc."]})
+
+
+@pytest.mark.parametrize("range_key", ["5m", "15m", "1h", "1d"])
+def test_sparklines_show_the_last_hour_whatever_the_range(range_key):
+    db = RecordingDb()
+    window = queries.resolve_window(range_key, "latest", T_END - timedelta(days=2), T_END)
+    data = queries.overview(db, "datastream", 60, window)
+    spark = db.bucket_queries[-1]
+    assert (spark["start"], spark["end"], spark["step"]) == (T_END - timedelta(hours=1), T_END, 120)
+    assert len(data.sparklines["AAPL"]) == 30  # an hour of 60 s windows in 2-window buckets
+    # the range's own query for the cards and the watchlist; for 1h it is the same query, made once
+    assert len(db.bucket_queries) == (1 if range_key == "1h" else 2)
+    assert db.bucket_queries[0]["start"] == window.start
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
