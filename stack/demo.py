@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 from alerts.config import AlertConfig
 from marketpulse.config import Settings
 from stack import paths
-from stack.check import table_counts
+from stack.check import newest_windows, table_counts
 from stack.errors import StackError
 from stack.jobs import cancel, submit_all
 from stack.log import say
@@ -96,20 +97,35 @@ def _stop_processes(processes) -> None:
             proc.kill()
 
 
+def history_minutes(configured: float, newest_end: datetime | None, now: datetime) -> float:
+    """The demo's history: the configured minutes ending now, cut at the newest window already in PostgreSQL.
+    A demo run again within the hour then publishes only the gap since the last run's final window, instead
+    of rewriting that run's windows with other trades (the jobs start afresh on every demo). Pure."""
+    if not configured or newest_end is None:
+        return configured
+    gap = (now - newest_end).total_seconds() / 60
+    return round(max(0.0, min(float(configured), gap)), 2)
+
+
 def _start_processes(settings: Settings) -> tuple[subprocess.Popen, subprocess.Popen, subprocess.Popen]:
     """The generator (as [demo] says), the alert service and the dashboard."""
     demo = settings.demo
     symbols = ["--symbols", demo.symbols] if demo.symbols else []
     if demo.source == "synthetic":
+        newest = max((end for _, _, end, _ in newest_windows(settings)), default=None)
+        minutes = history_minutes(demo.history_minutes, newest, datetime.now(UTC))
         generator = _spawn("generator", [
             "-m", "generator", "--rate", str(demo.rate), "--anomaly-rate", str(demo.anomaly_rate),
             "--late-fraction", str(demo.late_fraction), "--bad-fraction", str(demo.bad_fraction),
-            "--history-minutes", str(demo.history_minutes), "--history-rate", str(demo.history_rate),
+            "--history-minutes", str(minutes), "--history-rate", str(demo.history_rate),
             "--reference-to-postgres", *symbols])
-        if demo.history_minutes:
-            say(f"generator: {demo.history_minutes} min of history first (event times up to now, "
+        if minutes:
+            cut = f" (windows in PostgreSQL end {newest:%H:%M:%S})" if minutes < demo.history_minutes else ""
+            say(f"generator: {minutes:g} min of history first{cut}: event times up to now, "
                 f"{demo.history_rate:g} trades/s of event time, about "
-                f"{demo.history_minutes * 60 * demo.history_rate:,.0f} trades, as fast as Kafka takes them)")
+                f"{minutes * 60 * demo.history_rate:,.0f} trades, as fast as Kafka takes them")
+        elif demo.history_minutes:
+            say(f"generator: no history (windows in PostgreSQL reach {newest:%H:%M:%S}); live from now")
         say(f"generator: {demo.rate} trades/s with anomalies, late and bad records "
             f"(log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
     elif demo.source in ("yahoo", "alphavantage"):

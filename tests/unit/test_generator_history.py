@@ -169,3 +169,16 @@ def test_history_rejects_options_that_contradict_it(args, message):
 def test_without_history_nothing_changes():
     plan = plan_for("--seed", "3", "--rate", "100", "--duration", "2")
     assert plan.live_from_s is None and plan.wall_start_ms is None
+
+
+def test_make_demo_publishes_only_the_gap_since_the_windows_already_in_postgres():
+    from datetime import UTC, datetime, timedelta
+
+    from stack.demo import history_minutes
+
+    now = datetime(2026, 12, 4, 21, 0, tzinfo=UTC)
+    assert history_minutes(60, None, now) == 60  # an empty database: the whole hour
+    assert history_minutes(60, now - timedelta(days=2), now) == 60  # old data: the whole hour
+    assert history_minutes(60, now - timedelta(minutes=12, seconds=30), now) == 12.5  # the gap only
+    assert history_minutes(60, now + timedelta(seconds=5), now) == 0  # nothing to fill
+    assert history_minutes(0, now - timedelta(days=2), now) == 0  # history off
