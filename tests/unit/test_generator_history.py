@@ -11,7 +11,7 @@ import pytest
 from generator.cli import build_parser
 from generator.injections import ANOMALY_KINDS
 from generator.options import UsageError, resolve
-from generator.run import Pacer, run
+from generator.run import Pacer, Progress, run
 from generator.sink import MemorySink
 from marketpulse.config import load_settings
 
@@ -182,3 +182,8 @@ def test_make_demo_publishes_only_the_gap_since_the_windows_already_in_postgres(
     assert history_minutes(60, now - timedelta(minutes=12, seconds=30), now) == 12.5  # the gap only
     assert history_minutes(60, now + timedelta(seconds=5), now) == 0  # nothing to fill
     assert history_minutes(0, now - timedelta(days=2), now) == 0  # history off
+
+
+def test_progress_says_history_instead_of_behind_schedule():
+    line = Progress(5.0, clock=lambda: 10.0).line(1000, 0, 0, 0, lag_s=1800.0, history_left_s=600.0)
+    assert line.endswith("(history: event time now-10.0 min)") and "behind schedule" not in line
