@@ -221,6 +221,10 @@ def build_parser(settings) -> argparse.ArgumentParser:
                    help="default from the config (MARKETPULSE_KAFKA_BOOTSTRAP_SERVERS overrides it)")
     k.add_argument("--acks", choices=("0", "1", "all"), default="all",
                    help="all = idempotent producer: no duplicates, order kept on retries")
+    k.add_argument("--heartbeat-ms", type=_non_negative(int), default=int(settings.generator.heartbeat_ms),
+                   metavar="MS", help="wall clock only: a watermark heartbeat to every partition of the "
+                                      "trades topic every MS ms while no trade is due, so that silent "
+                                      "partitions still move event time (0 = none; [generator] heartbeat_ms)")
     k.add_argument("--linger-ms", type=_non_negative(int), default=20, metavar="MS",
                    help="wait up to MS ms to fill a batch")
     k.add_argument("--batch-size", type=_positive_int, default=256 * 1024, metavar="BYTES",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from marketpulse.config import postgres_dsn
 
+from .heartbeat import Heartbeats
 from .options import UsageError, resolve
 from .reference import write_symbols_to_postgres
 from .replay import ReplayError
@@ -35,10 +36,13 @@ class Pacer:
 
     def __init__(self, speed: float, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 should_stop: Callable[[], bool] = lambda: False, origin: float | None = None):
+                 should_stop: Callable[[], bool] = lambda: False, origin: float | None = None,
+                 while_waiting: Callable[[float], None] | None = None):
         """origin: the clock() value of offset 0 (default: now). A wall-clock run passes the instant its
         first event time stands for, so that every event is sent at its event time, not after the time it
-        took to connect to Kafka."""
+        took to connect to Kafka. while_waiting(now) is called before each slice of sleep, when every
+        event due by `now` has been sent (the heartbeats, generator/heartbeat.py)."""
+        self._while_waiting = while_waiting
         if speed <= 0:
             raise ValueError("speed must be positive (use no pacer for 'as fast as possible')")
         self.speed = speed
@@ -58,6 +62,8 @@ class Pacer:
         while now < due:
             if self._should_stop():
                 return
+            if self._while_waiting is not None:
+                self._while_waiting(now)
             self._sleep(min(due - now, MAX_SLEEP_S))
             now = self._clock()
         self.lag_s = now - due
@@ -126,6 +132,7 @@ class RunStats:
     errors: int = 0
     first_error: str | None = None
     stopped_by_request: bool = False
+    heartbeats: int = 0  # watermark heartbeats (one per partition per round)
 
     @property
     def rate(self) -> float:
@@ -213,6 +220,8 @@ def summary(stats: RunStats, target: str) -> str:
     text = (f"generator: {stats.trades:,} trades ({stats.bad:,} bad), {stats.labels:,} labels, "
             f"{stats.reference:,} reference records to {target} in {stats.seconds:.1f}s "
             f"({stats.rate:,.0f} trades/s)")
+    if stats.heartbeats:
+        text += f", {stats.heartbeats:,} heartbeats"
     if stats.stopped_by_request:
         text += ", stopped on request"
     return text
@@ -265,7 +274,15 @@ def execute(args, settings, stop: StopFlag | None = None) -> tuple[int, RunStats
     origin = None
     if plan.wall_start_ms is not None:
         origin = time.monotonic() - (time.time() - plan.wall_start_ms / 1000)
-    pacer = Pacer(plan.speed, should_stop=stop, origin=origin) if plan.speed else None
+    heartbeats = None
+    if plan.speed and origin is not None and args.heartbeat_ms > 0 and isinstance(sink, KafkaSink):
+        speed, wall_start_ms = plan.speed, plan.wall_start_ms
+        heartbeats = Heartbeats(
+            lambda partition, value: sink.send_to_partition(topics.trades, partition, value),
+            sink.partitions(topics.trades), args.heartbeat_ms / 1000,
+            event_time_ms=lambda now: wall_start_ms + int((now - origin) * speed * 1000))
+    pacer = Pacer(plan.speed, should_stop=stop, origin=origin,
+                  while_waiting=heartbeats.tick if heartbeats else None) if plan.speed else None
     progress = None if args.quiet or args.progress_every == 0 else \
         Progress(args.progress_every, total=args.count)
     try:
@@ -276,6 +293,7 @@ def execute(args, settings, stop: StopFlag | None = None) -> tuple[int, RunStats
     finally:
         sink.close()
     stats.errors, stats.first_error = sink.errors, sink.first_error
+    stats.heartbeats = heartbeats.sent if heartbeats else 0
     say(summary(stats, target))
     if stats.errors:
         print(f"generator: error: {stats.errors:,} message(s) not delivered; first: {stats.first_error}",

@@ -136,6 +136,20 @@ class KafkaSink(Sink):
                             f"them)") from None
         self.sent += 1
 
+    def partitions(self, topic: str) -> list[int]:
+        """The topic's partitions, as the broker has them."""
+        found = self._producer.partitions_for(topic)
+        if not found:
+            raise SinkError(f"topic {topic!r} has no partitions on {self.bootstrap_servers}; does it exist?")
+        return sorted(found)
+
+    def send_to_partition(self, topic: str, partition: int, value: bytes) -> None:
+        """A record without a key to one partition (a heartbeat)."""
+        try:
+            self._send(topic, value=value, partition=partition).add_errback(self._on_error)
+        except self._kafka_error as err:
+            raise SinkError(f"cannot send to topic {topic!r} on {self.bootstrap_servers} ({err})") from None
+
     def flush(self, timeout: float | None = 120.0) -> None:
         try:
             self._producer.flush(timeout)

@@ -91,6 +91,11 @@ def trade_contract_variables() -> dict[str, str]:
     condition = "\n".join(line for line in TRADE_IS_VALID_SQL.read_text().splitlines()
                           if not line.startswith("--"))
     values["trade_is_valid"] = render(condition, values).strip()
+    # A heartbeat (marketpulse/trade.py): exactly its text, with an event time inside the trade bounds.
+    heartbeat = trade.HEARTBEAT_PATTERN.pattern.decode()
+    values["record_is_heartbeat"] = (
+        f"COALESCE(REGEXP(CAST(`value` AS STRING), '^{heartbeat}\\z') AND TRY_CAST(REGEXP_EXTRACT("
+        f"CAST(`value` AS STRING), '^{heartbeat}\\z', 1) AS BIGINT) <= {trade.MAX_EVENT_TIME_MS}, FALSE)")
     return values
 
 

@@ -34,6 +34,14 @@ MAX_EVENT_TIME_MS = 253_402_214_399_999  # 9999-12-30T23:59:59.999Z
 MAX_PAYLOAD_BYTES = 4096
 REASON_MAX_CHARS = 200
 
+# A watermark heartbeat: not a trade, a producer's promise that it has sent every trade of this partition
+# up to this event time (epoch ms). The generator sends one to every partition each second on the wall
+# clock, so that a partition whose symbols are silent still moves event time and every window closes
+# (README "Idle partitions"). Exactly this text, nothing else: both engines recognise it by this pattern
+# (the SQL source through ${record_is_heartbeat}), take its time as event time, and neither counts it as
+# a trade or a dead letter.
+HEARTBEAT_PATTERN = re.compile(rb'\{"heartbeat":(0|[1-9][0-9]{0,14})\}')
+
 
 @dataclass(frozen=True, slots=True)
 class Trade:
@@ -147,3 +155,21 @@ def parse_trade(payload: bytes | str | None) -> Trade:
     except ValueError as err:  # e.g. an integer literal beyond Python's digit limit
         raise InvalidTrade(f"malformed JSON: {describe(str(err), REASON_MAX_CHARS)}") from None
     return validate_trade_dict(record)
+
+
+def heartbeat_value(event_time_ms: int) -> bytes:
+    """The Kafka value of a heartbeat at this event time."""
+    if not 0 <= event_time_ms <= MAX_EVENT_TIME_MS:
+        raise ValueError(f"heartbeat event time out of range: {event_time_ms}")
+    return b'{"heartbeat":%d}' % event_time_ms
+
+
+def heartbeat_time(payload: bytes | None) -> int | None:
+    """The event time of a heartbeat record, or None when the value is anything else."""
+    if payload is None or len(payload) > 32:
+        return None
+    found = HEARTBEAT_PATTERN.fullmatch(payload)
+    if found is None:
+        return None
+    event_time = int(found.group(1))
+    return event_time if event_time <= MAX_EVENT_TIME_MS else None

@@ -162,7 +162,7 @@ SELECT `partition`, `offset`, `value`,
            ELSE 'duplicate key (or a key written with escapes)'
        END AS reason
 FROM checked_trades
-WHERE NOT is_valid;
+WHERE NOT is_valid AND NOT is_heartbeat;
 
 -- Windows of both sizes, one row each, with their size.
 CREATE TEMPORARY VIEW windows_of_both_sizes AS

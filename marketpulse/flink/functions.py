@@ -15,7 +15,7 @@ from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS
 from marketpulse.flink import rows
 from marketpulse.flink.book import AnalyticsConfig, DetectorSlot, SymbolBook, is_late, window_close_time
-from marketpulse.trade import InvalidTrade, Trade, parse_trade
+from marketpulse.trade import InvalidTrade, Trade, heartbeat_time, parse_trade
 
 DEAD_LETTERS = OutputTag("dead-letters", rows.DEAD_LETTER)
 LATE_TRADES = OutputTag("late-trades", rows.LATE_TRADE)
@@ -31,6 +31,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# The key of a heartbeat's row between ParseTrades and TradeAnalytics: no trade has it (not a valid symbol).
+HEARTBEAT_SYMBOL = ""
+
+
 class ParseTrades(ProcessFunction):
     """Kafka record -> (Row(symbol, trade), event_time); a bad record -> DEAD_LETTERS, counted, never fatal.
 
@@ -39,13 +43,22 @@ class ParseTrades(ProcessFunction):
 
     def __init__(self, topic: str):
         self.topic = topic
-        self.bad_records = None
+        self.bad_records = self.heartbeats = None
 
     def open(self, runtime_context: RuntimeContext):
-        self.bad_records = runtime_context.get_metrics_group().counter("badRecords")
+        metrics = runtime_context.get_metrics_group()
+        self.bad_records = metrics.counter("badRecords")
+        self.heartbeats = metrics.counter("heartbeats")
 
     def process_element(self, record, ctx):
         payload, partition, offset = record
+        heartbeat = heartbeat_time(payload)
+        if heartbeat is not None:
+            # Moves this partition's watermark (the next operator assigns it) and nothing else: the keyed
+            # operator drops the HEARTBEAT_SYMBOL row (marketpulse/trade.py, heartbeat_value).
+            self.heartbeats.inc()
+            yield Row(HEARTBEAT_SYMBOL, Row("", HEARTBEAT_SYMBOL, 0.0, 0, "", heartbeat)), heartbeat
+            return
         try:
             trade = parse_trade(payload)
         except InvalidTrade as err:
@@ -107,6 +120,8 @@ class TradeAnalytics(KeyedProcessFunction):
 
     def process_element(self, trade, ctx):
         # trade: Row(trade_id, symbol, price, size, side, event_time)
+        if trade[1] == HEARTBEAT_SYMBOL:
+            return  # its event time has done its work upstream (ParseTrades)
         trade = Trade(*trade)
         config = self.config
         slot = DetectorSlot.from_state(config.detector, self.detector_state.value())

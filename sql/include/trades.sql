@@ -16,22 +16,24 @@ SET 'pipeline.name' = '${sql_job_name}';
 -- Window boundaries are epoch-aligned: TIMESTAMP_LTZ windows are aligned in the session time zone.
 SET 'table.local-time-zone' = 'UTC';
 
--- No source idle timeout ('table.exec.source.idle-timeout' / 'scan.watermark.idle-timeout', which the
--- DataStream job sets from [windows] idleness_seconds): with the watermark pushed into the Kafka source
--- (per-partition watermarks), Flink 2.2 + kafka connector 5.0 never resume the watermark once every
--- partition has been idle, so the first pause in the market (> idleness_seconds) would stop every window
--- for good (tests/integration/test_sql_scripts.py pauses on purpose). The price: a partition that never
--- receives a trade holds the watermark back; the generator spreads the symbols over all partitions.
+-- Idle partitions: no source idle timeout ('scan.watermark.idle-timeout' / 'table.exec.source.idle-timeout').
+-- Measured on Flink 2.2.1 + kafka connector 5.0 (README "Idle partitions"): with it, a partition that falls
+-- silent stops holding event time back, but once every partition has been idle the windows that were open
+-- then are never written, not even after trading resumes and the watermark passes them (no late trade
+-- either: they are lost). Instead the generator sends a heartbeat to every partition each second
+-- (marketpulse/trade.py, heartbeat_value): it moves its partition's watermark like a trade and is neither
+-- a trade nor a dead letter here (${record_is_heartbeat}). A partition that receives nothing at all, not
+-- even heartbeats (a producer without them), holds the watermark back until it does.
 
 -- Checkpoints commit the Kafka offsets and flush the JDBC sinks.
 SET 'execution.checkpointing.interval' = '${flink_checkpoint_interval_seconds} s';
 
 -- Source: the trades topic (JSON, marketpulse/schemas/trade.schema.json), every record as raw bytes (a
--- tombstone too). `ts` is the event time computed from the record's epoch-millisecond `event_time`. The
--- watermark, per partition, is the largest event time of a valid trade seen minus the bounded delay minus
--- 1 ms (Flink's BoundedOutOfOrderness watermark, as in the DataStream job) minus the grace: a window fires
--- when the DataStream job emits it. Only valid trades (the condition of sql/include/trade_is_valid.sql)
--- move it.
+-- tombstone too). `ts` is the event time computed from the record's epoch-millisecond `event_time` (a
+-- heartbeat's `heartbeat`). The watermark, per partition, is the largest event time of a valid trade or
+-- heartbeat seen minus the bounded delay minus 1 ms (Flink's BoundedOutOfOrderness watermark, as in the
+-- DataStream job) minus the grace: a window fires when the DataStream job emits it. Only valid trades (the
+-- condition of sql/include/trade_is_valid.sql) and heartbeats move it.
 CREATE TABLE trades (
     `value`      BYTES,
     `partition`  INT METADATA VIRTUAL,
@@ -43,9 +45,9 @@ CREATE TABLE trades (
     f_side       AS JSON_QUERY(CAST(`value` AS STRING), '$.side' WITH UNCONDITIONAL ARRAY WRAPPER),
     f_event_time AS JSON_QUERY(CAST(`value` AS STRING), '$.event_time' WITH UNCONDITIONAL ARRAY WRAPPER),
     f_all        AS JSON_QUERY(CAST(`value` AS STRING), '$' WITH UNCONDITIONAL ARRAY WRAPPER),
-    ts AS TO_TIMESTAMP_LTZ(LEAST(${trade_max_event_time_ms}, COALESCE(TRY_CAST(
-              REGEXP_EXTRACT(CAST(`value` AS STRING), '"event_time"\s*:\s*([0-9]{1,15})', 1) AS BIGINT), 0)), 3),
-    WATERMARK FOR ts AS CASE WHEN ${trade_is_valid}
+    ts AS TO_TIMESTAMP_LTZ(LEAST(${trade_max_event_time_ms}, COALESCE(TRY_CAST(REGEXP_EXTRACT(
+              CAST(`value` AS STRING), '"(?:event_time|heartbeat)"\s*:\s*([0-9]{1,15})', 1) AS BIGINT), 0)), 3),
+    WATERMARK FOR ts AS CASE WHEN ${trade_is_valid} OR ${record_is_heartbeat}
         THEN ts - INTERVAL '${max_out_of_orderness_seconds}' SECOND(3)
                 - INTERVAL '${windows_grace_seconds}' SECOND(3) - INTERVAL '0.001' SECOND
         ELSE TO_TIMESTAMP_LTZ(0, 3) END
@@ -64,7 +66,7 @@ CREATE TABLE trades (
 -- event time.
 CREATE TEMPORARY VIEW checked_trades AS
 SELECT `partition`, `offset`, `value`, f_trade_id, f_symbol, f_price, f_size, f_side, f_event_time, f_all, ts,
-       ${trade_is_valid} AS is_valid
+       ${trade_is_valid} AS is_valid, ${record_is_heartbeat} AS is_heartbeat
 FROM trades;
 
 -- Valid trades only, typed (the f_* texts without their array brackets and quotes).

@@ -19,7 +19,7 @@ from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment  # no
 from generator import hostile  # noqa: E402
 from marketpulse.config import load_settings  # noqa: E402
 from marketpulse.sqltemplate import compose, render, sql_variables  # noqa: E402
-from marketpulse.trade import InvalidTrade, parse_trade  # noqa: E402
+from marketpulse.trade import InvalidTrade, heartbeat_time, heartbeat_value, parse_trade  # noqa: E402
 
 pytestmark = pytest.mark.flink_local
 
@@ -86,8 +86,17 @@ def test_sql_and_python_agree_on_every_record():
             text = text.replace(b'"AAPL"', b'"\\u0041APL"').replace(b"/", b"\\/")
         values.append(text)
         classes.append("valid")
+    # Heartbeats are neither trades nor dead letters; anything merely like one is a dead letter.
+    values += [heartbeat_value(0), heartbeat_value(1_735_828_200_000), heartbeat_value(253_402_214_399_999),
+               b'{"heartbeat":253402214400000}', b'{"heartbeat": 5}', b'{"heartbeat":05}',
+               b'{"heartbeat":5}\n', b'{"heartbeat":"5"}', b'{"heartbeat":5,"x":1}', b'{"heartbeat":-5}',
+               b'{"Heartbeat":5}']
+    classes += ["heartbeat"] * 11
+    heartbeats = {index for index, value in enumerate(values) if heartbeat_time(value) is not None}
+    assert len(heartbeats) == 3
     valid, rejected = run(values)
-    assert set(valid).isdisjoint(rejected) and set(valid) | set(rejected) == set(range(len(values)))
+    assert set(valid).isdisjoint(rejected)
+    assert set(valid) | set(rejected) == set(range(len(values))) - heartbeats
     mismatches = []
     for index, value in enumerate(values):
         expected = python_verdict(value)

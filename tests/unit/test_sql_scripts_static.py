@@ -161,12 +161,14 @@ def test_window_sizes_fit_the_interval_literals():
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
 def test_one_validity_rule_for_the_watermark_and_the_views(script):
-    """Only valid trades move event time: the WATERMARK clause and checked_trades' is_valid are the one
-    condition ${trade_is_valid} (sql/include/trade_is_valid.sql)."""
+    """Only valid trades and heartbeats move event time: the WATERMARK clause and checked_trades' is_valid
+    and is_heartbeat are the one condition each, ${trade_is_valid} (sql/include/trade_is_valid.sql) and
+    ${record_is_heartbeat} (marketpulse/trade.py's HEARTBEAT_PATTERN)."""
     text = COMPOSED[script]
-    assert re.search(r"WATERMARK FOR ts AS CASE WHEN \$\{trade_is_valid\}\n", text)
-    assert re.search(r"CREATE TEMPORARY VIEW checked_trades AS\n.*?\$\{trade_is_valid\} AS is_valid", text,
-                     re.S)
+    assert re.search(r"WATERMARK FOR ts AS CASE WHEN \$\{trade_is_valid\} OR \$\{record_is_heartbeat\}\n",
+                     text)
+    assert re.search(r"CREATE TEMPORARY VIEW checked_trades AS\n.*?\$\{trade_is_valid\} AS is_valid, "
+                     r"\$\{record_is_heartbeat\} AS is_heartbeat", text, re.S)
 
 
 def test_the_sql_rule_uses_the_bounds_of_the_trade_contract():
