@@ -38,6 +38,7 @@ tests run it on env.from_collection(...) in a local mini-cluster.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -111,10 +112,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="parallelism of the keyed operator and the sinks (default: [flink] parallelism)")
     parser.add_argument("--source-parallelism", type=int, default=None,
                         help="subtasks of the source/parse/watermark chain (default: the topic's partitions)")
+    parser.add_argument("--env", action="append", default=[], metavar="MARKETPULSE_NAME=VALUE",
+                        help="a setting override, as the environment variable would give it (repeatable); "
+                             "stack/jarrun.py passes the submitter's, since the program then runs in the "
+                             "JobManager's environment")
     parser.add_argument("--python-bundle-ms", type=int, default=None,
                         help="python.fn-execution.bundle.time: the most the Python operators hold their "
                              "output back (default: [flink] python_bundle_time_ms)")
     return parser.parse_args(argv)
+
+
+def env_overrides(items: list[str]) -> dict[str, str]:
+    """--env MARKETPULSE_NAME=VALUE items as a mapping; anything else is a usage error."""
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("MARKETPULSE_"):
+            raise SystemExit(f"market_metrics: --env wants MARKETPULSE_NAME=VALUE, got {item!r}")
+        overrides[name] = value
+    return overrides
 
 
 # --- topology ----------------------------------------------------------------------------------------
@@ -233,6 +249,7 @@ def add_sinks(t_env: StreamTableEnvironment, outputs: Outputs, settings: Setting
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     compat.check_pyflink_version()
+    os.environ.update(env_overrides(args.env))  # before anything reads a setting
     settings = load_settings()
     topic = settings.kafka.trades_topic
     parallelism = args.parallelism or int(settings.flink.parallelism)
@@ -246,8 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     env.set_max_parallelism(MAX_PARALLELISM)
     env.enable_checkpointing(int(settings.flink.checkpoint_interval_seconds) * 1000)
     t_env = StreamTableEnvironment.create(env)
-    # Stable uids for the operators the planner adds (conversions, sinks), like ours.
+    # Stable uids for the operators the planner adds (conversions, sinks), like ours: the same node ids
+    # whether this runs in a fresh `flink run` client or in a JobManager that planned jobs before.
     t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
+    compat.reset_planner_node_ids(t_env)
 
     raw = kafka_records(t_env, settings, topic, args.group_id, args.start_from, source_parallelism)
     outputs = build_pipeline(raw, topic=topic,

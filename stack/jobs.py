@@ -7,6 +7,7 @@ checkpoint (the supervisor does this after a JobManager restart; `submit-all` do
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import urllib.error
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from marketpulse.config import Settings
 from marketpulse.sqltemplate import TemplateError, compose
-from stack import flink, paths, registry, sqlgateway
+from stack import flink, jarrun, paths, registry, sqlgateway
 from stack.errors import StackError
 from stack.log import say
 from stack.sql import render, run_sql_script
@@ -84,6 +85,12 @@ def submit_datastream(settings: Settings, savepoint: str | None = None, args: li
         # Flink also has (--parallelism is its -p) would be taken by Flink and never reach the job. A
         # job-only option first (the job's default, which restored partitions ignore anyway) ends that.
         program = ["--start-from", "committed", *args] if args else []
+        if settings.flink.submit_python_over_rest and jarrun.can_submit(os.environ):
+            say(f"Flink: submitting '{name}' through the REST API (PythonDriver in the JobManager: "
+                f"{' '.join(['-py', script] + program)}{' from ' + savepoint if savepoint else ''})")
+            job_id = jarrun.run_python_job(settings, job_file, program, savepoint)
+            registry.record(name, "datastream", script, job_id, args=args, restore_path=savepoint)
+            return job_id
         say(f"Flink: submitting '{name}' (flink run -d {' '.join(restore + ['-py', script] + program)})")
         command = [flink.bin_path("flink"), "run", "-d", *restore, "-py", str(job_file), *program]
         result = subprocess.run(command, env=flink.flink_env(), capture_output=True, text=True,

@@ -172,14 +172,16 @@ def reference_for(trades: list[Trade], sizes: tuple[int, ...]) -> dict[tuple, di
 
 
 def submit_datastream(settings, scratch, topic: str, anomalies_topic: str, **overrides: str) -> str:
-    """The DataStream job from the earliest offset; `overrides` are settings (section_key=value)."""
-    result = support.flink_run(
-        "-d", "-py", str(DATASTREAM_JOB.relative_to(support.REPO)), "--start-from", "earliest",
-        "--group-id", f"test-engines-agree.{topic}",
-        env=support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic,
-                            **overrides))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return wait_running(settings, support.job_id_from_output(result.stdout + result.stderr))
+    """The DataStream job from the earliest offset, the way `make demo` submits it: through the REST API
+    (stack/jarrun.py, PythonDriver in the JobManager, no client JVM), with `overrides` as settings
+    (section_key=value) passed along as the job's --env arguments."""
+    from stack import jarrun
+
+    environ = support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic,
+                              **overrides)
+    job_id = jarrun.run_python_job(settings, DATASTREAM_JOB, ["--start-from", "earliest", "--group-id",
+                                                              f"test-engines-agree.{topic}"], environ=environ)
+    return wait_running(settings, job_id)
 
 
 def window_differences(got: dict, expected: dict) -> tuple[list, list, list]:

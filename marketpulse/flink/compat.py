@@ -11,6 +11,8 @@ stderr when another version is installed, because these attributes are not a sta
     key_by_first_field(stream, type_info)       key_by(lambda row: row[0]) adds a Python key extractor
     set_source_parallelism(stream, p, uid, ...) the Table API's conversion operators get the default
                                                 parallelism and no stable uid otherwise
+    reset_planner_node_ids(t_env)               the planner numbers its nodes with a JVM-wide counter that
+                                                goes into the uids it generates
 
 The first two have a public-API twin, chosen at submit time by MARKETPULSE_PYFLINK_PUBLIC_API (a comma list
 of event_time, key_by, or "all"), so that `bench/datastream_drain.py --public-api ...` measures what each
@@ -125,3 +127,19 @@ def set_source_parallelism(stream: DataStream, parallelism: int, *, source_uid: 
             transformation.setUid(source_uid)
             transformation.setName(source_name)
         pending.extend(inputs)
+
+
+def reset_planner_node_ids(t_env) -> None:
+    """Restarts the Table planner's node numbering, before the job's first table operation.
+
+    With table.exec.uid.generation = ALWAYS the uids of the operators the planner adds (the Kafka table
+    source's conversions, the sinks) contain the planner's node ids ("*anonymous_datastream_source$5*[15]"),
+    which come from a static counter: the same in every `flink run -py` client, a fresh JVM each time, but
+    ever growing in a JobManager that runs one submission after another (stack/jarrun.py). A job planned
+    there would not match the uids of its own savepoint. Public API: none (ExecNodeContext.resetIdCounter is
+    the planner's test hook); the planner lives in its own class loader, hence the reflection."""
+    gateway = get_gateway()
+    loader = t_env._j_tenv.getPlanner().getClass().getClassLoader()
+    context = loader.loadClass("org.apache.flink.table.planner.plan.nodes.exec.ExecNodeContext")
+    context.getMethod("resetIdCounter", gateway.new_array(gateway.jvm.Class, 0)).invoke(
+        None, gateway.new_array(gateway.jvm.Object, 0))
