@@ -43,12 +43,16 @@ def run_demo(settings: Settings, up) -> int:
         _stop_processes((generator, alerts, dashboard))
         raise
     say(f"jobs submitted {time.monotonic() - stack_up_at:.0f}s after the stack was up")
+    if job_ids and _wait_running(settings, job_ids, timeout=120):
+        say(f"jobs running {time.monotonic() - stack_up_at:.0f}s after the stack was up")
     host, port = settings.dashboard.host, settings.dashboard.port
+    # With a history, the link opens on its hour rather than the dashboard's default 15 minutes.
+    link = f"http://{host}:{port}" + ("/?range=1h" if settings.demo.history_minutes >= 60 else "")
     wait_until(lambda: port_open(port, host), 60, "dashboard", LOG_DIR / "dashboard.log",
                alive=lambda: dashboard.poll() is None)
     print(f"""
   MarketPulse is running.
-    dashboard      http://{host}:{port}
+    dashboard      {link}
     Flink web UI   {settings.flink.rest_url}
     check data     make check        (rows per table, newest window, running jobs)
     alerts         {(LOG_DIR / "alerts.log").relative_to(paths.REPO)}   (webhooks: README, Alerts)
@@ -84,6 +88,23 @@ def run_demo(settings: Settings, up) -> int:
                 pass
         say("done; the stack is still up (make status / make down)")
     return 0
+
+
+def _wait_running(settings: Settings, job_ids: list[str], timeout: float) -> bool:
+    """True once every job and all its tasks run (False after `timeout`: the progress lines go on)."""
+    from stack import flink
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            jobs = {job["jid"]: job for job in flink.rest(settings, "/jobs/overview")["jobs"]}
+        except (OSError, ValueError, KeyError):
+            jobs = {}
+        if all(job_id in jobs and jobs[job_id]["state"] == "RUNNING"
+               and jobs[job_id]["tasks"]["running"] == jobs[job_id]["tasks"]["total"] for job_id in job_ids):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def _stop_processes(processes) -> None:
