@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from marketpulse.trade import Trade
+from marketpulse.trade import Trade, heartbeat_value
 
 from .live_sources import AlphaVantageSource, Bar, BarSource, LiveSourceError, YahooSource, valid_bar
 
@@ -73,6 +73,19 @@ def new_bars(bars: list[Bar], last_start_ms: int | None, now_ms: int) -> list[Ba
     """The complete bars after the last one published, oldest first (a poll overlaps the previous ones)."""
     return [bar for bar in bars
             if bar.end_ms <= now_ms and (last_start_ms is None or bar.start_ms > last_start_ms)]
+
+
+def live_heartbeat_time(last: dict[str, int], symbols: list[str], interval_s: int,
+                   out_of_orderness_ms: int) -> int | None:
+    """The event time a heartbeat may carry after a poll round (generator/heartbeat.py), or None.
+
+    Every symbol's next bar starts at least one interval after its last published one, and its first print
+    is at that start. A heartbeat at that start plus the jobs' out-of-orderness bound puts the watermark
+    1 ms before it: no print to come is late, and the window of the last published bar closes (with a
+    heartbeat at the start alone it would wait for the next trading day). The slowest symbol decides."""
+    if not symbols or any(symbol not in last for symbol in symbols):
+        return None
+    return min(last[symbol] for symbol in symbols) + interval_s * 1000 + out_of_orderness_ms
 
 
 def next_poll_ms(now_ms: int, interval_s: int, delay_s: float) -> int:
@@ -210,12 +223,15 @@ class LiveRunner:
                  calendar, publish: Callable[[list[Trade]], None], last: dict[str, int],
                  poll_delay_s: float = 5.0, status_out: Callable[[MarketStatus], None] = lambda s: None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 should_stop: Callable[[], bool] = lambda: False, say: Callable[[str], None] = print):
+                 should_stop: Callable[[], bool] = lambda: False, say: Callable[[str], None] = print,
+                 heartbeat: Callable[[int], None] | None = None, out_of_orderness_ms: int = 0):
+        """heartbeat(event_time) sends one round of watermark heartbeats (not with --once)."""
         self.source, self.symbols, self.budget, self.backoff = source, list(symbols), budget, backoff
         self.calendar, self.publish, self.last = calendar, publish, dict(last)
         self.poll_delay_s = poll_delay_s
         self.status_out, self.clock, self.sleep, self.should_stop, self.say = \
             status_out, clock, sleep, should_stop, say
+        self.heartbeat, self.out_of_orderness_ms = heartbeat, out_of_orderness_ms
         self.published = self.bars = self.requests = 0
         self._said_status: tuple | None = None
 
@@ -280,6 +296,15 @@ class LiveRunner:
             self._said_status = key
         return status
 
+    def beat(self) -> None:
+        """A heartbeat round after a poll (and while the market is closed): silent partitions, and the
+        window of the day's last bar, move on."""
+        if self.heartbeat is None:
+            return
+        at = live_heartbeat_time(self.last, self.symbols, self.source.interval_s, self.out_of_orderness_ms)
+        if at is not None:
+            self.heartbeat(at)
+
     def run(self, once: bool = False) -> None:
         while not self.should_stop():
             status = self.market(once)
@@ -289,9 +314,11 @@ class LiveRunner:
                          f"{self.published} trades published")
                 if once:
                     return
+                self.beat()
                 now_ms = int(self.clock() * 1000)
                 self._wait((next_poll_ms(now_ms, self.source.interval_s, self.poll_delay_s) - now_ms) / 1000)
             else:  # closed: look again at the next open or in 5 min (the status row stays fresh)
+                self.beat()
                 until_open = (status.next_open.timestamp() - self.clock()) if status.next_open else 900
                 self._wait(max(1.0, min(300.0, until_open)))
 
@@ -354,6 +381,16 @@ def execute_live(args, settings, should_stop: Callable[[], bool], environ) -> in
         if sink.errors:
             raise SinkError(f"{sink.errors} message(s) not delivered; first: {sink.first_error}")
 
+    heartbeats = None
+    if isinstance(sink, KafkaSink) and args.heartbeat_ms > 0:
+        partitions = sink.partitions(args.topic)
+
+        def heartbeats(event_time_ms: int) -> None:
+            value = heartbeat_value(event_time_ms)
+            for partition in partitions:
+                sink.send_to_partition(args.topic, partition, value)
+            sink.flush()
+
     status_out = write_status(postgres_dsn(settings), source.name) if args.status_to_postgres else \
         (lambda status: None)
     say(f"generator: live source {source.name}, {source.interval_s // 60}-minute bars of "
@@ -363,7 +400,9 @@ def execute_live(args, settings, should_stop: Callable[[], bool], environ) -> in
                                         max_failures=3 if args.once else None),
                         calendar=calendar, publish=publish, last=last,
                         poll_delay_s=float(live.poll_delay_seconds),
-                        status_out=status_out, should_stop=should_stop, say=say)
+                        status_out=status_out, should_stop=should_stop, say=say,
+                        heartbeat=heartbeats,
+                        out_of_orderness_ms=int(settings.windows.max_out_of_orderness_ms))
     try:
         runner.run(once=args.once)
     finally:

@@ -290,3 +290,31 @@ def test_cli_errors_are_one_line(capsys, monkeypatch):
         cli.main(["--source", "replay"])
     assert exited.value.code == 2
     assert "--source replay needs --replay FILE.csv" in capsys.readouterr().err
+
+
+def test_after_a_poll_round_a_heartbeat_promises_no_print_before_the_slowest_symbols_next_bar():
+    """generator/heartbeat.py for live bars: the heartbeat's watermark (time - out-of-orderness - 1 ms) is
+    1 ms before the next bar's first print of the symbol furthest behind, so nothing to come is late and
+    the window of its last bar closes."""
+    from generator.live import live_heartbeat_time
+
+    last = {"IBM": 1_000_000, "MSFT": 940_000}
+    assert live_heartbeat_time(last, ["IBM", "MSFT"], 60, 2000) == 940_000 + 60_000 + 2000
+    assert live_heartbeat_time(last, ["IBM", "MSFT", "AAPL"], 60, 2000) is None  # AAPL not seen yet
+    assert live_heartbeat_time({}, [], 60, 2000) is None
+
+
+def test_the_runner_beats_after_each_round_but_not_with_once():
+    poll1 = parse_alphavantage(fixture("alphavantage_IBM_1min_poll1.json"), "IBM", 60)
+    clock, published, said, beats = FakeClock(poll1[-1].end_ms / 1000 + 60), [], [], []
+
+    def live_runner(answers):
+        return LiveRunner(ScriptedSource({"IBM": answers}), ["IBM"], budget=RequestBudget(0, 0),
+                          backoff=Backoff(2, 60), calendar=None, publish=published.extend, last={},
+                          clock=clock, sleep=clock.sleep, say=said.append, heartbeat=beats.append,
+                          out_of_orderness_ms=2000, should_stop=lambda: len(said) >= 2)
+
+    live_runner([poll1]).run(once=True)
+    assert beats == []
+    live_runner([poll1, poll1]).run()
+    assert beats == [poll1[-1].start_ms + 60_000 + 2000]
