@@ -10,8 +10,10 @@ generator's own code) goes to every partition once a second.
     C  30 s  nothing at all: no trade, no heartbeat (the generator is stopped)
     D  20 s  every symbol trades again, heartbeats too
 Checked per engine:
-  - every 10 s window of S0/S1 that ends in A or B is written within idleness + out-of-orderness + 1 s of its
-    end (landed_at, the database's clock at INSERT, minus window_end);
+  - every 10 s window of S0/S1 that ends in A or B is written within the time a silent partition holds
+    event time back (the heartbeat interval, or the DataStream job's idle timeout if one is set) +
+    out-of-orderness + the window sinks' flush interval + 1 s of its end (landed_at, the database's clock at
+    INSERT, minus window_end);
   - the windows still open when everything stopped (C) are written within that bound of trading resuming,
     and the windows of D within it of their end;
   - after one flush trade per partition an hour later, every window of both sizes equals the independent
@@ -26,6 +28,7 @@ import pytest
 
 from generator.heartbeat import Heartbeats
 from generator.sink import KafkaSink
+from marketpulse.sqltemplate import POSTGRES_SINK_TUNING
 from marketpulse.trade import Trade
 from tests import support
 from tests.pipeline import (
@@ -51,7 +54,7 @@ def produce(settings, topic: str) -> tuple[list[Trade], dict[str, tuple[float, f
     """The four phases; returns the trades sent and each phase's (start, end) in epoch seconds."""
     sink = KafkaSink(settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
     beats = Heartbeats(lambda partition, value: sink.send_to_partition(topic, partition, value),
-                       list(range(PARTITIONS)), 1.0,
+                       list(range(PARTITIONS)), settings.generator.heartbeat_ms / 1000,
                        event_time_ms=lambda _now: int(time.time() * 1000))
     sent: list[Trade] = []
     spans = {}
@@ -91,7 +94,9 @@ def landed(scratch, engine: str) -> dict[tuple, tuple[float, float]]:
 def test_windows_close_through_a_silent_partition_and_a_silent_market(stack, tmp_path):
     settings = stack
     windows = settings.windows
-    bound = windows.idleness_seconds + windows.max_out_of_orderness_ms / 1000 + 1
+    held_back = max(settings.generator.heartbeat_ms / 1000, float(windows.idleness_seconds))
+    flush = float(POSTGRES_SINK_TUNING["sink.buffer-flush.interval"].removesuffix("s"))
+    bound = held_back + windows.max_out_of_orderness_ms / 1000 + flush + 1
     short = windows.short_size_seconds
     topic = support.create_topic(settings, support.unique_name("idle.trades"), PARTITIONS)
     anomalies = support.create_topic(settings, support.unique_name("idle.anomalies"))
@@ -129,7 +134,8 @@ def test_windows_close_through_a_silent_partition_and_a_silent_market(stack, tmp
             pending = [end for (symbol, size, _s), (end, _a) in got.items()
                        if size == short and spans["C"][0] <= end <= spans["C"][0] + short]
             assert pending, f"{engine}: the windows open when the market stopped were never written"
-        print("\n" + "\n".join(report) + f"\n(bound: idleness + out-of-orderness + 1 s = {bound:.0f}s)")
+        print("\n" + "\n".join(report) + f"\n(bound: silent partition held back {held_back:g}s + "
+              f"out-of-orderness + sink flush {flush:g}s + 1 s = {bound:g}s)")
 
         # Close every window, then all of them must equal the reference: nothing lost, nothing late.
         flush_at = sent[-1].event_time + 3_600_000
