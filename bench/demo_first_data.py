@@ -83,6 +83,11 @@ def main() -> int:
             marks["candles"] = time.monotonic() - started
             shot = ROOT / ".stack" / "demo" / f"aapl-{args.candles}-candles.png"
             page.screenshot(path=str(shot), full_page=True)
+            # The overview the demo's link opens on: the watchlist's last-hour sparklines.
+            page.goto(f"{url}/?range=1h")
+            page.wait_for_selector("#watchlist svg, #watchlist img, #watchlist canvas", timeout=60_000)
+            page.wait_for_timeout(2000)
+            page.screenshot(path=str(shot.with_name("overview-1h.png")), full_page=True)
             browser.close()
         marks["first_live_row"] = first_live_row(settings, marks["generator_wall"], started_wall,
                                                  args.timeout)
