@@ -18,8 +18,10 @@ from stack.log import say
 
 def cmd_setup(args, settings) -> int:
     from stack.setup import setup
+    from stack.sql import precompile_plans
 
     setup(browser=args.browser)
+    precompile_plans(settings, settings.jobs.sql_scripts)  # so the first `make demo` runs from a plan too
     return 0
 
 
@@ -191,7 +193,11 @@ def cmd_check(args, settings) -> int:
 
 def cmd_demo(args, settings) -> int:
     from stack.demo import run_demo
+    from stack.setup import setup
+    from stack.sql import precompile_plans
 
+    setup()
+    precompile_plans(settings, settings.jobs.sql_scripts)  # nothing to do after `make setup`
     return run_demo(settings, up=lambda: cmd_up(args, settings))
 
 

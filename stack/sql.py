@@ -64,3 +64,32 @@ def run_sql_script(settings: Settings, script: str, extra: list[str] | None = No
     if capture:
         return result
     return result.returncode
+
+
+def precompile_plans(settings: Settings, scripts: list[str]) -> None:
+    """Compiles the plans of these scripts that have none yet (make setup, make demo), so that even the
+    first submission through the gateway runs from a plan (stack/sqlgateway.py). sql-client.sh in embedded
+    mode: COMPILE PLAN only plans, no cluster needed; one JVM, ~30 s, once per change of the SQL or its
+    settings. A failure is reported and left to the gateway, which then compiles at the first submission."""
+    flink.prepare(settings)
+    for script in scripts:
+        path = paths.REPO / script
+        statements = sqlgateway.statements(render(path, settings).read_text())
+        plan = sqlgateway.plan_file(settings, statements)
+        if plan is None or plan.exists():
+            continue
+        say(f"compiling the plan of {script} for the SQL Gateway (sql-client.sh, once; ~30 s)")
+        plan.parent.mkdir(parents=True, exist_ok=True)
+        partial = plan.with_suffix(".compiling")
+        partial.unlink(missing_ok=True)
+        compile_script = RENDERED_DIR / f"{path.stem}.compile.sql"
+        compile_script.write_text(";\n\n".join(sqlgateway.compile_statements(statements, partial)) + ";\n")
+        result = subprocess.run([flink.bin_path("sql-client.sh"), "-f", str(compile_script)],
+                                env=flink.flink_env(), capture_output=True, text=True)
+        if result.returncode != 0 or "[ERROR]" in result.stdout or not partial.exists():
+            log = flink.LOG_DIR / f"compile-{path.stem}.log"
+            log.write_text(result.stdout + result.stderr)
+            say(f"compiling {script} failed (the gateway will plan it at submission); see {log}")
+            continue
+        partial.rename(plan)
+        sqlgateway.prune(plan.parent, sqlgateway.PLANS_KEPT)
