@@ -35,6 +35,13 @@ def table_counts(settings: Settings) -> dict[str, int]:
     return {table: rows[0][0] for table, rows in zip(TABLES, results, strict=True)}
 
 
+def first_window_landed(settings: Settings, since: float) -> float | None:
+    """When (epoch seconds, the database's clock) the first window row written since `since` landed."""
+    rows = _query(settings, ["SELECT EXTRACT(EPOCH FROM min(landed_at)) FROM window_metrics "
+                             f"WHERE landed_at >= to_timestamp({float(since)!r})"])[0]
+    return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
 def newest_windows(settings: Settings) -> list[tuple]:
     """(engine, window_seconds, newest window end, symbols) per series in window_metrics."""
     return _query(settings, [

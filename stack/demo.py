@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from alerts.config import AlertConfig
 from marketpulse.config import Settings
 from stack import paths
-from stack.check import newest_windows, table_counts
+from stack.check import first_window_landed, newest_windows, table_counts
 from stack.errors import StackError
 from stack.jobs import cancel, submit_all
 from stack.log import say
@@ -30,7 +30,7 @@ def _spawn(name: str, args: list[str]) -> subprocess.Popen:
 
 
 def run_demo(settings: Settings, up) -> int:
-    started = time.monotonic()
+    started_wall = time.time()
     up()
     stack_up_at = time.monotonic()
     # The generator first, the jobs after: each job reads the topic from its committed offsets (the
@@ -68,9 +68,11 @@ def run_demo(settings: Settings, up) -> int:
                 if proc.poll() is not None:
                     raise StackError(f"{name} exited with code {proc.returncode}; see {LOG_DIR / name}.log")
             counts = table_counts(settings)
-            if first_window_at is None and counts["window_metrics"]:
-                first_window_at = time.monotonic() - started
-                say(f"first window row in PostgreSQL {first_window_at:.0f}s after `make demo` started")
+            if first_window_at is None:  # by the row's landed_at: rows may have landed before this loop
+                first_window_at = first_window_landed(settings, started_wall)
+                if first_window_at is not None:
+                    say(f"first window row in PostgreSQL {first_window_at - started_wall:.0f}s after "
+                        "`make demo` started")
             say("rows: " + ", ".join(f"{t} {n}" for t, n in counts.items() if t != "symbols"))
             for _ in range(20):
                 if stop["requested"]:
