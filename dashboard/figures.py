@@ -215,7 +215,12 @@ def top_movers_figure(watchlist: pd.DataFrame, n: int = 10, height: int = 300,
     _layout(fig, height, showlegend=False, hovermode="closest")
     fig.update_layout(title={"text": title, "x": 0.02, "font": {"size": 13}},
                       margin={"l": 60, "r": 40, "t": 36, "b": 28})
-    fig.update_xaxes(ticksuffix="%", zeroline=True, zerolinecolor=MUTED, showspikes=False)
+    # Room for the labels outside the bars: Plotly's autorange ignores them, and a loser's label would
+    # otherwise sit on top of the symbol names.
+    low, high = min(0.0, data["change_pct"].min()), max(0.0, data["change_pct"].max())
+    pad = 0.3 * ((high - low) or 1.0)
+    fig.update_xaxes(ticksuffix="%", zeroline=True, zerolinecolor=MUTED, showspikes=False,
+                     range=[low - pad if low < 0 else 0.0, high + pad if high > 0 else 0.0])
     fig.update_yaxes(showspikes=False)
     return fig
 

@@ -167,6 +167,8 @@ def test_top_movers_largest_absolute_changes_green_up_red_down():
     assert list(bar.x) == [-3.0, 1.5]
     assert list(bar.marker.color) == [figures.DOWN, figures.UP]
     assert list(bar.text) == ["-3.00%", "+1.50%"]
+    # the axis leaves 30 % of the span beyond each bar for its label outside it
+    assert list(fig.layout.xaxis.range) == pytest.approx([-3.0 - 1.35, 1.5 + 1.35])
     assert figures.top_movers_figure(watch.iloc[3:]).layout.annotations[0].text == \
         "No price changes in this range"
 
