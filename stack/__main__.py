@@ -336,9 +336,7 @@ def cmd_sql(args, settings) -> int:
         code = run_sql_script(settings, args.script, extra=args.rest, gateway=args.gateway)
         job_id = jobs.running_jobs(settings).get(name)
         if code == 0 and job_id:
-            shown = script.resolve()
-            shown = shown.relative_to(paths.REPO) if shown.is_relative_to(paths.REPO) else shown
-            registry.record(name, "sql", str(shown), job_id)
+            registry.record(name, "sql", str(paths.shown(script.resolve())), job_id)
             say(f"'{name}' is job {job_id}, recorded in {registry.registry_file()}")
     return code
 

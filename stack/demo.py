@@ -55,7 +55,7 @@ def run_demo(settings: Settings, up) -> int:
     dashboard      {link}
     Flink web UI   {settings.flink.rest_url}
     check data     make check        (rows per table, newest window, running jobs)
-    alerts         {(LOG_DIR / "alerts.log").relative_to(paths.REPO)}   (webhooks: README, Alerts)
+    alerts         {paths.shown(LOG_DIR / "alerts.log")}   (webhooks: README, Alerts)
     stop           Ctrl-C here, then `make down` to stop the stack
 """, flush=True)
 
@@ -150,17 +150,17 @@ def _start_processes(settings: Settings) -> tuple[subprocess.Popen, subprocess.P
         elif demo.history_minutes:
             say(f"generator: no history (windows in PostgreSQL reach {newest:%H:%M:%S}); live from now")
         say(f"generator: {demo.rate} trades/s with anomalies, late and bad records "
-            f"(log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
+            f"(log {paths.shown(LOG_DIR)}/generator.log)")
     elif demo.source in ("yahoo", "alphavantage"):
         generator = _spawn("generator", ["-m", "generator", "--source", demo.source, *symbols,
                                          "--status-to-postgres"])
         say(f"generator: live {demo.source} bars of {demo.symbols or 'the default symbols'}, on the "
-            f"trading calendar (log {LOG_DIR.relative_to(paths.REPO)}/generator.log)")
+            f"trading calendar (log {paths.shown(LOG_DIR)}/generator.log)")
     else:
         raise StackError(f"[demo] source = {demo.source!r}: use synthetic, yahoo or alphavantage")
     alerts = _spawn("alerts", ["-m", "alerts"])
     cooldown = AlertConfig.from_settings(settings).cooldown_seconds
     say(f"alert service: anomalies -> alerts, cooldown {cooldown:g} s per symbol and rule "
-        f"(log {LOG_DIR.relative_to(paths.REPO)}/alerts.log)")
+        f"(log {paths.shown(LOG_DIR)}/alerts.log)")
     dashboard = _spawn("dashboard", ["-m", "dashboard"])
     return generator, alerts, dashboard

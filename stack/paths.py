@@ -27,3 +27,9 @@ def pyflink_home() -> Path:
     import pyflink
 
     return Path(pyflink.__file__).resolve().parent
+
+
+def shown(path: Path) -> Path:
+    """A path as progress lines show it: relative to the repository when inside it (a MARKETPULSE_STACK_DIR
+    elsewhere stays absolute)."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path

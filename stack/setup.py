@@ -58,7 +58,7 @@ def ensure_jars() -> None:
              f"Maven resolve of the '{profile}' jars", log)
     stamp.write_text(want)
     jars = len(list(paths.FLINK_CONNECTOR_JARS.glob("*.jar"))) + len(list(paths.KAFKA_JARS.glob("*.jar")))
-    say(f"  {jars} jars in {paths.DEPS_DIR.relative_to(paths.REPO)}/")
+    say(f"  {jars} jars in {paths.shown(paths.DEPS_DIR)}/")
 
 
 EXT_SOURCES = paths.REPO / "flink-ext" / "src" / "main"

@@ -50,7 +50,7 @@ def run_sql_script(settings: Settings, script: str, extra: list[str] | None = No
         raise StackError(f"Flink cluster is not up at {settings.flink.rest_url}: run `make up` first")
     rendered = render(path, settings, variables, savepoint)
     if gateway:
-        say(f"SQL Gateway {settings.flink.sql_gateway_url}: {rendered.relative_to(paths.REPO)} "
+        say(f"SQL Gateway {settings.flink.sql_gateway_url}: {paths.shown(rendered)} "
             f"(from {script})")
         try:
             sqlgateway.submit(settings, rendered.read_text())
@@ -58,7 +58,7 @@ def run_sql_script(settings: Settings, script: str, extra: list[str] | None = No
             print(err)
             return 1
         return 0
-    say(f"sql-client.sh -f {rendered.relative_to(paths.REPO)} (from {script})")
+    say(f"sql-client.sh -f {paths.shown(rendered)} (from {script})")
     cmd = [flink.bin_path("sql-client.sh"), "-f", str(rendered), *(extra or [])]
     result = subprocess.run(cmd, env=flink.flink_env(), capture_output=capture, text=True)
     if capture:

@@ -148,3 +148,8 @@ def test_sql_render_starts_from_a_savepoint_before_any_statement(tmp_path, monke
     statements = split_statements(render(script, SETTINGS, savepoint="/s/chk-7").read_text())
     assert statements[0] == "SET 'execution.savepoint.path' = '/s/chk-7'"
     assert statements[1:] == split_statements(script.read_text())
+
+
+def test_paths_are_shown_relative_to_the_repository_only_when_inside_it(tmp_path):
+    assert paths.shown(paths.REPO / ".stack" / "sql" / "x.sql") == Path(".stack/sql/x.sql")
+    assert paths.shown(tmp_path / "x.sql") == tmp_path / "x.sql"  # MARKETPULSE_STACK_DIR elsewhere
