@@ -16,9 +16,10 @@ all; while the demo's DataStream job drained its history beside it, 50 to 68 s).
 script compiles its statement set into a JSON plan (COMPILE PLAN, Flink's compiled plans), and every
 submission runs the plan (EXECUTE PLAN): the session's SETs and one statement, 7.5 s on a cold gateway.
 A plan is keyed by the rendered statements, so a change to the SQL or to a setting it renders compiles a new
-one. The plan pins the planner's output, not the job's state: the SQL job sets no operator uids
-('table.exec.uid.generation' = 'DISABLED', sql/include/trades.sql), so a job run from a plan and one planned
-afresh have the same operator ids and restore each other's checkpoints."""
+one. The plan pins the planner's output, not the job's state: a job run from a plan gets no operator uids
+('table.exec.uid.generation' = 'DISABLED'; by default a plan's uids carry the planner's node counter of the
+JVM that compiled it), so it and a job planned afresh (gateway without cache, sql-client.sh) have the same
+operator ids and restore each other's checkpoints."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ SERVICE = "sql-gateway"  # Flink's name for it in flink-console.sh (its pid file
 STATEMENT_TIMEOUT_S = 300.0
 PLAN_DIR = flink.HOME / "plans"  # read and written by the gateway, on this machine
 PLANS_KEPT = 24  # the newest; the tests render many scripts (scratch topics), each its own plan
+# A job run from a plan gets no operator uids either, as one planned afresh by the gateway or sql-client.sh:
+# its operator ids then come from the job's topology, the same either way (module docstring).
+PLAN_SETTINGS = ["SET 'table.exec.uid.generation' = 'DISABLED'"]
 
 
 def host_port(settings: Settings) -> tuple[str, int]:
@@ -192,16 +196,17 @@ def submit(settings: Settings, text: str, say=print) -> list[str]:
                          "run `make up` first")
     session = _request(settings, "/sessions", "POST", {"sessionName": "marketpulse"})["sessionHandle"]
     job_ids: list[str] = []
-    script, todo = statements(text), []
+    script = statements(text)
+    plan = plan_file(settings, script)
+    cached = plan is not None and plan.exists()
     try:
         try:
-            todo = _planned(settings, session, script, say)
-            _run_all(settings, session, todo, job_ids, say)
+            _run_all(settings, session, _planned(settings, session, script, say), job_ids, say)
         except StackError as err:
-            plan = plan_file(settings, script)
-            if job_ids or plan is None or f"EXECUTE PLAN '{plan}'" not in todo[-1:]:
+            if not cached or job_ids:
                 raise
-            # A plan written by something else (a killed compile, another Flink build): compile anew.
+            # A plan written by something else (a killed compile, another Flink build): compile anew (only
+            # the SETs ran in this session so far).
             say(f"the compiled plan {plan.name} failed ({err}); compiling it again")
             plan.unlink(missing_ok=True)
             _run_all(settings, session, _planned(settings, session, script, say), job_ids, say)
@@ -261,7 +266,7 @@ def _planned(settings: Settings, session: str, statements_: list[str], say) -> l
         return statements_
     if plan.exists():
         plan.touch()  # the newest are kept
-        return [s for s in statements_ if is_set(s)] + [f"EXECUTE PLAN '{plan}'"]
+        return [s for s in statements_ if is_set(s)] + PLAN_SETTINGS + [f"EXECUTE PLAN '{plan}'"]
     PLAN_DIR.mkdir(parents=True, exist_ok=True)
     partial = plan.with_suffix(".compiling")
     partial.unlink(missing_ok=True)
@@ -270,7 +275,7 @@ def _planned(settings: Settings, session: str, statements_: list[str], say) -> l
     partial.rename(plan)
     say(f"compiled plan {plan}")
     prune(PLAN_DIR, PLANS_KEPT)
-    return [f"EXECUTE PLAN '{plan}'"]
+    return PLAN_SETTINGS + [f"EXECUTE PLAN '{plan}'"]
 
 
 def prune(directory: Path, keep: int) -> None:

@@ -25,11 +25,6 @@ SET 'table.local-time-zone' = 'UTC';
 -- a trade nor a dead letter here (${record_is_heartbeat}). A partition that receives nothing at all, not
 -- even heartbeats (a producer without them), holds the watermark back until it does.
 
--- No operator uids from the planner, also when the job runs from a compiled plan (stack/sqlgateway.py): the
--- operators' ids come from the job's topology, so a job run from a plan and one planned afresh restore each
--- other's checkpoints (a plan's uids would carry the planner's node counter of the JVM that compiled it).
-SET 'table.exec.uid.generation' = 'DISABLED';
-
 -- Checkpoints commit the Kafka offsets and flush the JDBC sinks.
 SET 'execution.checkpointing.interval' = '${flink_checkpoint_interval_seconds} s';
 
