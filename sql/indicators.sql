@@ -85,6 +85,31 @@ CREATE TABLE indicators (
     ${postgres_sink_options}
 );
 
+-- Sink: the indicators' alert rules (RSI overbought/oversold, Bollinger band breaks) on the anomalies topic,
+-- which the alert service reads: the message of the DataStream job's anomalies (alerts/policy.py,
+-- parse_anomaly), key = symbol. At-least-once: a restart may repeat a message; (trade_id, rule) identifies it.
+CREATE TABLE indicator_alerts_kafka (
+    symbol       STRING,
+    trade_id     STRING,
+    `rule`       STRING,
+    event_time   BIGINT,
+    price        DOUBLE,
+    `size`       BIGINT,
+    z_score      DOUBLE,
+    `mean`       DOUBLE,
+    stddev       DOUBLE,
+    detected_at  BIGINT
+) WITH (
+    'connector' = 'kafka',
+    'topic' = '${kafka_anomalies_topic}',
+    'properties.bootstrap.servers' = '${kafka_bootstrap_servers}',
+    'key.format' = 'raw',
+    'key.fields' = 'symbol',
+    'value.format' = 'json',
+    'value.fields-include' = 'ALL',
+    'sink.delivery-guarantee' = 'at-least-once'
+);
+
 -- Bars: the close of every symbol's ${windows_short_size_seconds}-second window. bar_time (window_end - 1 ms)
 -- is an event-time attribute for the OVER windows below; every view after this one keeps it.
 CREATE TEMPORARY VIEW bars AS
@@ -157,9 +182,10 @@ FROM rsi_frames
 WINDOW w AS (PARTITION BY symbol ORDER BY bar_time
              ROWS BETWEEN ${indicators_sma_long_bars_preceding} PRECEDING AND CURRENT ROW);
 
--- The indicators of each bar (see the header for the formulas and their warm-up).
-CREATE TEMPORARY VIEW bar_indicators AS
-SELECT symbol, bar_start, bar_end, close_price, ewma, ema_fast, ema_slow, macd, macd_signal,
+-- The indicators of each bar (see the header for the formulas and their warm-up); bar_time stays an
+-- event-time attribute for the alert rules' OVER window.
+CREATE TEMPORARY VIEW bar_values AS
+SELECT symbol, bar_start, bar_end, bar_time, close_price, ewma, ema_fast, ema_slow, macd, macd_signal,
        macd - macd_signal AS macd_histogram,
        CASE WHEN sma_closes = ${indicators_sma_bars} THEN sma_mean END AS sma,
        CASE WHEN sma_closes = ${indicators_sma_bars} THEN SQRT(CAST(
@@ -174,6 +200,60 @@ SELECT symbol, bar_start, bar_end, close_price, ewma, ema_fast, ema_slow, macd, 
        CASE WHEN sma_long_closes = ${indicators_sma_long_bars} THEN sma_long_mean END AS sma_long
 FROM sma_long_frames;
 
+-- The Bollinger bands of each bar: sma +/- bollinger_k population standard deviations.
+CREATE TEMPORARY VIEW bar_indicators AS
+SELECT *,
+       sma + ${indicators_bollinger_k} * sma_stddev AS bollinger_upper,
+       sma - ${indicators_bollinger_k} * sma_stddev AS bollinger_lower
+FROM bar_values;
+
+-- Each bar with the previous bar's RSI, close and bands (NULL at the symbol's first bar), for the alert
+-- rules: a rule fires on the bar that crosses its level, not on every bar beyond it. bar_end_ms: the bar's
+-- end in epoch ms (UNIX_TIMESTAMP reads the text in the session time zone, UTC; bars are whole seconds).
+CREATE TEMPORARY VIEW bar_crossings AS
+SELECT *,
+       UNIX_TIMESTAMP(DATE_FORMAT(bar_end, 'yyyy-MM-dd HH:mm:ss')) * 1000 AS bar_end_ms,
+       LAG(rsi, 1) OVER w AS prev_rsi,
+       LAG(close_price, 1) OVER w AS prev_close,
+       LAG(bollinger_upper, 1) OVER w AS prev_upper,
+       LAG(bollinger_lower, 1) OVER w AS prev_lower
+FROM bar_indicators
+WINDOW w AS (PARTITION BY symbol ORDER BY bar_time);
+
+-- Alert rules (docs/indicators.md), one row per bar and rule that fires, as the anomalies topic carries
+-- them: RSI above rsi_overbought or below rsi_oversold where the previous bar's was not (or had none yet);
+-- the close above the upper or below the lower Bollinger band where the previous close was not. trade_id
+-- names the bar (symbol@bar end in epoch ms; with the rule, the topic's dedup key), event_time is the bar's
+-- end. z_score: the RSI, or the close in standard deviations from the sma; mean: the level or the sma.
+-- The rule names are typed STRING: CHAR literals of different lengths would be padded to the longest.
+CREATE TEMPORARY VIEW indicator_alerts AS
+SELECT symbol, CONCAT(symbol, '@', CAST(bar_end_ms AS STRING)) AS trade_id, `rule`,
+       bar_end_ms AS event_time, close_price AS price, CAST(NULL AS BIGINT) AS `size`, statistic AS z_score,
+       centre AS `mean`, spread AS stddev, CAST(NULL AS BIGINT) AS detected_at
+FROM (
+    SELECT symbol, close_price, bar_end_ms,
+           CASE WHEN rsi > ${indicators_rsi_overbought}
+                     AND COALESCE(prev_rsi <= ${indicators_rsi_overbought}, TRUE)
+                THEN CAST('rsi_overbought' AS STRING)
+                WHEN rsi < ${indicators_rsi_oversold}
+                     AND COALESCE(prev_rsi >= ${indicators_rsi_oversold}, TRUE)
+                THEN CAST('rsi_oversold' AS STRING) END AS `rule`,
+           rsi AS statistic,
+           CAST(CASE WHEN rsi > ${indicators_rsi_overbought} THEN ${indicators_rsi_overbought}
+                     ELSE ${indicators_rsi_oversold} END AS DOUBLE) AS centre,
+           CAST(NULL AS DOUBLE) AS spread
+    FROM bar_crossings
+    UNION ALL
+    SELECT symbol, close_price, bar_end_ms,
+           CASE WHEN close_price > bollinger_upper AND COALESCE(prev_close <= prev_upper, TRUE)
+                THEN CAST('bollinger_upper_break' AS STRING)
+                WHEN close_price < bollinger_lower AND COALESCE(prev_close >= prev_lower, TRUE)
+                THEN CAST('bollinger_lower_break' AS STRING) END AS `rule`,
+           (close_price - sma) / NULLIF(sma_stddev, 0) AS statistic, sma AS centre, sma_stddev AS spread
+    FROM bar_crossings
+)
+WHERE `rule` IS NOT NULL;
+
 -- Sliding (HOP) windows per symbol.
 CREATE TEMPORARY VIEW sliding_windows AS
 SELECT symbol, window_start, window_end,
@@ -185,7 +265,7 @@ FROM TABLE(HOP(TABLE on_time_trades, DESCRIPTOR(ts), INTERVAL '${windows_short_s
                INTERVAL '${windows_size_seconds}' SECOND(3)))
 GROUP BY window_start, window_end, symbol;
 
--- Both sinks in one job that reads the topic once.
+-- Every sink in one job that reads the topic once.
 EXECUTE STATEMENT SET
 BEGIN
     -- Sliding-window averages.
@@ -196,8 +276,12 @@ BEGIN
 
     -- Indicators per bar.
     INSERT INTO indicators
-    SELECT symbol, ${windows_short_size_seconds}, bar_start, bar_end, close_price, sma, ewma,
-           sma + ${indicators_bollinger_k} * sma_stddev, sma - ${indicators_bollinger_k} * sma_stddev, volatility, rsi,
-           ema_fast, ema_slow, macd, macd_signal, macd_histogram, sma_long
+    SELECT symbol, ${windows_short_size_seconds}, bar_start, bar_end, close_price, sma, ewma, bollinger_upper,
+           bollinger_lower, volatility, rsi, ema_fast, ema_slow, macd, macd_signal, macd_histogram, sma_long
     FROM bar_indicators;
+
+    -- The indicators' alert rules, to the alert service.
+    INSERT INTO indicator_alerts_kafka
+    SELECT symbol, trade_id, `rule`, event_time, price, `size`, z_score, `mean`, stddev, detected_at
+    FROM indicator_alerts;
 END;

@@ -163,11 +163,11 @@ def reference_indicators(bars: list[dict], periods) -> list[dict]:
                "close": closes[i], "sma": None, "bollinger_upper": None, "bollinger_lower": None,
                "ewma": ewma[i], "ema_fast": fast[i], "ema_slow": slow[i], "macd": macd[i],
                "macd_signal": signal[i], "macd_histogram": macd[i] - signal[i], "sma_long": None,
-               "volatility": None, "rsi": None}
+               "volatility": None, "rsi": None, "sigma": None}
         if i + 1 >= periods.sma_bars:
             last = closes[i + 1 - periods.sma_bars: i + 1]
-            row["sma"] = statistics.fmean(last)
-            spread = periods.bollinger_k * statistics.pstdev(last)
+            row["sma"], row["sigma"] = statistics.fmean(last), statistics.pstdev(last)
+            spread = periods.bollinger_k * row["sigma"]
             row["bollinger_upper"], row["bollinger_lower"] = row["sma"] + spread, row["sma"] - spread
         if i + 1 >= periods.sma_long_bars:
             row["sma_long"] = statistics.fmean(closes[i + 1 - periods.sma_long_bars: i + 1])
@@ -181,3 +181,41 @@ def reference_indicators(bars: list[dict], periods) -> list[dict]:
             row["rsi"] = 100 * gains / (gains + losses) if gains + losses > 0 else None
         rows.append(row)
     return rows
+
+
+def reference_indicator_alerts(rows: list[dict], overbought: float, oversold: float,
+                               margin: float = 1e-9) -> tuple[dict, set]:
+    """The alert rules of docs/indicators.md over ONE symbol's reference_indicators rows (time order):
+    {(trade_id, rule): (event_time, price, statistic, mean)} of the bars that cross a level, and the keys
+    whose decision rests on a comparison closer than `margin` (relative) to equality, which rounding in the
+    engine may tip either way (an RSI of exactly 70 from cent prices)."""
+    fired, borderline = {}, set()
+    previous = dict.fromkeys(rows[0]) if rows else {}
+    for row in rows:
+        bar = f"{row['symbol']}@{row['bar_end']}"
+        z = (row["close"] - row["sma"]) / row["sigma"] if row["sigma"] else None
+        # rule: (value, side, level, the previous bar's value and level, statistic, mean); a rule fires when
+        # the value is beyond its level and the previous bar's was not (or had none).
+        rules = {
+            "rsi_overbought": (row["rsi"], ">", overbought, previous["rsi"], overbought, row["rsi"],
+                               overbought),
+            "rsi_oversold": (row["rsi"], "<", oversold, previous["rsi"], oversold, row["rsi"], oversold),
+            "bollinger_upper_break": (row["close"], ">", row["bollinger_upper"], previous["close"],
+                                      previous["bollinger_upper"], z, row["sma"]),
+            "bollinger_lower_break": (row["close"], "<", row["bollinger_lower"], previous["close"],
+                                      previous["bollinger_lower"], z, row["sma"]),
+        }
+        for rule, (value, side, level, before, before_level, statistic, mean) in rules.items():
+            if value is None or level is None:
+                continue
+            beyond = value > level if side == ">" else value < level
+            was_beyond = before is not None and before_level is not None and (
+                before > before_level if side == ">" else before < before_level)
+            pairs = [(value, level), (before, before_level)]
+            if any(a is not None and b is not None and abs(a - b) <= margin * max(abs(a), abs(b), 1.0)
+                   for a, b in pairs):
+                borderline.add((bar, rule))
+            if beyond and not was_beyond:
+                fired[(bar, rule)] = (row["bar_end"], row["close"], statistic, mean)
+        previous = row
+    return fired, borderline

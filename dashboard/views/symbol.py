@@ -76,7 +76,8 @@ def render(db, context: ViewContext, symbol: str | None, settings) -> tuple:
         return figures.empty_figure("Database unreachable", HEIGHT), symbol, ""
     fig = figures.candlestick_figure(
         frame, marks, symbol=symbol, window_seconds=seconds, indicators=bands if not bands.empty else None,
-        averages=averages, periods=settings.indicators, height=HEIGHT - 20)
+        averages=averages, periods=settings.indicators, height=HEIGHT - 20,
+        rsi_levels=(settings.indicators.rsi_oversold, settings.indicators.rsi_overbought))
     return (fig, header(symbol, frame),
             note(len(frame), len(marks), engine, seconds, truncated, sql_indicators=not bands.empty))
 

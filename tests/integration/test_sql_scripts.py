@@ -24,6 +24,7 @@ valid trades.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -31,7 +32,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import pytest
+from kafka import KafkaConsumer
 
+from alerts.policy import parse_anomaly
+from marketpulse.alert_rules import INDICATOR_RULES
 from marketpulse.config import Settings
 from marketpulse.trade import Trade
 from tests import support
@@ -52,7 +56,7 @@ from tests.pipeline import (
     send,
     submit_sql,
 )
-from tests.reference import EMA_TERMS, reference_indicators, reference_windows
+from tests.reference import EMA_TERMS, reference_indicator_alerts, reference_indicators, reference_windows
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +74,7 @@ class PipelineRun:
     stream: Stream
     deliberate: list[Trade]
     job_id: str
+    anomalies_topic: str
 
 
 def run_three_phases(settings, scratch, topic, stream, job_id, first_rows_sql) -> list[Trade]:
@@ -94,6 +99,7 @@ def pipeline(stack, tmp_path_factory):
     settings = stack
     topic = support.create_topic(settings, support.unique_name("sql.trades"), PARTITIONS)
     injected = support.create_topic(settings, support.unique_name("sql.injected"))
+    anomalies = support.create_topic(settings, support.unique_name("sql.anomalies"))
     scratch = support.create_scratch_database(settings)
     job_ids: list[str] = []
     try:
@@ -101,16 +107,16 @@ def pipeline(stack, tmp_path_factory):
                           "8000", "--event-rate", "4", "--late-fraction", "0.03", "--max-delay-ms",
                           str(MAX_DELAY_MS), "--bad-fraction", "0.01", "--universe", "14", "--vol-scale", "3")
         assert stream.bad > 0 and stream.delayed_ids
-        job_ids.append(submit_sql(settings, scratch, topic, "sql/pipeline.sql"))
+        job_ids.append(submit_sql(settings, scratch, topic, "sql/pipeline.sql", anomalies_topic=anomalies))
         deliberate = run_three_phases(settings, scratch, topic, stream, job_ids[-1],
                                       "SELECT count(*) FROM window_metrics WHERE window_seconds = "
                                       f"{settings.windows.size_seconds}")
-        yield PipelineRun(settings, scratch, stream, deliberate, job_ids[-1])
+        yield PipelineRun(settings, scratch, stream, deliberate, job_ids[-1], anomalies)
     finally:
         for job_id in job_ids:
             support.cancel_job(settings, job_id)
         support.drop_scratch_database(settings, scratch)
-        for name in (topic, injected):
+        for name in (topic, injected, anomalies):
             support.delete_topic(settings, name)
 
 
@@ -263,6 +269,54 @@ def test_indicators_match_the_documented_formulas(pipeline):
             (want["window_start"], size, short, want["volume"], want["trade_count"])
         assert close_enough(avg, want["avg_price"]) and close_enough(vwap, want["vwap"]), (symbol, window_end)
     assert {trade.trade_id for trade in deliberate}  # produced, and excluded above by the reference
+
+
+def test_indicator_alert_rules_fire_on_the_bars_that_cross(pipeline):
+    """RSI overbought/oversold and Bollinger band breaks (docs/indicators.md "Alert rules") reach the
+    anomalies topic as the alert service reads them (alerts/policy.py), one message per bar and rule that
+    crosses its level (at least once), equal to the rules applied to the reference indicators."""
+    settings, stream, periods = pipeline.settings, pipeline.stream, pipeline.settings.indicators
+    bars_by_symbol = defaultdict(list)
+    for bar in reference_windows(stream.valid, settings.windows.short_size_seconds):
+        bars_by_symbol[bar["symbol"]].append(bar)
+    expected, borderline = {}, set()
+    for bars in bars_by_symbol.values():
+        fired, near = reference_indicator_alerts(reference_indicators(bars, periods), periods.rsi_overbought,
+                                                 periods.rsi_oversold)
+        expected |= fired
+        borderline |= near
+    assert {rule for _bar, rule in expected} == set(INDICATOR_RULES)  # every rule fires in this stream
+
+    def settled():
+        assert_healthy(settings, pipeline.job_id)
+        messages = kafka_messages(settings, pipeline.anomalies_topic)
+        keys = {(value["trade_id"], value["rule"]) for _key, value in messages}
+        return messages if keys - borderline == set(expected) - borderline else None
+
+    messages = support.wait_for(settled, RESULT_TIMEOUT, "every indicator alert on the topic", interval=3)
+    for key, value in messages:
+        alert = parse_anomaly(json.dumps(value))  # what the alert service makes of it
+        assert key == alert.symbol and alert.trade_id.startswith(f"{alert.symbol}@")
+        if alert.key in borderline:
+            continue
+        event_time, price, statistic, mean = expected[alert.key]
+        assert (alert.event_time, alert.price, alert.size) == (event_time, price, None), alert
+        assert close_enough(alert.z_score, statistic) and close_enough(alert.mean, mean), alert
+    counts = defaultdict(int)
+    for _bar, rule in expected:
+        counts[rule] += 1
+    print(f"indicator alerts: {len(messages)} messages, {len(expected)} expected ({dict(counts)}), "
+          f"{len(borderline)} borderline comparisons left out")
+
+
+def kafka_messages(settings, topic: str) -> list[tuple[str, dict]]:
+    """Every (key, JSON value) on the topic so far."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    try:
+        return [(message.key.decode(), json.loads(message.value)) for message in consumer]
+    finally:
+        consumer.close()
 
 
 # --- top_movers.sql ------------------------------------------------------------------------------------

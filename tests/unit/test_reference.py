@@ -8,7 +8,13 @@ from marketpulse.analytics.detector import AnomalyDetector, DetectorConfig
 from marketpulse.analytics.windows import aggregate_windows
 from marketpulse.config import load_settings
 from marketpulse.trade import Trade
-from tests.reference import reference_anomalies, reference_indicators, reference_windows, truncated_ema
+from tests.reference import (
+    reference_anomalies,
+    reference_indicator_alerts,
+    reference_indicators,
+    reference_windows,
+    truncated_ema,
+)
 
 BASE = 1_700_000_100_000
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "JPM", "V")
@@ -125,3 +131,18 @@ def test_reference_indicators_warm_up_and_macd_is_fast_minus_slow():
         assert row["macd"] == row["ema_fast"] - row["ema_slow"]
         assert row["macd_histogram"] == row["macd"] - row["macd_signal"]
     assert rows[0]["macd"] == 0.0 and rows[0]["ewma"] == closes[0]
+
+
+def test_indicator_alerts_fire_on_the_bar_that_crosses():
+    rows = [{"symbol": "X", "bar_end": 10_000 * (i + 1), "close": c, "rsi": r, "sma": 100.0, "sigma": 1.0,
+             "bollinger_upper": 102.0, "bollinger_lower": 98.0}
+            for i, (c, r) in enumerate([(100, None), (103, 71), (104, 75), (101, 69), (97, 70.5), (96, 29)])]
+    fired, borderline = reference_indicator_alerts(rows, 70.0, 30.0)
+    assert sorted(fired) == [("X@20000", "bollinger_upper_break"), ("X@20000", "rsi_overbought"),
+                             ("X@50000", "bollinger_lower_break"), ("X@50000", "rsi_overbought"),
+                             ("X@60000", "rsi_oversold")]
+    assert fired[("X@20000", "bollinger_upper_break")] == (20_000, 103, 3.0, 100.0)
+    assert fired[("X@60000", "rsi_oversold")] == (60_000, 96, 29, 30.0)
+    assert borderline == set()
+    rows[3]["rsi"] = 70.0  # exactly on the level: the next bar's crossing rests on an equality
+    assert ("X@50000", "rsi_overbought") in reference_indicator_alerts(rows, 70.0, 30.0)[1]

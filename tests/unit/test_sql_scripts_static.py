@@ -225,3 +225,19 @@ def test_every_ema_is_the_one_include_doubling_to_its_terms():
         assert f"{name}_n{EMA_TERMS} / {name}_d{EMA_TERMS} AS {name}" in text
     assert all("LAG(" not in path.read_text() or path.name == "ema_step.sql" for path in INCLUDES)
     assert "POWER(" not in (REPO / "sql" / "indicators.sql").read_text()
+
+
+def test_the_indicator_alerts_are_anomaly_messages_with_the_known_rules():
+    """The SQL job's alert rules go to the anomalies topic as the DataStream job's anomalies do (same columns,
+    key = symbol), under the rule names marketpulse.alert_rules labels."""
+    from marketpulse.alert_rules import INDICATOR_RULES
+
+    text = COMPOSED[REPO / "sql" / "indicators.sql"]
+    sinks = (REPO / "jobs" / "market_metrics_sinks.sql").read_text().replace("CREATE TEMPORARY TABLE",
+                                                                            "CREATE TABLE")
+    connector, columns, _key = tables(text)["indicator_alerts_kafka"]
+    assert connector == "kafka" and columns == tables(sinks)["anomalies_kafka"][1]
+    assert "'topic' = '${kafka_anomalies_topic}'" in text and "'key.fields' = 'symbol'" in text
+    view = text[text.index("CREATE TEMPORARY VIEW indicator_alerts AS"):]
+    view = view[:view.index(";")]
+    assert sorted(re.findall(r"CAST\('(\w+)' AS STRING\)", view)) == sorted(INDICATOR_RULES)
