@@ -49,8 +49,10 @@ def run_sql_script(settings: Settings, script: str, extra: list[str] | None = No
     if not flink.healthy(settings):
         raise StackError(f"Flink cluster is not up at {settings.flink.rest_url}: run `make up` first")
     rendered = render(path, settings, variables, savepoint)
+    # The stack folder may be outside the repo (MARKETPULSE_STACK_DIR): then the path is shown whole.
+    shown = rendered.relative_to(paths.REPO) if rendered.is_relative_to(paths.REPO) else rendered
     if gateway:
-        say(f"SQL Gateway {settings.flink.sql_gateway_url}: {rendered.relative_to(paths.REPO)} "
+        say(f"SQL Gateway {settings.flink.sql_gateway_url}: {shown} "
             f"(from {script})")
         try:
             sqlgateway.submit(settings, rendered.read_text())
@@ -58,7 +60,7 @@ def run_sql_script(settings: Settings, script: str, extra: list[str] | None = No
             print(err)
             return 1
         return 0
-    say(f"sql-client.sh -f {rendered.relative_to(paths.REPO)} (from {script})")
+    say(f"sql-client.sh -f {shown} (from {script})")
     cmd = [flink.bin_path("sql-client.sh"), "-f", str(rendered), *(extra or [])]
     result = subprocess.run(cmd, env=flink.flink_env(), capture_output=capture, text=True)
     if capture:
