@@ -247,7 +247,7 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
         fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["volatility"], name=names["volatility"],
                                  mode="lines", line={"color": INDICATOR_COLORS["volatility"], "width": 1.2},
                                  showlegend=False), row=row, col=1)
-        fig.update_yaxes(title_text="vol", tickformat=".2~%", row=row, col=1)
+        fig.update_yaxes(title_text="vol", tickformat=".2~p", row=row, col=1)  # 2 significant digits, in %
     _layout(fig, height)
     fig.update_layout(xaxis_rangeslider_visible=False, bargap=0.1, margin={"t": 30},
                       legend={"xanchor": "left", "x": 0})
