@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from alerts.policy import Anomaly
-from marketpulse.alert_rules import ALERT_RULE_LABELS
+from marketpulse.alert_rules import ALERT_RULE_LABELS, INDICATOR_RULES
 from marketpulse.alert_rules import statistic_text as rule_statistic_text
 
 PAYLOAD_TYPE = "marketpulse.anomaly"
@@ -38,8 +38,10 @@ def statistic_text(anomaly: Anomaly) -> str:
 def summary(anomaly: Anomaly) -> str:
     """One line a person reads: 'AAPL price jump +3.45% at 187.23 (size 120) at 2024-... UTC'."""
     title = ALERT_RULE_LABELS.get(anomaly.rule, anomaly.rule)
-    return (f"{anomaly.symbol} {title} {statistic_text(anomaly)} at {_num(anomaly.price, 2)} "
-            f"(size {_num(anomaly.size, 0)}) at {_time_text(anomaly.event_time)}")
+    # An indicator rule is about a bar (its close, its end), not one trade: it has no size.
+    size = "" if anomaly.rule in INDICATOR_RULES else f" (size {_num(anomaly.size, 0)})"
+    return (f"{anomaly.symbol} {title} {statistic_text(anomaly)} at {_num(anomaly.price, 2)}{size} "
+            f"at {_time_text(anomaly.event_time)}")
 
 
 def webhook_payload(anomaly: Anomaly) -> dict:
