@@ -1,7 +1,8 @@
 """MarketPulse alert service: `python -m alerts` turns the `anomalies` topic into alerts.
 
 It consumes the anomalies the DataStream job writes to Kafka (settings.kafka.anomalies_topic; JSON, epoch-ms
-times, at-least-once with the dedup key (trade_id, rule)) and, for each anomaly in topic order, decides
+times, at-least-once with the dedup key (trade_id, rule)), and the Flink SQL job's indicator alert rules in
+the same shape (sql/indicators.sql, marketpulse/alert_rules.py), and, for each anomaly in topic order, decides
 (alerts/policy.py, pure):
 
     repeat     (trade_id, rule) already has a decision: skipped, never delivered twice;

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from alerts.policy import Anomaly
-from marketpulse.analytics.detector import RULE_LABELS
+from marketpulse.alert_rules import ALERT_RULE_LABELS, INDICATOR_RULES
+from marketpulse.alert_rules import statistic_text as rule_statistic_text
 
 PAYLOAD_TYPE = "marketpulse.anomaly"
 PAYLOAD_VERSION = 1
@@ -28,19 +29,19 @@ def _num(value: float | None, digits: int) -> str:
 
 
 def statistic_text(anomaly: Anomaly) -> str:
-    """What fired, in words: 'z +6.12', '+3.45%' or 'z 4.80'."""
+    """What fired, in words: 'z +6.12', '+3.45%', 'RSI 72.4' (marketpulse.alert_rules)."""
     if anomaly.z_score is None:
         return "—"
-    if anomaly.rule == "price_jump":
-        return f"{anomaly.z_score:+.2f}%"
-    return f"z {anomaly.z_score:+.2f}"
+    return rule_statistic_text(anomaly.rule, anomaly.z_score)
 
 
 def summary(anomaly: Anomaly) -> str:
     """One line a person reads: 'AAPL price jump +3.45% at 187.23 (size 120) at 2024-... UTC'."""
-    title = RULE_LABELS.get(anomaly.rule, anomaly.rule)
-    return (f"{anomaly.symbol} {title} {statistic_text(anomaly)} at {_num(anomaly.price, 2)} "
-            f"(size {_num(anomaly.size, 0)}) at {_time_text(anomaly.event_time)}")
+    title = ALERT_RULE_LABELS.get(anomaly.rule, anomaly.rule)
+    # An indicator rule is about a bar (its close, its end), not one trade: it has no size.
+    size = "" if anomaly.rule in INDICATOR_RULES else f" (size {_num(anomaly.size, 0)})"
+    return (f"{anomaly.symbol} {title} {statistic_text(anomaly)} at {_num(anomaly.price, 2)}{size} "
+            f"at {_time_text(anomaly.event_time)}")
 
 
 def webhook_payload(anomaly: Anomaly) -> dict:
@@ -67,7 +68,7 @@ def webhook_payload(anomaly: Anomaly) -> dict:
 def slack_payload(anomaly: Anomaly) -> dict:
     """A Slack incoming-webhook message: `text` (the notification and fallback) plus Block Kit blocks.
     Anything that accepts Slack's format (Mattermost, Rocket.Chat, Discord's /slack endpoint) reads it."""
-    title = RULE_LABELS.get(anomaly.rule, anomaly.rule)
+    title = ALERT_RULE_LABELS.get(anomaly.rule, anomaly.rule)
     fields = [
         ("Symbol", anomaly.symbol), ("Rule", anomaly.rule), ("Price", _num(anomaly.price, 2)),
         ("Statistic", statistic_text(anomaly)), ("Size", _num(anomaly.size, 0)),

@@ -32,7 +32,8 @@ SUPPRESS = "suppress"
 STALE = "stale"
 REPEAT = "repeat"
 
-# What the DataStream job writes to the anomalies topic (jobs/market_metrics_sinks.sql, anomalies_kafka).
+# What the DataStream job writes to the anomalies topic (jobs/market_metrics_sinks.sql, anomalies_kafka), and
+# the SQL job's indicator alert rules (sql/indicators.sql, indicator_alerts_kafka: the same columns).
 REQUIRED_FIELDS = ("trade_id", "rule", "symbol", "event_time")
 NUMBER_FIELDS = ("price", "z_score", "mean", "stddev")
 INT_FIELDS = ("size", "detected_at")

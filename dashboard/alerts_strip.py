@@ -23,7 +23,9 @@ from dash import Input, Output, dcc, html
 
 from dashboard import queries
 from dashboard.db import Database, DatabaseUnavailable
-from marketpulse.analytics.detector import RULE_LABELS
+from marketpulse.alert_rules import ALERT_RULE_LABELS
+from marketpulse.alert_rules import statistic_text as rule_statistic_text
+from marketpulse.analytics.detector import PRICE_JUMP
 from marketpulse.config import Settings
 
 FRESH_SECONDS = 60
@@ -55,7 +57,7 @@ def age_text(seconds: float) -> str:
 def statistic_text(rule: str, value) -> str:
     if value is None or pd.isna(value):
         return ""
-    return f"{value:+.2f}%" if rule == "price_jump" else f"z {value:+.1f}"
+    return rule_statistic_text(rule, value, digits=2 if rule == PRICE_JUMP else 1)
 
 
 def items(frame: pd.DataFrame, now: datetime) -> list:
@@ -72,7 +74,7 @@ def items(frame: pd.DataFrame, now: datetime) -> list:
             **{"data-testid": "alert-chip", "data-symbol": r["symbol"], "data-rule": r["rule"]},
             children=[
                 html.Span(r["symbol"], className="alert-chip-symbol"),
-                html.Span(RULE_LABELS.get(r["rule"], r["rule"]),
+                html.Span(ALERT_RULE_LABELS.get(r["rule"], r["rule"]),
                           className=f"alert-chip-rule rule-{r['rule']}"),
                 html.Span(statistic_text(r["rule"], r["z_score"]), className="alert-chip-stat"),
                 html.Span(price, className="alert-chip-price"),

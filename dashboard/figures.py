@@ -112,43 +112,114 @@ def _anomaly_traces(anomalies: pd.DataFrame, price_range: tuple[float, float] | 
     return traces
 
 
+# Line colours of the SQL job's indicators (the Bollinger bands are grey dots, the MACD histogram bars).
+INDICATOR_COLORS = {"sma": "#b388ff", "sma_long": "#ff7eb6", "ewma": "#9ccc65", "ema_fast": "#00d2d3",
+                    "ema_slow": "#ff9f1c", "hop_avg": "#e0e0e0", "macd": ACCENT, "macd_signal": "#ff9f1c",
+                    "volatility": "#ffd180"}
+
+
+def indicator_labels(periods=None, hop: tuple[int, int] | None = None) -> dict[str, str]:
+    """Legend names of the indicators, with their periods when known (`periods`: settings.indicators;
+    `hop`: the sliding windows' (size, slide) in seconds)."""
+    p = vars(periods) if periods is not None else {}
+
+    def named(name: str, *keys: str) -> str:
+        values = [p.get(key) for key in keys]
+        if any(value is None for value in values):
+            return name
+        return f"{name}({', '.join(f'{value:g}' for value in values)})"
+
+    return {"sma": named("SMA", "sma_bars"), "sma_long": named("SMA", "sma_long_bars"),
+            "ewma": named("EWMA", "ewma_span"), "ema_fast": named("EMA", "ema_fast_span"),
+            "ema_slow": named("EMA", "ema_slow_span"), "rsi": named("RSI", "rsi_changes"),
+            "macd": named("MACD", "ema_fast_span", "ema_slow_span", "macd_signal_span"),
+            "macd_signal": "MACD signal", "macd_histogram": "MACD histogram",
+            "volatility": named("volatility", "volatility_returns"),
+            "hop_avg": f"HOP avg {hop[0]} s / {hop[1]} s" if hop else "HOP avg",
+            "hop_vwap": f"HOP VWAP {hop[0]} s / {hop[1]} s" if hop else "HOP VWAP"}
+
+
+def _has(frame: pd.DataFrame | None, column: str) -> bool:
+    return frame is not None and column in frame.columns and frame[column].notna().any()
+
+
+def _price_overlays(fig: go.Figure, ind: pd.DataFrame | None, averages: pd.DataFrame | None,
+                    names: dict[str, str]) -> None:
+    """Bollinger bands, SMAs and EMAs of the SQL job's bars, and its sliding (HOP) averages, on the price
+    panel. A HOP window is drawn at the start of the last slide it covers (window_end - slide): where the
+    candle and the bar indicators whose data it ends with are drawn."""
+    if _has(ind, "bb_upper") and _has(ind, "bb_lower"):
+        fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["bb_upper"], name="Bollinger upper",
+                                 mode="lines", line={"color": "#8d9db6", "width": 1, "dash": "dot"}),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["bb_lower"], name="Bollinger lower",
+                                 mode="lines", line={"color": "#8d9db6", "width": 1, "dash": "dot"},
+                                 fill="tonexty", fillcolor="rgba(141,157,182,0.08)"), row=1, col=1)
+    for column in ("sma", "sma_long", "ewma", "ema_fast", "ema_slow"):
+        if _has(ind, column):
+            fig.add_trace(go.Scatter(x=ind["window_start"], y=ind[column], name=names[column], mode="lines",
+                                     line={"color": INDICATOR_COLORS[column], "width": 1.1}), row=1, col=1)
+    if _has(averages, "avg_price"):
+        x = averages["window_end"] - pd.to_timedelta(averages["slide_seconds"], unit="s")
+        fig.add_trace(go.Scatter(x=x, y=averages["avg_price"], name=names["hop_avg"], mode="lines",
+                                 line={"color": INDICATOR_COLORS["hop_avg"], "width": 1, "dash": "dash"}),
+                      row=1, col=1)
+
+
+def _macd_panel(fig: go.Figure, ind: pd.DataFrame, names: dict[str, str], row: int) -> None:
+    histogram = ind["macd_histogram"]
+    fig.add_trace(go.Bar(x=ind["window_start"], y=histogram, name=names["macd_histogram"], showlegend=False,
+                         marker={"color": [UP if v >= 0 else DOWN for v in histogram.fillna(0)]},
+                         opacity=0.7), row=row, col=1)
+    for column in ("macd", "macd_signal"):
+        fig.add_trace(go.Scatter(x=ind["window_start"], y=ind[column], name=names[column], mode="lines",
+                                 line={"color": INDICATOR_COLORS[column], "width": 1.2}, showlegend=False),
+                      row=row, col=1)
+
+
 def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = None, *, symbol: str = "",
                        window_seconds: int = 60, indicators: pd.DataFrame | None = None,
-                       height: int = 640) -> go.Figure:
-    """Price (OHLC candles + VWAP + anomaly markers [+ SMA/Bollinger]), volume, and an indicator panel.
+                       averages: pd.DataFrame | None = None, periods=None,
+                       rsi_levels: tuple[float, float] = (30, 70), height: int = 640) -> go.Figure:
+    """Price (OHLC candles + VWAP + anomaly markers [+ SQL overlays]), volume, and indicator panels.
 
     `candles`: window_start, open, high, low, close, vwap, volume (one row per window).
     `anomalies`: event_time, rule, price, size, z_score (markers at the anomalous trade's price).
-    `indicators`: window_start plus any of sma, bb_upper, bb_lower, rsi (from the Flink SQL job);
-    without it the bottom panel is the close's rolling z-score, computed here."""
+    `indicators`: window_start plus any of sma, bb_upper, bb_lower, sma_long, ewma, ema_fast, ema_slow, rsi,
+    macd, macd_signal, macd_histogram, volatility (the Flink SQL job's bars of this window size): the
+    bottom panels are then RSI (with `rsi_levels` dotted), MACD when present, volatility when present;
+    without it the bottom panel is the close's rolling z-score, computed here.
+    `averages`: the SQL job's sliding windows (window_end, slide_seconds, avg_price), a line on the price.
+    `periods` (settings.indicators) puts the periods in the legend."""
     if candles is None or candles.empty:
         return empty_figure(f"No {window_seconds} s windows for {symbol or 'this symbol'} in this range",
                             height)
     candles = candles.sort_values("window_start")
     x = candles["window_start"]
-    has_rsi = indicators is not None and not indicators.empty and "rsi" in indicators
-    bottom_title = "RSI (Flink SQL)" if has_rsi else f"z-score of close vs previous {ZSCORE_LOOKBACK} windows"
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.035,
-                        row_heights=[0.62, 0.19, 0.19],
-                        subplot_titles=(None, None, bottom_title))
+    ind = indicators.sort_values("window_start") if indicators is not None and not indicators.empty else None
+    averages = averages if averages is not None and not averages.empty else None
+    hop = None if averages is None else (int(averages["window_seconds"].iloc[0]),
+                                         int(averages["slide_seconds"].iloc[0]))
+    names = indicator_labels(periods, hop)
+    has_rsi, has_macd, has_volatility = _has(ind, "rsi"), _has(ind, "macd"), _has(ind, "volatility")
+    bottom_title = f"{names['rsi']} (Flink SQL)" if has_rsi else \
+        f"z-score of close vs previous {ZSCORE_LOOKBACK} windows"
+    titles = [None, None, bottom_title]
+    if has_macd:
+        titles.append(f"{names['macd']}: line, signal, histogram (Flink SQL)")
+    if has_volatility:
+        titles.append(f"{names['volatility']}: stddev of log returns per bar (Flink SQL)")
+    extra = len(titles) - 3
+    heights = [0.62 - 0.1 * extra, 0.19 - 0.035 * extra, 0.19 - 0.035 * extra] + [0.17] * extra
+    fig = make_subplots(rows=len(titles), cols=1, shared_xaxes=True, vertical_spacing=0.035,
+                        row_heights=heights, subplot_titles=titles)
     fig.add_trace(go.Candlestick(
         x=x, open=candles["open"], high=candles["high"], low=candles["low"], close=candles["close"],
         name="OHLC", increasing={"line": {"color": UP}, "fillcolor": UP},
         decreasing={"line": {"color": DOWN}, "fillcolor": DOWN}), row=1, col=1)
     fig.add_trace(go.Scatter(x=x, y=candles["vwap"], name="VWAP", mode="lines",
                              line={"color": VWAP, "width": 1.4}), row=1, col=1)
-    if indicators is not None and not indicators.empty:
-        ind = indicators.sort_values("window_start")
-        if {"bb_upper", "bb_lower"} <= set(ind.columns):
-            fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["bb_upper"], name="Bollinger upper",
-                                     mode="lines", line={"color": "#8d9db6", "width": 1, "dash": "dot"}),
-                          row=1, col=1)
-            fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["bb_lower"], name="Bollinger lower",
-                                     mode="lines", line={"color": "#8d9db6", "width": 1, "dash": "dot"},
-                                     fill="tonexty", fillcolor="rgba(141,157,182,0.08)"), row=1, col=1)
-        if "sma" in ind.columns:
-            fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["sma"], name="SMA", mode="lines",
-                                     line={"color": "#b388ff", "width": 1.2}), row=1, col=1)
+    _price_overlays(fig, ind, averages, names)
     has_anomalies = anomalies is not None and not anomalies.empty
     price_range = robust_price_range(candles, anomalies["price"] if has_anomalies else None)
     if has_anomalies:
@@ -158,16 +229,25 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
     fig.add_trace(go.Bar(x=x, y=candles["volume"], name="Volume", marker={"color": colors},
                          opacity=0.8, showlegend=False), row=2, col=1)
     if has_rsi:
-        ind = indicators.sort_values("window_start")
         fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["rsi"], name="RSI", mode="lines",
                                  line={"color": ACCENT, "width": 1.3}, showlegend=False), row=3, col=1)
-        for level in (30, 70):
+        for level in rsi_levels:
             fig.add_hline(y=level, line={"color": MUTED, "width": 1, "dash": "dot"}, row=3, col=1)
     else:
         fig.add_trace(go.Scatter(x=x, y=rolling_zscore(candles["close"]), name="z-score", mode="lines",
                                  line={"color": ACCENT, "width": 1.3}, showlegend=False), row=3, col=1)
         for level in (-2, 2):
             fig.add_hline(y=level, line={"color": MUTED, "width": 1, "dash": "dot"}, row=3, col=1)
+    row = 4
+    if has_macd:
+        _macd_panel(fig, ind, names, row)
+        fig.update_yaxes(title_text="MACD", row=row, col=1)
+        row += 1
+    if has_volatility:
+        fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["volatility"], name=names["volatility"],
+                                 mode="lines", line={"color": INDICATOR_COLORS["volatility"], "width": 1.2},
+                                 showlegend=False), row=row, col=1)
+        fig.update_yaxes(title_text="vol", tickformat=".2~p", row=row, col=1)  # 2 significant digits, in %
     _layout(fig, height)
     fig.update_layout(xaxis_rangeslider_visible=False, bargap=0.1, margin={"t": 30},
                       legend={"xanchor": "left", "x": 0})

@@ -313,23 +313,51 @@ def candles(db: Database, engine: str, window_seconds: int, symbol: str, start: 
     return _numeric(frame, WINDOW_COLUMNS[2:]), truncated
 
 
+# The Flink SQL job's per-bar indicators as the figure names them (indicators table column -> name).
+INDICATOR_COLUMNS = {"sma": "sma", "bollinger_upper": "bb_upper", "bollinger_lower": "bb_lower",
+                     "sma_long": "sma_long", "ewma": "ewma", "ema_fast": "ema_fast", "ema_slow": "ema_slow",
+                     "rsi": "rsi", "macd": "macd", "macd_signal": "macd_signal",
+                     "macd_histogram": "macd_histogram", "volatility": "volatility"}
+
+
 def indicators(db: Database, symbol: str, bar_seconds: int, start: datetime | None,
                end: datetime | None) -> pd.DataFrame:
-    """The Flink SQL job's indicators (003_sql_analytics.sql) for one symbol, renamed for the figure;
-    empty when the table does not exist (yet) or holds nothing for this symbol and bar size."""
+    """The Flink SQL job's indicators (003_sql_analytics.sql, 010_indicators_macd.sql) for one symbol, renamed
+    for the figure; empty when the table does not exist (yet) or holds nothing for this symbol and bar
+    size."""
     if not db.table_exists("indicators"):
         return pd.DataFrame()
-    frame = db.frame("""
-        SELECT bar_start AS window_start, sma, bollinger_upper AS bb_upper, bollinger_lower AS bb_lower, rsi
+    columns = ", ".join(f"{column} AS {name}" for column, name in INDICATOR_COLUMNS.items())
+    frame = db.frame(f"""
+        SELECT bar_start AS window_start, {columns}
         FROM indicators
         WHERE symbol = %(symbol)s AND bar_seconds = %(bars)s
           AND (%(start)s::timestamptz IS NULL OR bar_start >= %(start)s)
           AND (%(end)s::timestamptz IS NULL OR bar_start < %(end)s)
         ORDER BY bar_start""", {"symbol": symbol, "bars": bar_seconds, "start": start, "end": end})
-    frame = _numeric(frame, ("sma", "bb_upper", "bb_lower", "rsi"))
-    if frame.empty or frame[["sma", "rsi"]].isna().all().all():
+    frame = _numeric(frame, INDICATOR_COLUMNS.values())
+    if frame.empty or frame[list(INDICATOR_COLUMNS.values())].isna().all().all():
         return pd.DataFrame()
     return frame
+
+
+def moving_averages(db: Database, symbol: str, window_seconds: int, slide_seconds: int,
+                    start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    """The Flink SQL job's sliding (HOP) windows of one symbol whose last slide starts in [start, end)
+    (window_end - slide: where the figure draws them), oldest first; empty without the table."""
+    if not db.table_exists("moving_averages"):
+        return pd.DataFrame()
+    frame = db.frame("""
+        SELECT window_end, window_seconds, slide_seconds, avg_price, vwap, volume, trade_count
+        FROM moving_averages
+        WHERE symbol = %(symbol)s AND window_seconds = %(ws)s AND slide_seconds = %(slide)s
+          AND (%(start)s::timestamptz IS NULL
+               OR window_end >= %(start)s::timestamptz + make_interval(secs => %(slide)s))
+          AND (%(end)s::timestamptz IS NULL
+               OR window_end < %(end)s::timestamptz + make_interval(secs => %(slide)s))
+        ORDER BY window_end""", {"symbol": symbol, "ws": window_seconds, "slide": slide_seconds,
+                                 "start": start, "end": end})
+    return _numeric(frame, ("avg_price", "vwap"))
 
 
 def sql_top_movers(db: Database, window_seconds: int, start: datetime | None,

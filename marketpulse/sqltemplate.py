@@ -6,8 +6,8 @@ statements, without the stack (a PyFlink job renders its own sink DDL on the cli
         t_env.execute_sql(statement)
 
 The names are those of stack/sql.py (settings.flat() plus postgres_jdbc_url, window_size_ms,
-max_out_of_orderness_seconds, postgres_sink_options and postgres_low_latency_sink_options), so a script
-renders the same way in a job and in the SQL client.
+max_out_of_orderness_seconds, postgres_sink_options, postgres_low_latency_sink_options and the indicator
+frames' indicators_<frame>_preceding), so a script renders the same way in a job and in the SQL client.
 """
 
 from __future__ import annotations
@@ -99,6 +99,42 @@ def trade_contract_variables() -> dict[str, str]:
     return values
 
 
+# sql/include/ema.sql weighs the last EMA_TERMS bars (7 doublings); a longer span would need more steps, so
+# the settings may not leave out more than MAX_EMA_TRUNCATED_WEIGHT of the recursive EMA's weight.
+EMA_TERMS = 128
+MAX_EMA_TRUNCATED_WEIGHT = 0.001
+EMA_SPANS = ("ewma_span", "ema_fast_span", "ema_slow_span", "macd_signal_span")
+# Indicators over the last n bars: an OVER frame written ROWS BETWEEN n - 1 PRECEDING (a literal there).
+FRAME_LENGTHS = ("sma_bars", "sma_long_bars", "volatility_returns", "rsi_changes")
+
+
+def ema_truncated_weight(span: int, terms: int = EMA_TERMS) -> float:
+    """The share of a recursive EMA's weight on values more than `terms` back: q^terms, q = 1 - 2/(span+1)."""
+    return (1 - 2 / (span + 1)) ** terms
+
+
+def indicator_variables(settings: Settings) -> dict[str, str]:
+    """${indicators_<frame>_preceding} for sql/indicators.sql's OVER frames; refuses periods the SQL cannot
+    compute as docs/indicators.md states them."""
+    indicators = settings.indicators
+    values = {}
+    for key in FRAME_LENGTHS:
+        length = getattr(indicators, key)
+        if not isinstance(length, int) or length < 2:
+            raise TemplateError(f"indicators.{key} = {length!r}: an indicator frame needs 2 bars or more")
+        values[f"indicators_{key}_preceding"] = str(length - 1)
+    for key in EMA_SPANS:
+        span = getattr(indicators, key)
+        if not isinstance(span, int) or span < 1:
+            raise TemplateError(f"indicators.{key} = {span!r}: an EMA span is a whole number of bars >= 1")
+        if ema_truncated_weight(span) > MAX_EMA_TRUNCATED_WEIGHT:
+            raise TemplateError(f"indicators.{key} = {span}: the EMA weighs the last {EMA_TERMS} bars, which "
+                                f"leaves {ema_truncated_weight(span):.2%} of its weight out (at most "
+                                f"{MAX_EMA_TRUNCATED_WEIGHT:.1%}); a longer span needs more doubling steps "
+                                "in sql/include/ema.sql")
+    return values
+
+
 def sql_variables(settings: Settings) -> dict[str, str]:
     values = {key: str(value) for key, value in settings.flat().items() if not isinstance(value, list)}
     values["postgres_jdbc_url"] = postgres_jdbc_url(settings)
@@ -106,7 +142,7 @@ def sql_variables(settings: Settings) -> dict[str, str]:
     values["max_out_of_orderness_seconds"] = seconds_text(int(settings.windows.max_out_of_orderness_ms))
     values["postgres_sink_options"] = postgres_sink_options(settings)
     values["postgres_low_latency_sink_options"] = postgres_sink_options(settings, LOW_LATENCY_FLUSH_INTERVAL)
-    return values | trade_contract_variables()
+    return values | indicator_variables(settings) | trade_contract_variables()
 
 
 def render(text: str, variables: Mapping[str, object]) -> str:

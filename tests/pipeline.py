@@ -113,13 +113,16 @@ def wait_for_slots(settings: Settings, needed: int, timeout: float = 300) -> Non
 
 
 def submit_sql(settings: Settings, scratch: Settings, topic: str, script: str,
-               injected_topic: str | None = None) -> str:
+               injected_topic: str | None = None, anomalies_topic: str | None = None) -> str:
     """Runs `python -m stack sql --gateway SCRIPT` (through the stack's SQL Gateway: no sql-client JVM per
-    job) against the scratch database and topic (and ground-truth topic,
-    when given); returns the job id once the job (found on the REST API by its pipeline.name) is running."""
+    job) against the scratch database and topic (and ground-truth topic, and the anomalies topic the
+    indicators' alert rules go to, when given); returns the job id once the job (found on the REST API by
+    its pipeline.name) is running."""
     topics = {"kafka_trades_topic": topic}
     if injected_topic:
         topics["kafka_injected_topic"] = injected_topic
+    if anomalies_topic:
+        topics["kafka_anomalies_topic"] = anomalies_topic
     name = sql_job_name(support.REPO / script)
     wait_for_slots(settings, 1)
     before = {job["jid"] for job in support.flink_jobs(settings)}

@@ -3,7 +3,9 @@
 Written apart from marketpulse.analytics on purpose (no import from it): windows are plain lists grouped in a
 dict, sums are exact (math.fsum), the standard deviation is statistics.pstdev (exact rational arithmetic), and
 the detector recomputes its baselines from scratch for every trade. A mistake shared by both would have to be
-made twice in two different ways.
+made twice in two different ways. The SQL job's indicators are checked against the formulas of
+docs/indicators.md here: the EMAs with pandas' own ewm (recursive) over each bar's last values, where the SQL
+builds the same weights by doubling sums of LAGs.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
 
 from marketpulse.trade import Trade
 
@@ -131,3 +135,87 @@ def reference_anomalies(
 
         found.extend((trade.trade_id, rule, statistic) for rule, statistic in broken)
     return found
+
+
+# The EMAs of docs/indicators.md weigh the last 128 bars (SQL has no recursion; sql/include/ema.sql).
+EMA_TERMS = 128
+
+
+def truncated_ema(values: Sequence[float], span: int, terms: int = EMA_TERMS) -> list[float]:
+    """At each position t: pandas ewm(span, adjust=True).mean() over the last `terms` values up to t, which is
+    sum_i q^i x_{t-i} / sum_i q^i for i < min(t + 1, terms), q = 1 - 2 / (span + 1)."""
+    return [float(pd.Series(values[max(0, t - terms + 1): t + 1], dtype=float)
+                  .ewm(span=span, adjust=True).mean().iloc[-1])
+            for t in range(len(values))]
+
+
+def reference_indicators(bars: list[dict], periods) -> list[dict]:
+    """The indicators row of each bar of ONE symbol (reference_windows rows in time order), by the formulas
+    of docs/indicators.md with `periods` = settings.indicators (sma_bars, bollinger_k, ewma_span, ...)."""
+    closes = [bar["close"] for bar in bars]
+    ewma = truncated_ema(closes, periods.ewma_span)
+    fast, slow = truncated_ema(closes, periods.ema_fast_span), truncated_ema(closes, periods.ema_slow_span)
+    macd = [f - s for f, s in zip(fast, slow, strict=True)]
+    signal = truncated_ema(macd, periods.macd_signal_span)
+    rows = []
+    for i, bar in enumerate(bars):
+        row = {"symbol": bar["symbol"], "bar_start": bar["window_start"], "bar_end": bar["window_end"],
+               "close": closes[i], "sma": None, "bollinger_upper": None, "bollinger_lower": None,
+               "ewma": ewma[i], "ema_fast": fast[i], "ema_slow": slow[i], "macd": macd[i],
+               "macd_signal": signal[i], "macd_histogram": macd[i] - signal[i], "sma_long": None,
+               "volatility": None, "rsi": None, "sigma": None}
+        if i + 1 >= periods.sma_bars:
+            last = closes[i + 1 - periods.sma_bars: i + 1]
+            row["sma"], row["sigma"] = statistics.fmean(last), statistics.pstdev(last)
+            spread = periods.bollinger_k * row["sigma"]
+            row["bollinger_upper"], row["bollinger_lower"] = row["sma"] + spread, row["sma"] - spread
+        if i + 1 >= periods.sma_long_bars:
+            row["sma_long"] = statistics.fmean(closes[i + 1 - periods.sma_long_bars: i + 1])
+        if i >= periods.volatility_returns:
+            row["volatility"] = statistics.stdev(math.log(closes[j] / closes[j - 1])
+                                                 for j in range(i + 1 - periods.volatility_returns, i + 1))
+        if i >= periods.rsi_changes:
+            changes = [closes[j] - closes[j - 1] for j in range(i + 1 - periods.rsi_changes, i + 1)]
+            gains = math.fsum(max(c, 0.0) for c in changes)
+            losses = math.fsum(max(-c, 0.0) for c in changes)
+            row["rsi"] = 100 * gains / (gains + losses) if gains + losses > 0 else None
+        rows.append(row)
+    return rows
+
+
+def reference_indicator_alerts(rows: list[dict], overbought: float, oversold: float,
+                               margin: float = 1e-9) -> tuple[dict, set]:
+    """The alert rules of docs/indicators.md over ONE symbol's reference_indicators rows (time order):
+    {(trade_id, rule): (event_time, price, statistic, mean)} of the bars that cross a level, and the keys
+    whose decision rests on a comparison closer than `margin` (relative) to equality, which rounding in the
+    engine may tip either way (an RSI of exactly 70 from cent prices)."""
+    fired, borderline = {}, set()
+    previous = dict.fromkeys(rows[0]) if rows else {}
+    for row in rows:
+        bar = f"{row['symbol']}@{row['bar_end']}"
+        z = (row["close"] - row["sma"]) / row["sigma"] if row["sigma"] else None
+        # rule: (value, side, level, the previous bar's value and level, statistic, mean); a rule fires when
+        # the value is beyond its level and the previous bar's was not (or had none).
+        rules = {
+            "rsi_overbought": (row["rsi"], ">", overbought, previous["rsi"], overbought, row["rsi"],
+                               overbought),
+            "rsi_oversold": (row["rsi"], "<", oversold, previous["rsi"], oversold, row["rsi"], oversold),
+            "bollinger_upper_break": (row["close"], ">", row["bollinger_upper"], previous["close"],
+                                      previous["bollinger_upper"], z, row["sma"]),
+            "bollinger_lower_break": (row["close"], "<", row["bollinger_lower"], previous["close"],
+                                      previous["bollinger_lower"], z, row["sma"]),
+        }
+        for rule, (value, side, level, before, before_level, statistic, mean) in rules.items():
+            if value is None or level is None:
+                continue
+            beyond = value > level if side == ">" else value < level
+            was_beyond = before is not None and before_level is not None and (
+                before > before_level if side == ">" else before < before_level)
+            pairs = [(value, level), (before, before_level)]
+            if any(a is not None and b is not None and abs(a - b) <= margin * max(abs(a), abs(b), 1.0)
+                   for a, b in pairs):
+                borderline.add((bar, rule))
+            if beyond and not was_beyond:
+                fired[(bar, rule)] = (row["bar_end"], row["close"], statistic, mean)
+        previous = row
+    return fired, borderline

@@ -1,5 +1,7 @@
-"""One symbol: candlesticks for the range with its anomalies marked, volume, and indicators (the Flink SQL
-job's SMA/Bollinger/RSI where it writes them for this window size, else a z-score of the candles shown)."""
+"""One symbol: candlesticks for the range with its anomalies marked, volume, and indicators: the Flink SQL
+job's bar indicators where it writes them for this window size (SMAs, Bollinger bands and EMAs on the price,
+then RSI, MACD and volatility panels), else a z-score of the candles shown; and its sliding (HOP) average on
+the price at every window size."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from dashboard.db import DatabaseUnavailable
 from dashboard.ui import engine_label, fmt_change, fmt_price, graph, testid
 
 NAME, LABEL = "symbol", "Symbol"
-HEIGHT = 660
+# Five stacked panels with the SQL job's indicators (price, volume, RSI, MACD, volatility): tall enough that
+# each bottom panel keeps ~140 px.
+HEIGHT = 940
 
 
 def layout(_deps) -> html.Div:
@@ -45,14 +49,15 @@ def note(candles: int, anomalies: int, engine: str, seconds: int, truncated: boo
     if truncated:
         lines.append(f"Showing the latest {queries.MAX_CANDLES:,} windows of this range; pick a shorter "
                      "range or larger windows to see all of it. ")
-    source = ("SMA, Bollinger bands and RSI from the Flink SQL job's indicators table" if sql_indicators
+    source = ("SMAs, Bollinger bands, EMAs, RSI, MACD and volatility from the Flink SQL job's indicators "
+              "table" if sql_indicators
               else "bottom panel: z-score computed by the dashboard from the candles shown (no Flink SQL "
                    f"indicators for {seconds} s bars)")
     lines.append(f"{candles:,} candles · {anomalies:,} anomalies · engine {engine_label(engine)} · {source}")
     return lines
 
 
-def render(db, context: ViewContext, symbol: str | None) -> tuple:
+def render(db, context: ViewContext, symbol: str | None, settings) -> tuple:
     if not context.db_ok:
         return figures.empty_figure("Database unreachable", HEIGHT), symbol or "", ""
     if not symbol:
@@ -60,15 +65,19 @@ def render(db, context: ViewContext, symbol: str | None) -> tuple:
     window, engine, seconds = context.window, context.engine, context.window_seconds
     try:
         frame, truncated = queries.candles(db, engine, seconds, symbol, window.start, window.end)
-        marks, bands = pd.DataFrame(), pd.DataFrame()
+        marks, bands, averages = pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
         if not frame.empty:
             first = frame["window_start"].iloc[0].to_pydatetime()
             marks = queries.anomalies(db, symbol=symbol, start=first, end=window.end, limit=5000)
             bands = queries.indicators(db, symbol, seconds, first, window.end)
+            averages = queries.moving_averages(db, symbol, settings.windows.size_seconds,
+                                               settings.windows.short_size_seconds, first, window.end)
     except DatabaseUnavailable:
         return figures.empty_figure("Database unreachable", HEIGHT), symbol, ""
-    fig = figures.candlestick_figure(frame, marks, symbol=symbol, window_seconds=seconds,
-                                     indicators=bands if not bands.empty else None)
+    fig = figures.candlestick_figure(
+        frame, marks, symbol=symbol, window_seconds=seconds, indicators=bands if not bands.empty else None,
+        averages=averages, periods=settings.indicators, height=HEIGHT - 20,
+        rsi_levels=(settings.indicators.rsi_oversold, settings.indicators.rsi_overbought))
     return (fig, header(symbol, frame),
             note(len(frame), len(marks), engine, seconds, truncated, sql_indicators=not bands.empty))
 
@@ -82,4 +91,4 @@ def register(app, deps) -> None:
         context = ViewContext.from_store(stored)
         if tab != NAME or context is None:
             return no_update, no_update, no_update
-        return render(deps.db, context, symbol)
+        return render(deps.db, context, symbol, deps.settings)

@@ -2,8 +2,10 @@
 written straight into a scratch database, shaped like the Flink jobs' output.
 
     AAPL, MSFT, TSLA: 30 one-minute windows and 180 ten-second windows from the DataStream engine,
-    AAPL also 30 one-minute windows from the SQL engine; anomalies on AAPL and TSLA; a few late trades
-    and dead letters; ground-truth labels (LABELS) for three of the anomalies plus one nobody detected."""
+    AAPL also 30 one-minute windows from the SQL engine, and the SQL job's indicators of its ten-second bars
+    (tests/reference.py's formulas with the configured periods) and its sliding averages; anomalies on AAPL
+    and TSLA; a few late trades and dead letters; ground-truth labels (LABELS) for three of the anomalies
+    plus one nobody detected."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 from psycopg2.extras import execute_values
 
+from marketpulse.config import load_settings
 from tests import support
+from tests.reference import reference_indicators
 
 START = datetime(2025, 3, 14, 14, 30, tzinfo=UTC)
 MINUTES = 30
@@ -50,6 +54,27 @@ def window_rows(engine: str, symbol: str, seconds: int, count: int, phase: float
     return rows
 
 
+INDICATOR_COLUMNS = ("close", "sma", "ewma", "bollinger_upper", "bollinger_lower", "volatility", "rsi",
+                     "ema_fast", "ema_slow", "macd", "macd_signal", "macd_histogram", "sma_long")
+
+
+def indicator_rows(symbol: str, phase: float) -> list[tuple]:
+    """The indicators table of the symbol's ten-second datastream bars, as the SQL job would write them."""
+    bars = [{"symbol": symbol, "window_start": row[3], "window_end": row[4], "close": row[8]}
+            for row in window_rows("datastream", symbol, 10, MINUTES * 6, phase)]
+    return [(symbol, 10, row["bar_start"], row["bar_end"], *(row[c] for c in INDICATOR_COLUMNS))
+            for row in reference_indicators(bars, load_settings(environ={}).indicators)]
+
+
+def moving_average_rows(symbol: str, phase: float) -> list[tuple]:
+    """60 s sliding windows every 10 s over the ten-second bars (their VWAPs standing in for the trades)."""
+    bars = window_rows("datastream", symbol, 10, MINUTES * 6, phase)
+    return [(symbol, 60, 10, bars[i][4] - timedelta(seconds=60), bars[i][4],
+             sum(b[9] for b in bars[i - 5: i + 1]) / 6, sum(b[9] for b in bars[i - 5: i + 1]) / 6,
+             sum(b[10] for b in bars[i - 5: i + 1]), sum(b[12] for b in bars[i - 5: i + 1]))
+            for i in range(5, len(bars))]
+
+
 def seed(settings) -> dict:
     """Writes the demo rows; returns what it wrote (counts the tests compare against)."""
     windows = []
@@ -69,6 +94,11 @@ def seed(settings) -> dict:
                         [(s, name, price) for s, (name, price) in SYMBOLS.items()])
         execute_values(cur, "INSERT INTO window_metrics VALUES %s", windows)
         execute_values(cur, "INSERT INTO anomalies VALUES %s", anomalies)
+        execute_values(cur, "INSERT INTO indicators (symbol, bar_seconds, bar_start, bar_end, "
+                            f"{', '.join(INDICATOR_COLUMNS)}) VALUES %s", indicator_rows("AAPL", 0))
+        execute_values(cur, "INSERT INTO moving_averages (symbol, window_seconds, slide_seconds, "
+                            "window_start, window_end, avg_price, vwap, volume, trade_count) VALUES %s",
+                       moving_average_rows("AAPL", 0))
         execute_values(cur, "INSERT INTO injected_labels (trade_id, kind, symbol, event_time) VALUES %s",
                        [(trade_id, kind, symbol, START + timedelta(minutes=minute, seconds=second))
                         for trade_id, kind, symbol, minute, second in LABELS])

@@ -93,6 +93,29 @@ def test_candlestick_has_one_candle_per_window_in_range(page, seeded):
     shot(page, "symbol")
 
 
+def test_the_sql_indicators_have_their_panels_on_ten_second_bars(page, seeded):
+    """With the SQL job's bars (10 s): EMAs, SMA and the HOP average on the price, then RSI, MACD (line,
+    signal, histogram) and volatility panels, each trace holding the seeded rows."""
+    server, written = seeded
+    page.goto(server.url + "/symbol/AAPL?range=all&window=10")
+    page.wait_for_selector("#view-symbol", state="visible", timeout=TIMEOUT_MS)
+    wait_candles(page, written["candles_10"], "AAPL")
+    traces = page.evaluate("""() => {
+        const gd = document.querySelector('#candles-graph .js-plotly-plot');
+        return Object.fromEntries(gd._fullData.map(d => [d.name, [d.yaxis, d._length]]));
+    }""")
+    bars = written["candles_10"]
+    assert traces["EWMA(10)"] == traces["EMA(12)"] == traces["EMA(26)"] == ["y", bars]
+    assert traces["HOP avg 60 s / 10 s"] == ["y", bars - 5]  # the first five 10 s slides end no 60 s window
+    assert traces["MACD(12, 26, 9)"] == traces["MACD signal"] == traces["MACD histogram"] == ["y4", bars]
+    assert traces["volatility(20)"] == ["y5", bars]
+    assert traces["RSI"][0] == "y3"
+    titles = page.evaluate("() => Array.from(document.querySelectorAll('#candles-graph .annotation-text'))"
+                           ".map(a => a.textContent)")
+    assert any(title.startswith("MACD(12, 26, 9)") for title in titles), titles
+    shot(page, "symbol-indicators")
+
+
 def test_selecting_another_symbol_updates_the_chart(page, seeded):
     server, _ = seeded
     page.goto(server.url)

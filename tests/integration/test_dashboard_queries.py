@@ -166,6 +166,33 @@ def test_anomaly_timeline_counts_per_bucket_and_rule(db):
     assert queries.anomaly_extent(db) == (T0 + timedelta(seconds=30), T0 + timedelta(seconds=200))
 
 
+def test_sql_indicators_and_sliding_averages_of_one_symbol(db, scratch_db):
+    """The indicators of the symbol's 10 s bars renamed for the figure (010's MACD columns too), and the HOP
+    windows whose last 10 s slide starts in [start, end)."""
+    with closing(support.pg_connect(scratch_db)) as conn, conn.cursor() as cur:
+        execute_values(cur, "INSERT INTO indicators (symbol, bar_seconds, bar_start, bar_end, close, sma, "
+                            "bollinger_upper, bollinger_lower, ewma, rsi, macd, macd_signal, macd_histogram, "
+                            "sma_long, volatility) VALUES %s",
+                       [("AAPL", 10, T0 + timedelta(seconds=10 * i), T0 + timedelta(seconds=10 * i + 10),
+                         100.0 + i, 100.0, 101.0, 99.0, 100.5, 55.0, 0.1 * i, 0.05, 0.1 * i - 0.05, None,
+                         0.001) for i in range(3)])
+        execute_values(cur, "INSERT INTO moving_averages VALUES %s",
+                       [("AAPL", 60, 10, T0 + timedelta(seconds=10 * i - 60), T0 + timedelta(seconds=10 * i),
+                         100.0 + i, 100.0 + i, 10, 2) for i in range(1, 8)])
+        conn.commit()
+    frame = queries.indicators(db, "AAPL", 10, T0 + timedelta(seconds=10), None)
+    assert list(frame["window_start"]) == [T0 + timedelta(seconds=10), T0 + timedelta(seconds=20)]
+    assert list(frame["macd"]) == [0.1, 0.2] and list(frame["bb_upper"]) == [101.0, 101.0]
+    assert frame["sma_long"].isna().all() and frame["ema_fast"].isna().all()
+    assert queries.indicators(db, "AAPL", 60, None, None).empty
+    averages = queries.moving_averages(db, "AAPL", 60, 10, T0 + timedelta(seconds=20),
+                                       T0 + timedelta(seconds=50))
+    # Window ends 30..50 s: their last slides start at 20, 30 and 40 s.
+    assert list(averages["window_end"]) == [T0 + timedelta(seconds=s) for s in (30, 40, 50)]
+    assert list(averages["avg_price"]) == [103.0, 104.0, 105.0]
+    assert queries.moving_averages(db, "AAPL", 60, 5, None, None).empty
+
+
 def test_pipeline_counts_late_and_dead_records_per_engine(db):
     frame = queries.pipeline_counts(db, T0, T0 + timedelta(hours=1))
     assert [tuple(r) for r in frame[["kind", "engine", "total", "in_range"]].itertuples(index=False)] == [

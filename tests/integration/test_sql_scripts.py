@@ -24,6 +24,7 @@ valid trades.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -31,7 +32,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import pytest
+from kafka import KafkaConsumer
 
+from alerts.policy import parse_anomaly
+from marketpulse.alert_rules import INDICATOR_RULES
 from marketpulse.config import Settings
 from marketpulse.trade import Trade
 from tests import support
@@ -52,7 +56,7 @@ from tests.pipeline import (
     send,
     submit_sql,
 )
-from tests.reference import reference_windows
+from tests.reference import EMA_TERMS, reference_indicator_alerts, reference_indicators, reference_windows
 
 pytestmark = pytest.mark.integration
 
@@ -60,13 +64,6 @@ PARTITIONS = 4
 # Below the 2 s out-of-orderness bound, with a margin for the generator's ms rounding: never late.
 MAX_DELAY_MS = 1900
 
-# Indicator parameters, as sql/indicators.sql and docs/indicators.md define them.
-SMA_BARS = 20
-BOLLINGER_K = 2.0
-EWMA_BARS = 32
-EWMA_Q = 1 - 2 / (10 + 1)
-VOLATILITY_RETURNS = 20
-RSI_CHANGES = 14
 TOP_N = 5
 
 
@@ -77,6 +74,7 @@ class PipelineRun:
     stream: Stream
     deliberate: list[Trade]
     job_id: str
+    anomalies_topic: str
 
 
 def run_three_phases(settings, scratch, topic, stream, job_id, first_rows_sql) -> list[Trade]:
@@ -96,27 +94,29 @@ def run_three_phases(settings, scratch, topic, stream, job_id, first_rows_sql) -
 @pytest.fixture(scope="module")
 def pipeline(stack, tmp_path_factory):
     """The pipeline over one stream that every script's checks can use: bad records, delayed (on-time)
-    trades, 14 symbols (more than the 5 of a ranking), a volatile market (distinct moves)."""
+    trades, 14 symbols (more than the 5 of a ranking), a volatile market (distinct moves), and 2,000 s of
+    event time: over 128 ten-second bars per symbol, so the EMAs' truncation at 128 bars is exercised."""
     settings = stack
     topic = support.create_topic(settings, support.unique_name("sql.trades"), PARTITIONS)
     injected = support.create_topic(settings, support.unique_name("sql.injected"))
+    anomalies = support.create_topic(settings, support.unique_name("sql.anomalies"))
     scratch = support.create_scratch_database(settings)
     job_ids: list[str] = []
     try:
         stream = generate(topic, injected, tmp_path_factory.mktemp("sql"), "--seed", "11", "--count",
-                          "8000", "--event-rate", "20", "--late-fraction", "0.03", "--max-delay-ms",
+                          "8000", "--event-rate", "4", "--late-fraction", "0.03", "--max-delay-ms",
                           str(MAX_DELAY_MS), "--bad-fraction", "0.01", "--universe", "14", "--vol-scale", "3")
         assert stream.bad > 0 and stream.delayed_ids
-        job_ids.append(submit_sql(settings, scratch, topic, "sql/pipeline.sql"))
+        job_ids.append(submit_sql(settings, scratch, topic, "sql/pipeline.sql", anomalies_topic=anomalies))
         deliberate = run_three_phases(settings, scratch, topic, stream, job_ids[-1],
                                       "SELECT count(*) FROM window_metrics WHERE window_seconds = "
                                       f"{settings.windows.size_seconds}")
-        yield PipelineRun(settings, scratch, stream, deliberate, job_ids[-1])
+        yield PipelineRun(settings, scratch, stream, deliberate, job_ids[-1], anomalies)
     finally:
         for job_id in job_ids:
             support.cancel_job(settings, job_id)
         support.drop_scratch_database(settings, scratch)
-        for name in (topic, injected):
+        for name in (topic, injected, anomalies):
             support.delete_topic(settings, name)
 
 
@@ -184,33 +184,6 @@ def test_window_metrics_match_the_reference(pipeline):
 
 # --- indicators.sql ------------------------------------------------------------------------------------
 
-def reference_indicators(bars: list[dict]) -> list[dict]:
-    """The formulas of docs/indicators.md over one symbol's bars (reference_windows rows) in time order."""
-    closes = [bar["close"] for bar in bars]
-    rows = []
-    for i, bar in enumerate(bars):
-        last = closes[max(0, i - SMA_BARS + 1): i + 1]
-        sma = upper = lower = volatility = rsi = None
-        if len(last) == SMA_BARS:
-            sma = statistics.fmean(last)
-            spread = BOLLINGER_K * statistics.pstdev(last)
-            upper, lower = sma + spread, sma - spread
-        weights = [EWMA_Q ** k for k in range(min(i + 1, EWMA_BARS))]
-        ewma = math.fsum(w * closes[i - k] for k, w in enumerate(weights)) / math.fsum(weights)
-        if i >= VOLATILITY_RETURNS:
-            returns = [math.log(closes[j] / closes[j - 1]) for j in range(i - VOLATILITY_RETURNS + 1, i + 1)]
-            volatility = statistics.stdev(returns)
-        if i >= RSI_CHANGES:
-            changes = [closes[j] - closes[j - 1] for j in range(i - RSI_CHANGES + 1, i + 1)]
-            gains = math.fsum(max(c, 0.0) for c in changes)
-            losses = math.fsum(max(-c, 0.0) for c in changes)
-            rsi = 100 * gains / (gains + losses) if gains + losses > 0 else None
-        rows.append({"symbol": bar["symbol"], "bar_start": bar["window_start"], "bar_end": bar["window_end"],
-                     "close": bar["close"], "sma": sma, "ewma": ewma, "bollinger_upper": upper,
-                     "bollinger_lower": lower, "volatility": volatility, "rsi": rsi})
-    return rows
-
-
 def reference_sliding(trades: list[Trade], size_s: int, slide_s: int) -> dict[tuple, dict]:
     size, slide = size_s * 1000, slide_s * 1000
     groups: dict[tuple, list[Trade]] = defaultdict(list)
@@ -226,21 +199,30 @@ def reference_sliding(trades: list[Trade], size_s: int, slide_s: int) -> dict[tu
             for key, members in groups.items()}
 
 
-INDICATOR_COLUMNS = ("close", "sma", "ewma", "bollinger_upper", "bollinger_lower", "volatility", "rsi")
+INDICATOR_COLUMNS = ("close", "sma", "ewma", "bollinger_upper", "bollinger_lower", "volatility", "rsi",
+                     "ema_fast", "ema_slow", "macd", "macd_signal", "macd_histogram", "sma_long")
+# Differences of price-sized EMAs: their rounding error is relative to the price, not to themselves (a
+# histogram crossing zero is ~1e-6 of the price), so they are compared to 1e-9 of the bar's close.
+PRICE_DIFFERENCES = ("macd", "macd_signal", "macd_histogram")
 
 
 def test_indicators_match_the_documented_formulas(pipeline):
+    """Every bar's indicators equal the formulas of docs/indicators.md computed in Python (tests/reference.py:
+    statistics, math.fsum, pandas ewm) with the periods of conf/pipeline.toml [indicators]."""
     settings, scratch_db, stream, deliberate = pipeline.settings, pipeline.scratch, pipeline.stream, \
         pipeline.deliberate
-    short, size = settings.windows.short_size_seconds, settings.windows.size_seconds
+    short, size, periods = settings.windows.short_size_seconds, settings.windows.size_seconds, \
+        settings.indicators
 
     bars_by_symbol = defaultdict(list)
     for bar in reference_windows(stream.valid, short):
         bars_by_symbol[bar["symbol"]].append(bar)
     expected = {(row["symbol"], row["bar_start"]): row
-                for bars in bars_by_symbol.values() for row in reference_indicators(bars)}
+                for bars in bars_by_symbol.values() for row in reference_indicators(bars, periods)}
     sliding = reference_sliding(stream.valid, size, short)
-    assert len(bars_by_symbol) == len(stream.symbols) and min(map(len, bars_by_symbol.values())) > 30
+    assert len(bars_by_symbol) == len(stream.symbols)
+    # Every warm-up ends and the EMAs' truncation matters (more bars than the 128 they weigh).
+    assert min(map(len, bars_by_symbol.values())) > max(EMA_TERMS, periods.sma_long_bars) + 10
 
     def settled():
         assert_healthy(settings, pipeline.job_id)
@@ -257,21 +239,29 @@ def test_indicators_match_the_documented_formulas(pipeline):
     indicators, averages = support.wait_for(settled, RESULT_TIMEOUT, "every bar and sliding window",
                                             interval=2)
 
+    got_rows = {}
     mismatches = []
     for symbol, bar_start, bar_end, bar_seconds, *values in indicators:
         want = expected[(symbol, bar_start)]
         assert (bar_end, bar_seconds) == (want["bar_end"], short)
-        for column, got in zip(INDICATOR_COLUMNS, values, strict=True):
-            if not close_enough(got, want[column]):
+        got_rows[(symbol, bar_start)] = dict(zip(INDICATOR_COLUMNS, values, strict=True))
+        for column, got in got_rows[(symbol, bar_start)].items():
+            tolerance = 1e-9 * want["close"] if column in PRICE_DIFFERENCES else 1e-12
+            if not close_enough(got, want[column], abs_=tolerance):
                 mismatches.append((symbol, bar_start, column, got, want[column]))
     assert not mismatches, mismatches[:20]
-    # The warm-up is visible: each indicator starts at its documented bar.
+    compared = len(got_rows) * len(INDICATOR_COLUMNS)
+    largest = max(abs(row["macd_histogram"]) for row in got_rows.values())
+    print(f"indicators: {len(got_rows)} bars of {len(bars_by_symbol)} symbols, {compared} values equal to "
+          f"the reference; largest |MACD histogram| {largest:.4g}")
+    # The warm-up is visible: each indicator starts at its documented bar, the EMAs at the first.
     for symbol, bars in bars_by_symbol.items():
-        got = sorted((row for row in indicators if row[0] == symbol), key=lambda row: row[1])
-        assert [row[5] is not None for row in got] == [i >= SMA_BARS - 1 for i in range(len(bars))]
-        assert [row[9] is not None for row in got] == [i >= VOLATILITY_RETURNS for i in range(len(bars))]
+        got = [got_rows[(symbol, bar["window_start"])] for bar in bars]
+        for column, first in (("sma", periods.sma_bars - 1), ("sma_long", periods.sma_long_bars - 1),
+                              ("volatility", periods.volatility_returns), ("macd", 0), ("ewma", 0)):
+            assert [row[column] is not None for row in got] == [i >= first for i in range(len(bars))], column
     # The deliberate late trades (price 1.0 + i, far below the market) moved no close, sma or window.
-    assert all(row[4] > 5 for row in indicators)
+    assert all(row["close"] > 5 for row in got_rows.values())
 
     for symbol, window_end, window_start, window_seconds, slide_seconds, avg, vwap, volume, count in averages:
         want = sliding[(symbol, window_end)]
@@ -279,6 +269,54 @@ def test_indicators_match_the_documented_formulas(pipeline):
             (want["window_start"], size, short, want["volume"], want["trade_count"])
         assert close_enough(avg, want["avg_price"]) and close_enough(vwap, want["vwap"]), (symbol, window_end)
     assert {trade.trade_id for trade in deliberate}  # produced, and excluded above by the reference
+
+
+def test_indicator_alert_rules_fire_on_the_bars_that_cross(pipeline):
+    """RSI overbought/oversold and Bollinger band breaks (docs/indicators.md "Alert rules") reach the
+    anomalies topic as the alert service reads them (alerts/policy.py), one message per bar and rule that
+    crosses its level (at least once), equal to the rules applied to the reference indicators."""
+    settings, stream, periods = pipeline.settings, pipeline.stream, pipeline.settings.indicators
+    bars_by_symbol = defaultdict(list)
+    for bar in reference_windows(stream.valid, settings.windows.short_size_seconds):
+        bars_by_symbol[bar["symbol"]].append(bar)
+    expected, borderline = {}, set()
+    for bars in bars_by_symbol.values():
+        fired, near = reference_indicator_alerts(reference_indicators(bars, periods), periods.rsi_overbought,
+                                                 periods.rsi_oversold)
+        expected |= fired
+        borderline |= near
+    assert {rule for _bar, rule in expected} == set(INDICATOR_RULES)  # every rule fires in this stream
+
+    def settled():
+        assert_healthy(settings, pipeline.job_id)
+        messages = kafka_messages(settings, pipeline.anomalies_topic)
+        keys = {(value["trade_id"], value["rule"]) for _key, value in messages}
+        return messages if keys - borderline == set(expected) - borderline else None
+
+    messages = support.wait_for(settled, RESULT_TIMEOUT, "every indicator alert on the topic", interval=3)
+    for key, value in messages:
+        alert = parse_anomaly(json.dumps(value))  # what the alert service makes of it
+        assert key == alert.symbol and alert.trade_id.startswith(f"{alert.symbol}@")
+        if alert.key in borderline:
+            continue
+        event_time, price, statistic, mean = expected[alert.key]
+        assert (alert.event_time, alert.price, alert.size) == (event_time, price, None), alert
+        assert close_enough(alert.z_score, statistic) and close_enough(alert.mean, mean), alert
+    counts = defaultdict(int)
+    for _bar, rule in expected:
+        counts[rule] += 1
+    print(f"indicator alerts: {len(messages)} messages, {len(expected)} expected ({dict(counts)}), "
+          f"{len(borderline)} borderline comparisons left out")
+
+
+def kafka_messages(settings, topic: str) -> list[tuple[str, dict]]:
+    """Every (key, JSON value) on the topic so far."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    try:
+        return [(message.key.decode(), json.loads(message.value)) for message in consumer]
+    finally:
+        consumer.close()
 
 
 # --- top_movers.sql ------------------------------------------------------------------------------------

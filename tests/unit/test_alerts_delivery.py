@@ -57,6 +57,11 @@ def test_log_line_is_one_readable_line_with_the_outcome():
                      "slack FAILED after 3 attempt(s): HTTP 500 boom"]
 
 
+def test_an_indicator_rule_reads_as_a_bar_close():
+    rsi = Anomaly("AAPL@1700000010000", "rsi_overbought", "AAPL", T0, price=228.7, z_score=72.44, mean=70.0)
+    assert payloads.summary(rsi) == "AAPL RSI overbought RSI 72.4 at 228.70 at 2023-11-14 22:13:20.000 UTC"
+
+
 def test_unknown_rule_and_missing_values_still_render():
     odd = Anomaly("t", "new_rule", "X", T0)
     assert payloads.summary(odd) == "X new_rule — at — (size —) at 2023-11-14 22:13:20.000 UTC"

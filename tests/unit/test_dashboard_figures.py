@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from dashboard import figures
+from marketpulse.config import load_settings
 
 T0 = datetime(2025, 3, 14, 14, 30, tzinfo=UTC)
 
@@ -133,6 +134,37 @@ def test_sql_indicators_overlay_sma_and_bollinger_and_switch_the_bottom_panel_to
     assert list(by_name(fig, "RSI").y) == [50.0, 60.0, 55.0]
     assert by_name(fig, "RSI").yaxis == "y3" and by_name(fig, "SMA").yaxis == "y"
     assert fig.layout.yaxis3.title.text == "RSI"
+
+
+def test_macd_and_volatility_panels_emas_and_the_hop_average_with_their_periods():
+    candles = candles_frame([10.0, 11.0, 10.5, 10.8], seconds=10)
+    starts = candles["window_start"]
+    indicators = pd.DataFrame({"window_start": starts, "sma": [None, None, 10.5, 10.6],
+                               "rsi": [None, 60, 55, 58],
+                               "ewma": [10.0, 10.6, 10.55, 10.7], "ema_fast": [10.0, 10.5, 10.5, 10.6],
+                               "ema_slow": [10.0, 10.4, 10.45, 10.5], "sma_long": [None] * 4,
+                               "macd": [0.0, 0.1, 0.05, 0.1], "macd_signal": [0.0, 0.05, 0.05, 0.08],
+                               "macd_histogram": [0.0, 0.05, 0.0, -0.02],
+                               "volatility": [None, None, 0.001, 0.002]})
+    averages = pd.DataFrame({"window_end": starts + timedelta(seconds=10), "window_seconds": 60,
+                             "slide_seconds": 10, "avg_price": [10.0, 10.4, 10.5, 10.6]})
+    periods = load_settings(environ={}).indicators
+    fig = figures.candlestick_figure(candles, indicators=indicators, averages=averages, periods=periods,
+                                     rsi_levels=(25, 75), window_seconds=10)
+    names = {t.name for t in fig.data}
+    assert {"EWMA(10)", "EMA(12)", "EMA(26)", "SMA(20)", "HOP avg 60 s / 10 s", "RSI",
+            "MACD(12, 26, 9)", "MACD signal", "MACD histogram", "volatility(20)"} <= names
+    assert "SMA(50)" not in names  # all NULL while it warms up: no empty legend entry
+    # Five panels: price, volume, RSI, MACD (line, signal, histogram bars), volatility.
+    assert by_name(fig, "EWMA(10)").yaxis == by_name(fig, "HOP avg 60 s / 10 s").yaxis == "y"
+    assert by_name(fig, "MACD(12, 26, 9)").yaxis == by_name(fig, "MACD histogram").yaxis == "y4"
+    assert by_name(fig, "volatility(20)").yaxis == "y5"
+    assert list(by_name(fig, "MACD histogram").marker.color) == [figures.UP] * 3 + [figures.DOWN]
+    # A HOP window is drawn at the start of its last slide, where that slide's candle is.
+    assert list(pd.to_datetime(by_name(fig, "HOP avg 60 s / 10 s").x, utc=True)) == list(starts)
+    assert [shape.y0 for shape in fig.layout.shapes] == [25, 75]
+    assert (fig.layout.yaxis4.title.text, fig.layout.yaxis5.title.text) == ("MACD", "vol")
+    assert fig.layout.yaxis.domain[0] > fig.layout.yaxis4.domain[0] > fig.layout.yaxis5.domain[0]
 
 
 def test_empty_candles_give_an_empty_chart_with_a_message():

@@ -8,7 +8,13 @@ from marketpulse.analytics.detector import AnomalyDetector, DetectorConfig
 from marketpulse.analytics.windows import aggregate_windows
 from marketpulse.config import load_settings
 from marketpulse.trade import Trade
-from tests.reference import reference_anomalies, reference_windows
+from tests.reference import (
+    reference_anomalies,
+    reference_indicator_alerts,
+    reference_indicators,
+    reference_windows,
+    truncated_ema,
+)
 
 BASE = 1_700_000_100_000
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "JPM", "V")
@@ -82,3 +88,61 @@ def test_detector_equals_the_reference(lookback, warmup, volatility):
     assert {rule for _, rule, _ in expected} == {"price_zscore", "price_jump", "volume_zscore"}
     for (_, _, got), (_, _, want) in zip(actual, expected, strict=True):
         assert got == pytest.approx(want, rel=1e-9)
+
+
+# --- indicators (tests/reference.py against the recursive EMA it must equal) ------------------------------
+
+def recursive_ema(values, span):
+    """e_t = a x_t + (1 - a) e_{t-1} started at e_0 = x_0 (pandas ewm(adjust=False))."""
+    a, out = 2 / (span + 1), []
+    for value in values:
+        out.append(value if not out else a * value + (1 - a) * out[-1])
+    return out
+
+
+def test_the_truncated_ema_weights_what_it_has_and_drops_only_q_to_the_terms():
+    rng = random.Random(5)
+    values = [100 + rng.gauss(0, 1) for _ in range(300)]
+    span, terms = 26, 128
+    q = 1 - 2 / (span + 1)
+    got = truncated_ema(values, span, terms)
+    # The first bars: every weight present, normalised (adjust=True), by hand.
+    assert got[1] == pytest.approx((values[1] + q * values[0]) / (1 + q), rel=1e-15)
+    # Far from the start the recursive EMA carries q^terms of its weight on older values, and q^t on its
+    # start value; the truncated one differs from it by at most that share of the values' spread.
+    recursive = recursive_ema(values, span)
+    spread = max(values) - min(values)
+    for t in range(200, 300):
+        assert abs(got[t] - recursive[t]) <= (q ** terms + q ** t) * spread * 1.01
+    # And the truncation matters at this span: it is not the full adjust=True EMA.
+    assert abs(got[-1] - recursive[-1]) > 1e-9
+
+
+def test_reference_indicators_warm_up_and_macd_is_fast_minus_slow():
+    periods = load_settings(environ={}).indicators
+    closes = [100 * math.exp(0.01 * math.sin(i / 5)) for i in range(80)]
+    bars = [{"symbol": "X", "window_start": 10_000 * i, "window_end": 10_000 * (i + 1), "close": c}
+            for i, c in enumerate(closes)]
+    rows = reference_indicators(bars, periods)
+    assert [r["sma"] is not None for r in rows] == [i >= periods.sma_bars - 1 for i in range(80)]
+    assert [r["sma_long"] is not None for r in rows] == [i >= periods.sma_long_bars - 1 for i in range(80)]
+    assert rows[-1]["sma_long"] == pytest.approx(sum(closes[-periods.sma_long_bars:]) / periods.sma_long_bars)
+    for row in rows:
+        assert row["macd"] == row["ema_fast"] - row["ema_slow"]
+        assert row["macd_histogram"] == row["macd"] - row["macd_signal"]
+    assert rows[0]["macd"] == 0.0 and rows[0]["ewma"] == closes[0]
+
+
+def test_indicator_alerts_fire_on_the_bar_that_crosses():
+    rows = [{"symbol": "X", "bar_end": 10_000 * (i + 1), "close": c, "rsi": r, "sma": 100.0, "sigma": 1.0,
+             "bollinger_upper": 102.0, "bollinger_lower": 98.0}
+            for i, (c, r) in enumerate([(100, None), (103, 71), (104, 75), (101, 69), (97, 70.5), (96, 29)])]
+    fired, borderline = reference_indicator_alerts(rows, 70.0, 30.0)
+    assert sorted(fired) == [("X@20000", "bollinger_upper_break"), ("X@20000", "rsi_overbought"),
+                             ("X@50000", "bollinger_lower_break"), ("X@50000", "rsi_overbought"),
+                             ("X@60000", "rsi_oversold")]
+    assert fired[("X@20000", "bollinger_upper_break")] == (20_000, 103, 3.0, 100.0)
+    assert fired[("X@60000", "rsi_oversold")] == (60_000, 96, 29, 30.0)
+    assert borderline == set()
+    rows[3]["rsi"] = 70.0  # exactly on the level: the next bar's crossing rests on an equality
+    assert ("X@50000", "rsi_overbought") in reference_indicator_alerts(rows, 70.0, 30.0)[1]

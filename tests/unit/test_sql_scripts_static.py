@@ -205,3 +205,39 @@ def test_the_datastream_dead_letter_sink_matches_the_postgres_table():
     _connector, columns, key = tables(text)["dead_letters_sink"]
     pg_columns, pg_key = postgres_table("dead_letters")
     assert set(columns) == set(pg_columns) - {"payload_length"} and key == pg_key
+
+
+def test_every_ema_is_the_one_include_doubling_to_its_terms():
+    """ewma, ema_fast, ema_slow and the MACD signal are sql/include/ema.sql with their span: each doubles
+    1 -> EMA_TERMS terms with LAGs 1, 2, 4, ... EMA_TERMS / 2 (what docs/indicators.md states), and no
+    script writes a doubling step itself."""
+    from marketpulse.sqltemplate import EMA_SPANS, EMA_TERMS
+
+    text = COMPOSED[REPO / "sql" / "indicators.sql"]
+    names = {"ewma": "ewma_span", "ema_fast": "ema_fast_span", "ema_slow": "ema_slow_span",
+             "macd_signal": "macd_signal_span"}
+    assert sorted(names.values()) == sorted(EMA_SPANS)
+    for name, span in names.items():
+        lags = [int(lag) for lag in re.findall(rf"LAG\({name}_n(\d+), \1\)", text)]
+        assert lags == [2 ** k for k in range(EMA_TERMS.bit_length() - 1)], name
+        assert f"POWER(CAST(${{indicators_{span}}} - 1 AS DOUBLE)" in text, name
+        assert text.count(f"CREATE TEMPORARY VIEW with_{name} AS") == 1
+        assert f"{name}_n{EMA_TERMS} / {name}_d{EMA_TERMS} AS {name}" in text
+    assert all("LAG(" not in path.read_text() or path.name == "ema_step.sql" for path in INCLUDES)
+    assert "POWER(" not in (REPO / "sql" / "indicators.sql").read_text()
+
+
+def test_the_indicator_alerts_are_anomaly_messages_with_the_known_rules():
+    """The SQL job's alert rules go to the anomalies topic as the DataStream job's anomalies do (same columns,
+    key = symbol), under the rule names marketpulse.alert_rules labels."""
+    from marketpulse.alert_rules import INDICATOR_RULES
+
+    text = COMPOSED[REPO / "sql" / "indicators.sql"]
+    sinks = (REPO / "jobs" / "market_metrics_sinks.sql").read_text().replace("CREATE TEMPORARY TABLE",
+                                                                            "CREATE TABLE")
+    connector, columns, _key = tables(text)["indicator_alerts_kafka"]
+    assert connector == "kafka" and columns == tables(sinks)["anomalies_kafka"][1]
+    assert "'topic' = '${kafka_anomalies_topic}'" in text and "'key.fields' = 'symbol'" in text
+    view = text[text.index("CREATE TEMPORARY VIEW indicator_alerts AS"):]
+    view = view[:view.index(";")]
+    assert sorted(re.findall(r"CAST\('(\w+)' AS STRING\)", view)) == sorted(INDICATOR_RULES)

@@ -3,7 +3,16 @@
 import pytest
 
 from marketpulse.config import load_settings
-from marketpulse.sqltemplate import TemplateError, compose, render, seconds_text, sql_variables
+from marketpulse.sqltemplate import (
+    EMA_TERMS,
+    MAX_EMA_TRUNCATED_WEIGHT,
+    TemplateError,
+    compose,
+    ema_truncated_weight,
+    render,
+    seconds_text,
+    sql_variables,
+)
 
 
 @pytest.mark.parametrize(("milliseconds", "text"), [
@@ -69,3 +78,32 @@ def test_a_missing_or_circular_include_is_a_clear_error(tmp_path):
         compose(tmp_path / "a.sql")
     with pytest.raises(TemplateError, match="cannot read .*nope.sql"):
         compose(tmp_path / "c.sql")
+
+
+# --- indicator periods ----------------------------------------------------------------------------------
+
+def test_indicator_frames_reach_the_sql_as_preceding_rows():
+    settings = load_settings(environ={"MARKETPULSE_INDICATORS_SMA_LONG_BARS": "30"})
+    variables = sql_variables(settings)
+    assert variables["indicators_sma_long_bars_preceding"] == "29"
+    assert variables["indicators_sma_bars_preceding"] == "19"
+    assert variables["indicators_rsi_changes_preceding"] == "13"
+    assert variables["indicators_ema_slow_span"] == "26"
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("EMA_SLOW_SPAN", "38", r"leaves 0\.12% of its weight out"),  # (37/39)^128
+    ("MACD_SIGNAL_SPAN", "0", "a whole number of bars >= 1"),
+    ("RSI_CHANGES", "1", "needs 2 bars or more"),
+])
+def test_indicator_periods_the_sql_cannot_compute_are_refused(name, value, message):
+    settings = load_settings(environ={f"MARKETPULSE_INDICATORS_{name}": value})
+    with pytest.raises(TemplateError, match=message):
+        sql_variables(settings)
+
+
+def test_the_ema_truncation_is_what_docs_and_config_state():
+    # 37 is the longest span the 128 bars hold to 0.1 %; span 26 leaves 5.3e-5 out (docs/indicators.md).
+    assert ema_truncated_weight(37) <= MAX_EMA_TRUNCATED_WEIGHT < ema_truncated_weight(38)
+    assert ema_truncated_weight(26) == pytest.approx(5.27e-5, rel=1e-3)
+    assert EMA_TERMS == 128
