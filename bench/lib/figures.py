@@ -73,27 +73,33 @@ class Completion:
     """Decides, from samples of an engine's window rows in PostgreSQL, when its output is complete.
 
     `expected` is the number of rows of one window size known in advance (the plain consumer's count: the
-    topic has no late trade, so every engine writes the same windows). Once that many are there, the output
-    is complete when the total (every window size) has not changed for `settle_s`: the window sinks flush at
-    least every second, so rows fired by the same watermark are in by then. Nothing changing for `stall_s`
-    means the engine is stuck."""
+    topic has no late trade, so every engine should write the same windows). Once that many are there, the
+    output is complete when the total (every window size) has not changed for `settle_s`: the window sinks
+    flush at least every second, so rows fired by the same watermark are in by then. When the engine has read
+    the whole topic and no row has come for `final_s`, its output is final but short of `expected`
+    ("incomplete": it lost windows, e.g. to trades it judged late). Nothing changing for `stall_s` while it
+    has not read everything means it is stuck."""
 
-    def __init__(self, expected: int, settle_s: float, stall_s: float):
-        if settle_s >= stall_s:
-            raise ValueError("settle_s must be shorter than stall_s")
+    def __init__(self, expected: int, settle_s: float, stall_s: float, final_s: float | None = None):
+        final_s = stall_s if final_s is None else final_s
+        if not settle_s < final_s <= stall_s:
+            raise ValueError("need settle_s < final_s <= stall_s")
         self.expected = expected
         self.settle_s = settle_s
+        self.final_s = final_s
         self.stall_s = stall_s
         self._total: int | None = None
         self._changed_at = 0.0
 
-    def see(self, now: float, expected_size_rows: int, total_rows: int) -> str | None:
-        """"done", "stalled" or None (not yet) after this sample."""
+    def see(self, now: float, expected_size_rows: int, total_rows: int, all_read: bool = False) -> str | None:
+        """"done", "incomplete", "stalled" or None (not yet) after this sample."""
         if total_rows != self._total:
             self._total, self._changed_at = total_rows, now
         quiet = now - self._changed_at
         if expected_size_rows >= self.expected and quiet >= self.settle_s:
             return "done"
+        if all_read and quiet >= self.final_s:
+            return "incomplete"
         if quiet >= self.stall_s:
             return "stalled"
         return None

@@ -80,6 +80,15 @@ def test_completion_gives_up_when_nothing_moves():
         Completion(expected=1, settle_s=30, stall_s=5)
 
 
+def test_completion_says_incomplete_when_everything_was_read_and_rows_are_missing():
+    completion = Completion(expected=20, settle_s=5, stall_s=300, final_s=30)
+    assert completion.see(0, 15, 48, all_read=False) is None
+    assert completion.see(40, 15, 48, all_read=False) is None  # not all read: still waiting
+    assert completion.see(41, 15, 50, all_read=True) is None  # a row came
+    assert completion.see(70, 15, 50, all_read=True) is None
+    assert completion.see(71, 15, 50, all_read=True) == "incomplete"
+
+
 def seeded_values(seed: int) -> list[bytes]:
     """A seeded generator stream's trade-topic values (bad records, late and anomalous trades among them),
     with a heartbeat after every 500th value as the generator sends them on the wall clock."""
