@@ -52,7 +52,7 @@ from marketpulse.config import Settings, load_settings
 from marketpulse.flink import compat, rows
 from marketpulse.flink.book import AnalyticsConfig
 from marketpulse.flink.functions import ANOMALIES, DEAD_LETTERS, LATE_TRADES, ParseTrades, TradeAnalytics
-from marketpulse.sqltemplate import render, split_statements, sql_variables
+from marketpulse.sqltemplate import compose, render, split_statements, sql_variables
 
 JOB_NAME = "MarketPulse DataStream"
 SINKS_SQL = Path(__file__).with_name("market_metrics_sinks.sql")
@@ -232,13 +232,18 @@ def kafka_records(t_env: StreamTableEnvironment, settings: Settings, topic: str,
     return stream
 
 
+def sink_statements(settings: Settings) -> list[str]:
+    """The sink script's statements: its includes resolved (the anomaly message is shared with the SQL job),
+    its placeholders filled."""
+    return split_statements(render(compose(SINKS_SQL), sql_variables(settings)))
+
+
 def add_sinks(t_env: StreamTableEnvironment, outputs: Outputs, settings: Settings):
     """Registers the output views, creates the sink tables and returns the StatementSet of the INSERTs."""
     for field, view in VIEWS.items():
         t_env.create_temporary_view(view, t_env.from_data_stream(getattr(outputs, field)))
-    statements = split_statements(render(SINKS_SQL.read_text(), sql_variables(settings)))
     statement_set = t_env.create_statement_set()
-    for statement in statements:
+    for statement in sink_statements(settings):
         if statement.upper().startswith("INSERT"):
             statement_set.add_insert_sql(statement)
         else:

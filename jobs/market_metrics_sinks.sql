@@ -57,31 +57,8 @@ CREATE TEMPORARY TABLE anomalies_sink (
     ${postgres_low_latency_sink_options}
 );
 
--- The same anomalies for event consumers: key = symbol (raw UTF-8), value = JSON with epoch-ms times.
--- At-least-once: a restart may repeat a message; (trade_id, rule) identifies it.
-CREATE TEMPORARY TABLE anomalies_kafka (
-    symbol       STRING,
-    trade_id     STRING,
-    `rule`       STRING,
-    event_time   BIGINT,
-    price        DOUBLE,
-    `size`       BIGINT,
-    z_score      DOUBLE,
-    `mean`       DOUBLE,
-    stddev       DOUBLE,
-    detected_at  BIGINT
-) WITH (
-    'connector' = 'kafka',
-    'topic' = '${kafka_anomalies_topic}',
-    'properties.bootstrap.servers' = '${kafka_bootstrap_servers}',
-    'key.format' = 'raw',
-    'key.fields' = 'symbol',
-    'value.format' = 'json',
-    'value.fields-include' = 'ALL',
-    'sink.delivery-guarantee' = 'at-least-once',
-    -- sent within 5 ms (the client's batching delay), not held for a fuller batch
-    'properties.linger.ms' = '5'
-);
+-- The same anomalies for event consumers (the anomaly message, defined once):
+-- include: ../sql/include/anomalies_kafka.sql table=anomalies_kafka
 
 -- Trades that arrived behind the watermark by more than the grace ([windows] grace_seconds).
 CREATE TEMPORARY TABLE late_trades_sink (

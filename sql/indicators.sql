@@ -88,27 +88,7 @@ CREATE TABLE indicators (
 -- Sink: the indicators' alert rules (RSI overbought/oversold, Bollinger band breaks) on the anomalies topic,
 -- which the alert service reads: the message of the DataStream job's anomalies (alerts/policy.py,
 -- parse_anomaly), key = symbol. At-least-once: a restart may repeat a message; (trade_id, rule) identifies it.
-CREATE TABLE indicator_alerts_kafka (
-    symbol       STRING,
-    trade_id     STRING,
-    `rule`       STRING,
-    event_time   BIGINT,
-    price        DOUBLE,
-    `size`       BIGINT,
-    z_score      DOUBLE,
-    `mean`       DOUBLE,
-    stddev       DOUBLE,
-    detected_at  BIGINT
-) WITH (
-    'connector' = 'kafka',
-    'topic' = '${kafka_anomalies_topic}',
-    'properties.bootstrap.servers' = '${kafka_bootstrap_servers}',
-    'key.format' = 'raw',
-    'key.fields' = 'symbol',
-    'value.format' = 'json',
-    'value.fields-include' = 'ALL',
-    'sink.delivery-guarantee' = 'at-least-once'
-);
+-- include: include/anomalies_kafka.sql table=indicator_alerts_kafka
 
 -- Bars: the close of every symbol's ${windows_short_size_seconds}-second window. bar_time (window_end - 1 ms)
 -- is an event-time attribute for the OVER windows below; every view after this one keeps it.

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from jobs.market_metrics import SINKS_SQL, parse_start_from
+from jobs.market_metrics import parse_start_from, sink_statements
 from marketpulse.analytics import AnomalyDetector, DetectorConfig, aggregate_windows
 from marketpulse.config import load_settings
 from marketpulse.flink.book import (
@@ -18,7 +18,7 @@ from marketpulse.flink.book import (
     is_late,
     window_close_time,
 )
-from marketpulse.sqltemplate import TemplateError, render, split_statements, sql_variables
+from marketpulse.sqltemplate import TemplateError, render, split_statements
 from marketpulse.trade import Trade
 
 BASE = 1_700_000_100_000  # a multiple of 60 s
@@ -50,7 +50,7 @@ def test_split_statements_ignores_semicolons_and_dashes_in_quotes_and_comments()
 
 def test_the_sink_script_renders_to_five_tables_and_five_inserts():
     settings = load_settings(environ={})
-    statements = split_statements(render(SINKS_SQL.read_text(), sql_variables(settings)))
+    statements = sink_statements(settings)
     creates = [s for s in statements if s.startswith("CREATE TEMPORARY TABLE")]
     inserts = [s for s in statements if s.startswith("INSERT INTO")]
     assert len(creates) == 5 and len(inserts) == 5 and len(statements) == 10

@@ -40,6 +40,8 @@ def statements(text: str) -> list[tuple[str, str]]:
 
 def kind(statement: str) -> str:
     head = " ".join(statement.split()[:3]).upper()
+    # a TEMPORARY table: the anomaly message, shared with the DataStream job (include/anomalies_kafka.sql)
+    head = head.replace("CREATE TEMPORARY TABLE", "CREATE TABLE")
     for prefix in ("SET", "CREATE TABLE", "CREATE TEMPORARY VIEW", "EXECUTE STATEMENT SET"):
         if head.startswith(prefix):
             return prefix
@@ -49,7 +51,8 @@ def kind(statement: str) -> str:
 def tables(text: str) -> dict[str, tuple[str, list[str], list[str]]]:
     """name -> (connector, column names, primary key) of each CREATE TABLE."""
     result = {}
-    for name, body, options in re.findall(r"CREATE TABLE (\w+) \((.*?)\n\) WITH \((.*?)\n\);", text, re.S):
+    pattern = r"CREATE (?:TEMPORARY )?TABLE (\w+) \((.*?)\n\) WITH \((.*?)\n\);"
+    for name, body, options in re.findall(pattern, text, re.S):
         columns = [line.split()[0].strip("`") for line in body.strip().splitlines()
                    if line.strip() and not line.strip().startswith(("PRIMARY KEY", "WATERMARK", "-"))
                    and " AS " not in line]
@@ -228,15 +231,18 @@ def test_every_ema_is_the_one_include_doubling_to_its_terms():
 
 
 def test_the_indicator_alerts_are_anomaly_messages_with_the_known_rules():
-    """The SQL job's alert rules go to the anomalies topic as the DataStream job's anomalies do (same columns,
-    key = symbol), under the rule names marketpulse.alert_rules labels."""
+    """The SQL job's alert rules go to the anomalies topic as the DataStream job's anomalies do: both sinks
+    are the one anomaly message of include/anomalies_kafka.sql (key = symbol), under the rule names
+    marketpulse.alert_rules labels."""
     from marketpulse.alert_rules import INDICATOR_RULES
 
     text = COMPOSED[REPO / "sql" / "indicators.sql"]
-    sinks = (REPO / "jobs" / "market_metrics_sinks.sql").read_text().replace("CREATE TEMPORARY TABLE",
-                                                                            "CREATE TABLE")
+    include = "include/anomalies_kafka.sql table="
+    assert f"-- include: {include}indicator_alerts_kafka" in (REPO / "sql" / "indicators.sql").read_text()
+    assert f"-- include: ../sql/{include}anomalies_kafka" in \
+        (REPO / "jobs" / "market_metrics_sinks.sql").read_text()
     connector, columns, _key = tables(text)["indicator_alerts_kafka"]
-    assert connector == "kafka" and columns == tables(sinks)["anomalies_kafka"][1]
+    assert connector == "kafka" and columns[:3] == ["symbol", "trade_id", "rule"]
     assert "'topic' = '${kafka_anomalies_topic}'" in text and "'key.fields' = 'symbol'" in text
     view = text[text.index("CREATE TEMPORARY VIEW indicator_alerts AS"):]
     view = view[:view.index(";")]
