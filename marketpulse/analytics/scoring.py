@@ -27,6 +27,10 @@ VOLUME_KINDS = ("volume_spike",)
 ANOMALY_KINDS = PRICE_KINDS + VOLUME_KINDS  # the labels that are anomalies (not "late" or "bad")
 RULE_TARGETS = {PRICE_ZSCORE: PRICE_KINDS, PRICE_JUMP: PRICE_KINDS, VOLUME_ZSCORE: VOLUME_KINDS}
 ANY = "any"
+# The anomalies table holds each engine's findings (column engine, db/schema/013_anomalies_engine.sql): the
+# DataStream job's detector, which has every rule, is what `make score` and the dashboard score and show
+# unless asked for another; the Flink SQL job's rows ("sql") are its price_zscore rule only.
+DETECTOR_ENGINE = "datastream"
 
 
 @dataclass(frozen=True)

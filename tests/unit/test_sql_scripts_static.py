@@ -85,7 +85,7 @@ def test_the_config_runs_the_one_pipeline_and_it_holds_every_script():
     """make demo submits one SQL job; it writes every table every script writes, each insert once."""
     assert [REPO / script for script in SETTINGS.jobs.sql_scripts] == [PIPELINE]
     others = [script for script in SCRIPTS if script != PIPELINE]
-    assert len(others) == 3
+    assert len(others) == 4
     assert sorted(inserts(COMPOSED[PIPELINE])) == sorted(name for script in others
                                                          for name in inserts(COMPOSED[script]))
     # One source of trades, each shared view once.
