@@ -53,10 +53,19 @@ CREATE TABLE anomalies (
     ${postgres_sink_options}
 );
 
--- Each on-time trade with the two before it of its symbol in event-time order. LAG is framed from the
--- partition's start row by row (Calcite gives it ROWS UNBOUNDED PRECEDING), so trades with the same event
--- time each get their own predecessor. b_square and b_gap_ms: the return as the baseline takes it, NULL for
--- the first trade and for a price jump.
+-- Each on-time trade with the trade before it of its symbol in event-time order: the first of a frame of the
+-- trade and the one before. A ROWS frame takes trades of the same event time one by one, in arrival order;
+-- LAG would not do: Flink frames it by RANGE, so every trade of one millisecond would see the last of them
+-- as its predecessor (measured: a spike and the next trade at the same ms both looked ordinary).
+CREATE TEMPORARY VIEW trade_pairs AS
+SELECT trade_id, symbol, price, size, event_time, ts,
+       CASE WHEN COUNT(*) OVER w = 2 THEN FIRST_VALUE(price) OVER w END AS prev_price,
+       CASE WHEN COUNT(*) OVER w = 2 THEN FIRST_VALUE(event_time) OVER w END AS prev_time
+FROM on_time_trades
+WINDOW w AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW);
+
+-- ... and the one before that: the previous trade's predecessor. b_square and b_gap_ms: the return as the
+-- baseline takes it, NULL for the first trade and for a price jump.
 CREATE TEMPORARY VIEW trade_returns AS
 SELECT trade_id, symbol, price, size, ts, prev_price, prev2_price,
        LN(price / prev_price) AS log_return, event_time - prev_time AS gap_ms,
@@ -66,11 +75,11 @@ SELECT trade_id, symbol, price, size, ts, prev_price, prev2_price,
        CASE WHEN ABS(price / prev_price - 1) * 100 < ${detector_price_jump_pct}
             THEN event_time - prev_time END AS b_gap_ms
 FROM (
-    SELECT trade_id, symbol, price, size, event_time, ts,
-           LAG(price, 1) OVER w AS prev_price, LAG(event_time, 1) OVER w AS prev_time,
-           LAG(price, 2) OVER w AS prev2_price, LAG(event_time, 2) OVER w AS prev2_time
-    FROM on_time_trades
-    WINDOW w AS (PARTITION BY symbol ORDER BY ts)
+    SELECT trade_id, symbol, price, size, event_time, ts, prev_price, prev_time,
+           CASE WHEN COUNT(prev_price) OVER w = 2 THEN FIRST_VALUE(prev_price) OVER w END AS prev2_price,
+           CASE WHEN COUNT(prev_price) OVER w = 2 THEN FIRST_VALUE(prev_time) OVER w END AS prev2_time
+    FROM trade_pairs
+    WINDOW w AS (PARTITION BY symbol ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
 );
 
 -- The baseline of each trade: the frame holds its own return and the last ${detector_lookback} before it
