@@ -93,8 +93,8 @@ dashboard: $(STAMP)  ## serve the Dash dashboard on :8050
 alerts: $(STAMP)  ## run the alert service: anomalies topic -> log/webhook/Slack ([alerts] in conf/pipeline.toml)
 	@$(PY) -m alerts
 
-score: $(STAMP)  ## detection quality: anomalies vs the generator's ground truth (FROM=/TO= event time)
-	@$(PY) -m marketpulse.score $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO))
+score: $(STAMP)  ## detection quality: anomalies vs the generator's ground truth (FROM=/TO= event time, ENGINE=sql)
+	@$(PY) -m marketpulse.score $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO)) $(if $(ENGINE),--engine $(ENGINE))
 
 # bench/drain.py drains one topic with the plain consumer, the DataStream and the SQL job: the single-engine
 # entry points (datastream_drain.py, sql_drain.py, plain_consumer.py) would only repeat parts of it.
