@@ -383,7 +383,7 @@ def test_the_price_zscore_rule_is_quiet_on_a_volatile_market_like_its_reference(
     short_ms = settings.windows.short_size_seconds * 1000
     last_start = max(trade.event_time for trade in stream.valid) // short_ms * short_ms
     last_window = ("SELECT count(*) FROM window_metrics WHERE engine = 'sql' AND window_seconds = %s AND "
-                   f"{epoch_ms('window_start')} >= %s")
+                   "window_start >= to_timestamp(%s / 1000.0)")
     support.wait_for(lambda: support.query(scratch_db, last_window, (short_ms // 1000, last_start))[0][0] > 0,
                      RESULT_TIMEOUT, "the stream's last short window")
     time.sleep(2)  # the anomalies sink's flush interval (1 s), with a margin
