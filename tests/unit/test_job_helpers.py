@@ -62,7 +62,7 @@ def test_the_sink_script_renders_to_five_tables_and_five_inserts():
     keys = {s.split()[3]: s[s.index("PRIMARY KEY"):].split(")")[0] for s in creates if "PRIMARY KEY" in s}
     assert keys == {
         "window_metrics_sink": "PRIMARY KEY (engine, symbol, window_seconds, window_start",
-        "anomalies_sink": "PRIMARY KEY (trade_id, `rule`",
+        "anomalies_sink": "PRIMARY KEY (engine, trade_id, `rule`",
         "late_trades_sink": "PRIMARY KEY (engine, trade_id",
         "dead_letters_sink": "PRIMARY KEY (engine, topic, kafka_partition, kafka_offset",
     }
