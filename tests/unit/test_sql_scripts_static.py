@@ -40,8 +40,6 @@ def statements(text: str) -> list[tuple[str, str]]:
 
 def kind(statement: str) -> str:
     head = " ".join(statement.split()[:3]).upper()
-    # a TEMPORARY table: the anomaly message, shared with the DataStream job (include/anomalies_kafka.sql)
-    head = head.replace("CREATE TEMPORARY TABLE", "CREATE TABLE")
     for prefix in ("SET", "CREATE TABLE", "CREATE TEMPORARY VIEW", "EXECUTE STATEMENT SET"):
         if head.startswith(prefix):
             return prefix
