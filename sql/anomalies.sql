@@ -26,9 +26,10 @@
 -- return from the symbol's first trade, this one the baseline's returns in its frame. On injected spikes
 -- the two agree (tests/integration/test_sql_zscore.py prints how far).
 --
--- Numbers: the frame's sums are DOUBLE running sums with retraction (Flink's bounded OVER), whose rounding
--- is ~1e-16 of the largest square that passed through, far below an ordinary return's square; gaps are
--- summed in integer ms, exactly.
+-- Numbers: the frame's sums are DOUBLE running sums (Flink's bounded OVER adds the new row and retracts the
+-- one leaving): each step rounds by ~1e-16 of the sum at that moment, and price jumps never enter it, so
+-- the rounding left behind stays far below one tick's squared return (~1e-9 at $300); gaps are summed in
+-- integer ms, exactly.
 
 -- include: include/trades.sql
 
