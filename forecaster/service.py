@@ -89,7 +89,8 @@ class Forecaster:
 
     # --- the loop ----------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """Checks the tables; while PostgreSQL is down, waits for it (or, with wait=False, raises)."""
         say("starting: " + self.config.describe())
         while not self.stop:
             try:
@@ -100,6 +101,8 @@ class Forecaster:
                 self.database_ok()
                 return
             except DatabaseDown as err:
+                if not wait:
+                    raise
                 self.database_trouble(err)
 
     def run(self) -> int:
@@ -121,10 +124,8 @@ class Forecaster:
 
     def once(self, backtest_step: int | None = None) -> int:
         """One round (a backtest with a step), then the error table on stdout."""
-        self.start()
-        if self.stop:
-            return 1
         try:
+            self.start(wait=False)
             self.fit_round(backtest_step)
             rows = self.score_round()
         except DatabaseDown as err:

@@ -84,6 +84,11 @@ def regular_closes(starts_ms: Sequence[int], closes: Sequence[float], bar_ms: in
     return grid
 
 
+def _floats(values) -> tuple[float, ...]:
+    """Plain floats: numpy scalars are not what a database driver or a JSON encoder takes."""
+    return tuple(float(value) for value in values)
+
+
 def _flat(model: str, value: float, horizon: int, level: float) -> Forecast:
     """A series that never moved: every model says it stays, with no spread to make an interval from."""
     same = (float(value),) * horizon
@@ -172,8 +177,8 @@ def arima_forecast(closes: Sequence[float], horizon: int, level: float, max_p: i
     prediction = fit.get_forecast(horizon)
     mean = np.asarray(prediction.predicted_mean, dtype=float)
     bounds = np.asarray(prediction.conf_int(alpha=1 - level), dtype=float)
-    return Forecast(ARIMA, "ARIMA({},{},{})".format(*order), tuple(mean), tuple(bounds[:, 0]),
-                    tuple(bounds[:, 1]), level)
+    return Forecast(ARIMA, "ARIMA({},{},{})".format(*order), _floats(mean), _floats(bounds[:, 0]),
+                    _floats(bounds[:, 1]), level)
 
 
 def linear_forecast(closes: Sequence[float], horizon: int, level: float) -> Forecast:
@@ -193,7 +198,7 @@ def linear_forecast(closes: Sequence[float], horizon: int, level: float) -> Fore
     x0 = np.arange(n, n + horizon, dtype=float)
     point = intercept + slope * x0
     half = student_t.ppf((1 + level) / 2, n - 2) * s * np.sqrt(1 + 1 / n + (x0 - x_mean) ** 2 / sxx)
-    return Forecast(LINEAR, "linear trend", tuple(point), tuple(point - half), tuple(point + half), level)
+    return Forecast(LINEAR, "linear trend", _floats(point), _floats(point - half), _floats(point + half), level)
 
 
 def error_summary(rows: Iterable[tuple[float, float, float, float]]) -> ErrorSummary:
