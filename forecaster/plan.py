@@ -23,14 +23,19 @@ class Fitted:
     forecasts: tuple[Forecast, ...]
 
 
-def fit_at(starts_ms: list[int], closes: list[float], origin_index: int, config: ForecastConfig) -> Fitted:
+def fit_at(starts_ms: list[int], closes: list[float], origin_index: int, config: ForecastConfig,
+           flagged: list[bool] | None = None) -> Fitted:
     """Both models fitted on the bars of the history_bars before and including bar `origin_index` (the bars
-    are oldest first). ForecastError when fewer than min_bars bars are there, or no ARIMA order fits."""
+    are oldest first). A `flagged` close (a trade the detector flagged: an injected or real one-trade spike
+    that happened to close its bar) is left out like a bar without trades: the price was back at once, and
+    one 30 % spike among 30 closes dominates both models' fits.
+    ForecastError when fewer than min_bars bars are there, or no ARIMA order fits."""
     bar_ms = config.bar_seconds * 1000
     origin_ms = starts_ms[origin_index]
     first = origin_ms - (config.history_bars - 1) * bar_ms
     chosen = [i for i in range(origin_index + 1) if starts_ms[i] >= first]
-    grid = regular_closes([starts_ms[i] for i in chosen], [closes[i] for i in chosen], bar_ms)
+    values = [float("nan") if flagged and flagged[i] else closes[i] for i in chosen]
+    grid = regular_closes([starts_ms[i] for i in chosen], values, bar_ms)
     if len(grid) < config.min_bars:
         raise ForecastError(f"{len(grid)} bars, {config.min_bars} needed (forecast.min_bars)")
     level, horizon = config.interval_level, config.horizon_bars
@@ -58,10 +63,11 @@ def backtest_origins(starts_ms: list[int], config: ForecastConfig, step: int | N
 def error_table(rows) -> str:
     """The error figures as a text table: a row per (symbol, model) of `rows` (store.ErrorRow)."""
     lines = [f"{'symbol':<12} {'model':<8} {'spec':<14} {'forecasts':>9} {'MAE':>9} {'MAPE %':>8} "
-             f"{'in interval':>11}"]
+             f"{'in interval':>11} {'not scored':>10}"]
     for row in rows:
         s = row.summary
         figures = (f"{s.mae:>9.4f} {s.mape:>8.4f} {s.coverage:>11.1%}" if s.n
                    else f"{'-':>9} {'-':>8} {'-':>11}")
-        lines.append(f"{row.symbol:<12} {row.model:<8} {row.spec or '-':<14} {s.n:>9,} {figures}")
+        lines.append(f"{row.symbol:<12} {row.model:<8} {row.spec or '-':<14} {s.n:>9,} {figures} "
+                     f"{row.flagged:>10,}")
     return "\n".join(lines)

@@ -41,7 +41,7 @@ class Forecaster:
         c = self.config
         bars = self.store.bars(c.engine, c.bar_seconds, None if backtest_step else c.history_bars)
         done = {} if backtest_step else self.store.latest_origins(c.bar_seconds)
-        fits, skipped, specs = 0, {}, Counter()
+        fits, fitted_symbols, skipped, specs = 0, set(), {}, Counter()
         started = time.monotonic()
         for series in bars:
             if self.stop:
@@ -56,7 +56,7 @@ class Forecaster:
                 origins = []  # no new bar since its last forecast
             for index in origins:
                 try:
-                    fitted = fit_at(series.starts_ms, series.closes, index, c)
+                    fitted = fit_at(series.starts_ms, series.closes, index, c, series.flagged)
                 except ForecastError as err:
                     skipped[series.symbol] = str(err)
                     continue
@@ -64,10 +64,11 @@ class Forecaster:
                                            fitted.origin_close, fitted.bars_used, fitted.forecasts)
                 specs[fitted.forecasts[0].spec] += 1
                 fits += 1
+                fitted_symbols.add(series.symbol)
         if fits:
             newest = max(series.starts_ms[-1] for series in bars)
             orders = ", ".join(f"{spec} x{n}" for spec, n in specs.most_common())
-            say(f"{fits} fits ({len(bars) - len(skipped)} symbols, bars up to "
+            say(f"{fits} fit{'s' if fits > 1 else ''} ({len(fitted_symbols)} symbols, bars up to "
                 f"{to_timestamp(newest):%Y-%m-%d %H:%M} UTC) in {time.monotonic() - started:.1f} s; "
                 f"{MODEL_LABELS[ARIMA]} orders: {orders}")
         if skipped:

@@ -4,7 +4,7 @@ loop logs a failure and tries again at its next cycle."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,6 +17,12 @@ from marketpulse.analytics.forecasting import MODELS, ErrorSummary, Forecast, er
 DatabaseDown = (psycopg2.OperationalError, psycopg2.InterfaceError)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ALL_SYMBOLS = "all symbols"
+# A bar's close is a trade the DataStream job's detector flagged as a price anomaly (a one-trade spike whose
+# price was back at the next trade): the forecaster neither fits nor scores on it. `w` is the window_metrics
+# row. The close is the bar's last trade, so a flagged trade in the bar at exactly that price is it.
+FLAGGED_CLOSE = """EXISTS (SELECT 1 FROM anomalies a
+    WHERE a.symbol = w.symbol AND a.rule IN ('price_zscore', 'price_jump')
+      AND a.event_time >= w.window_start AND a.event_time < w.window_end AND a.price = w.close)"""
 
 
 class SchemaMissing(RuntimeError):
@@ -25,10 +31,12 @@ class SchemaMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class Bars:
-    """One symbol's bars, oldest first: window_start in epoch ms and the close."""
+    """One symbol's bars, oldest first: window_start in epoch ms, the close, and whether the close is a
+    trade the detector flagged (FLAGGED_CLOSE)."""
     symbol: str
     starts_ms: list[int]
     closes: list[float]
+    flagged: list[bool]
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class ErrorRow:
     symbol: str
     model: str
     summary: ErrorSummary
+    flagged: int                    # forecasts not scored: their actual close was a flagged trade
     spec: str | None
     level: float | None
     first_target: datetime | None
@@ -98,20 +107,23 @@ class Store:
     def bars(self, engine: str, bar_seconds: int, last: int | None) -> list[Bars]:
         """Each symbol's newest `last` bars (all of them with None), oldest first."""
         def read(cur):
-            cur.execute("""
-                SELECT symbol, window_start, close FROM (
-                    SELECT symbol, window_start, close,
+            cur.execute(f"""
+                SELECT w.symbol, w.window_start, w.close, {FLAGGED_CLOSE} FROM (
+                    SELECT symbol, window_start, window_end, close,
                            row_number() OVER (PARTITION BY symbol ORDER BY window_start DESC) AS age
-                    FROM window_metrics WHERE engine = %(engine)s AND window_seconds = %(seconds)s) newest
-                WHERE %(last)s::int IS NULL OR age <= %(last)s
-                ORDER BY symbol, window_start""", {"engine": engine, "seconds": bar_seconds, "last": last})
+                    FROM window_metrics WHERE engine = %(engine)s AND window_seconds = %(seconds)s) w
+                WHERE %(last)s::int IS NULL OR w.age <= %(last)s
+                ORDER BY w.symbol, w.window_start""",
+                        {"engine": engine, "seconds": bar_seconds, "last": last})
             return cur.fetchall()
 
-        grouped: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
-        for symbol, start, close in self.transaction(read):
-            grouped[symbol][0].append(to_ms(start))
-            grouped[symbol][1].append(float(close))
-        return [Bars(symbol, starts, closes) for symbol, (starts, closes) in sorted(grouped.items())]
+        grouped: dict[str, Bars] = {}
+        for symbol, start, close, flagged in self.transaction(read):
+            bars = grouped.setdefault(symbol, Bars(symbol, [], [], []))
+            bars.starts_ms.append(to_ms(start))
+            bars.closes.append(float(close))
+            bars.flagged.append(bool(flagged))
+        return [grouped[symbol] for symbol in sorted(grouped)]
 
     def latest_origins(self, bar_seconds: int) -> dict[str, int]:
         """The newest origin (epoch ms) forecast per symbol: a symbol without a newer bar is not refitted."""
@@ -148,10 +160,11 @@ class Store:
         return self.transaction(write)
 
     def fill_actuals(self, engine: str, bar_seconds: int) -> int:
-        """Sets `actual` to the target bar's close where that bar is now in window_metrics."""
+        """Sets `actual` to the target bar's close where that bar is now in window_metrics, and
+        `actual_flagged` to whether that close is a flagged trade (FLAGGED_CLOSE)."""
         def fill(cur):
-            cur.execute("""
-                UPDATE forecasts f SET actual = w.close
+            cur.execute(f"""
+                UPDATE forecasts f SET actual = w.close, actual_flagged = {FLAGGED_CLOSE}
                 FROM window_metrics w
                 WHERE f.actual IS NULL AND f.bar_seconds = %(seconds)s
                   AND w.engine = %(engine)s AND w.window_seconds = f.bar_seconds AND w.symbol = f.symbol
@@ -165,38 +178,44 @@ class Store:
         of the figures); returns the rows written, then one per model over all symbols (ALL_SYMBOLS)."""
         def update(cur):
             cur.execute("""
-                SELECT symbol, model, point, lower, upper, actual, target_start, spec, level, origin_start
+                SELECT symbol, model, point, lower, upper, actual, target_start, spec, level, actual_flagged
                 FROM forecasts WHERE bar_seconds = %s AND actual IS NOT NULL
                 ORDER BY symbol, model, origin_start, target_start""", (bar_seconds,))
-            groups = defaultdict(list)
+            groups, flagged = defaultdict(list), Counter()
             for symbol, model, *rest in cur.fetchall():
-                groups[(symbol, model)].append(rest)
+                if rest[-1]:
+                    flagged[(symbol, model)] += 1
+                else:
+                    groups[(symbol, model)].append(rest)
             rows = []
-            for (symbol, model), found in sorted(groups.items(), key=lambda item: (item[0][0],
-                                                                                    MODELS.index(item[0][1]))):
-                summary = error_summary((point, lower, upper, actual)
-                                        for point, lower, upper, actual, *_ in found)
+            for key in sorted(set(groups) | set(flagged), key=lambda key: (key[0], MODELS.index(key[1]))):
+                found = groups.get(key, [])
+                summary = error_summary(row[:4] for row in found)
                 targets = [row[4] for row in found]
-                rows.append(ErrorRow(symbol, model, summary, found[-1][5], found[-1][6], min(targets),
-                                     max(targets)))
+                rows.append(ErrorRow(*key, summary, flagged[key], found[-1][5] if found else None,
+                                     found[-1][6] if found else None, min(targets, default=None),
+                                     max(targets, default=None)))
             if not rows:
                 return rows
             totals = []  # over all symbols: printed and logged, not stored
             for model in MODELS:
                 found = [row for (_, m), group in groups.items() if m == model for row in group]
                 if found:
-                    totals.append(ErrorRow(ALL_SYMBOLS, model, error_summary(r[:4] for r in found), None,
-                                           found[-1][6], min(r[4] for r in found), max(r[4] for r in found)))
+                    left_out = sum(n for (_, m), n in flagged.items() if m == model)
+                    totals.append(ErrorRow(ALL_SYMBOLS, model, error_summary(r[:4] for r in found), left_out,
+                                           None, found[-1][6], min(r[4] for r in found),
+                                           max(r[4] for r in found)))
             psycopg2.extras.execute_values(cur, """
-                INSERT INTO forecast_errors (symbol, bar_seconds, model, forecasts, mae, mape, coverage,
-                                             level, spec, first_target, last_target)
+                INSERT INTO forecast_errors (symbol, bar_seconds, model, forecasts, flagged, mae, mape,
+                                             coverage, level, spec, first_target, last_target)
                 VALUES %s
                 ON CONFLICT (symbol, bar_seconds, model) DO UPDATE SET
-                    forecasts = EXCLUDED.forecasts, mae = EXCLUDED.mae, mape = EXCLUDED.mape,
+                    forecasts = EXCLUDED.forecasts, flagged = EXCLUDED.flagged, mae = EXCLUDED.mae,
+                    mape = EXCLUDED.mape,
                     coverage = EXCLUDED.coverage, level = EXCLUDED.level, spec = EXCLUDED.spec,
                     first_target = EXCLUDED.first_target, last_target = EXCLUDED.last_target,
                     updated_at = now()""",
-                [(r.symbol, bar_seconds, r.model, r.summary.n, r.summary.mae, r.summary.mape,
+                [(r.symbol, bar_seconds, r.model, r.summary.n, r.flagged, r.summary.mae, r.summary.mape,
                   r.summary.coverage, r.level, r.spec, r.first_target, r.last_target) for r in rows])
             return rows + totals
 

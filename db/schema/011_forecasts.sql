@@ -20,6 +20,9 @@ CREATE TABLE forecasts (
     upper         DOUBLE PRECISION NOT NULL,
     level         DOUBLE PRECISION NOT NULL, -- of the interval [lower, upper], e.g. 0.95
     actual        DOUBLE PRECISION,          -- the target bar's close, once it is in window_metrics
+    -- ... and whether that close is a trade the detector flagged (price_zscore or price_jump in `anomalies`):
+    -- a one-trade spike that happened to close the bar says nothing about the forecast; not scored.
+    actual_flagged BOOLEAN,
     made_at       TIMESTAMPTZ NOT NULL DEFAULT now(),  -- wall clock of the fit; not deterministic
     PRIMARY KEY (symbol, bar_seconds, model, origin_start, target_start)
 );
@@ -34,7 +37,8 @@ CREATE TABLE forecast_errors (
     symbol        TEXT NOT NULL,
     bar_seconds   INTEGER NOT NULL,
     model         TEXT NOT NULL,
-    forecasts     INTEGER NOT NULL,          -- forecasts with an actual close
+    forecasts     INTEGER NOT NULL,          -- forecasts with an actual close, scored
+    flagged       INTEGER NOT NULL,          -- forecasts whose actual close was a flagged trade: not scored
     mae           DOUBLE PRECISION,          -- mean |actual - point|, in price units
     mape          DOUBLE PRECISION,          -- mean |actual - point| / |actual|, in %
     coverage      DOUBLE PRECISION,          -- share of actuals inside [lower, upper]

@@ -66,8 +66,9 @@ class ErrorSummary:
 
 def regular_closes(starts_ms: Sequence[int], closes: Sequence[float], bar_ms: int) -> np.ndarray:
     """The closes on a regular grid of bars from the first start to the last, oldest first: a bar without a
-    row (no trade in it) takes the previous close, since its price did not change. Both models assume one
-    value per bar: a missing bar would otherwise shrink time."""
+    row (no trade in it) takes the previous close, since its price did not change; so does a close given as
+    NaN (not to be used, e.g. a flagged spike), and leading NaNs are dropped. Both models assume one value per
+    bar: a missing bar would otherwise shrink time."""
     if len(starts_ms) != len(closes):
         raise ValueError("starts and closes differ in length")
     if not len(starts_ms):
@@ -81,7 +82,7 @@ def regular_closes(starts_ms: Sequence[int], closes: Sequence[float], bar_ms: in
     for i in range(1, len(grid)):  # carry forward
         if np.isnan(grid[i]):
             grid[i] = grid[i - 1]
-    return grid
+    return grid[~np.isnan(grid)]  # only leading NaNs are left
 
 
 def _floats(values) -> tuple[float, ...]:
@@ -198,7 +199,8 @@ def linear_forecast(closes: Sequence[float], horizon: int, level: float) -> Fore
     x0 = np.arange(n, n + horizon, dtype=float)
     point = intercept + slope * x0
     half = student_t.ppf((1 + level) / 2, n - 2) * s * np.sqrt(1 + 1 / n + (x0 - x_mean) ** 2 / sxx)
-    return Forecast(LINEAR, "linear trend", _floats(point), _floats(point - half), _floats(point + half), level)
+    return Forecast(LINEAR, "linear trend", _floats(point), _floats(point - half), _floats(point + half),
+                    level)
 
 
 def error_summary(rows: Iterable[tuple[float, float, float, float]]) -> ErrorSummary:

@@ -185,6 +185,12 @@ def test_fit_at_uses_the_history_window_up_to_the_origin_and_fills_gaps():
     assert linear.point == pytest.approx(expected.tolist())
     with pytest.raises(ForecastError, match="9 bars, 10 needed"):
         fit_at(starts, closes, 8, c)
+    # A flagged close (a one-trade spike) counts as a bar without trades: the same fit as without the bar.
+    spiked = closes[:34] + [500.0] + closes[35:]
+    flagged = [i == 34 for i in range(len(starts))]
+    without = fit_at(starts[:34] + starts[35:], closes[:34] + closes[35:], len(starts) - 2, c)
+    assert fit_at(starts, spiked, len(starts) - 1, c, flagged) == without
+    assert fit_at(starts[:35], spiked[:35], 34, c, flagged).origin_close == closes[33]
 
 
 def test_backtest_origins_step_back_from_the_newest_bar_while_min_bars_are_there():
@@ -198,9 +204,9 @@ def test_backtest_origins_step_back_from_the_newest_bar_while_min_bars_are_there
 
 
 def test_error_table_has_a_row_per_symbol_and_model():
-    rows = [ErrorRow("AAPL", ARIMA, error_summary([(100.0, 99.0, 101.0, 100.5)]), "ARIMA(0,1,0)", 0.95,
+    rows = [ErrorRow("AAPL", ARIMA, error_summary([(100.0, 99.0, 101.0, 100.5)]), 0, "ARIMA(0,1,0)", 0.95,
                      None, None),
-            ErrorRow("AAPL", LINEAR, error_summary([]), "linear trend", 0.95, None, None)]
+            ErrorRow("AAPL", LINEAR, error_summary([]), 2, "linear trend", 0.95, None, None)]
     lines = error_table(rows).splitlines()
-    assert lines[1].split() == ["AAPL", "arima", "ARIMA(0,1,0)", "1", "0.5000", "0.4975", "100.0%"]
-    assert lines[2].split() == ["AAPL", "linear", "linear", "trend", "0", "-", "-", "-"]
+    assert lines[1].split() == ["AAPL", "arima", "ARIMA(0,1,0)", "1", "0.5000", "0.4975", "100.0%", "0"]
+    assert lines[2].split() == ["AAPL", "linear", "linear", "trend", "0", "-", "-", "-", "2"]
