@@ -72,13 +72,12 @@ def forecast_summary(forecast: pd.DataFrame, errors: pd.DataFrame) -> list:
     parts = [html.Span(f"Forecast of the next {horizon} closes of {bar} s bars from the bar of {origin} UTC, "
                        f"{first['level']:.0%} interval (shaded: ARIMA). Error so far: ")]
     for row in errors.itertuples():
-        label = MODEL_LABELS.get(row.model, row.model)
-        spec = f" {row.spec}" if row.spec and row.spec.startswith("ARIMA") else ""
+        label = MODEL_LABELS.get(row.model, row.model)  # no order: the errors span fits of several
         if not row.forecasts:
             parts.append(html.Span(f"{label}: none reached its bar yet. ", **testid(f"forecast-{row.model}")))
             continue
         parts.append(html.Span(
-            f"{label}{spec}: MAPE {row.mape:.3f} %, MAE {row.mae:.3f}, {row.coverage:.0%} in the interval "
+            f"{label}: MAPE {row.mape:.3f} %, MAE {row.mae:.3f}, {row.coverage:.0%} in the interval "
             f"({row.forecasts:,} forecasts). ", **testid(f"forecast-{row.model}")))
     if errors.empty:
         parts.append(html.Span("no forecast has reached its bar yet."))

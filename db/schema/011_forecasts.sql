@@ -42,8 +42,8 @@ CREATE TABLE forecast_errors (
     mae           DOUBLE PRECISION,          -- mean |actual - point|, in price units
     mape          DOUBLE PRECISION,          -- mean |actual - point| / |actual|, in %
     coverage      DOUBLE PRECISION,          -- share of actuals inside [lower, upper]
-    level         DOUBLE PRECISION,          -- the intervals' level (the newest forecast's)
-    spec          TEXT,                      -- the newest forecast's spec
+    level         DOUBLE PRECISION,          -- the intervals' level (the newest scored forecast's)
+    spec          TEXT,                      -- the newest scored forecast's spec (earlier ones may differ)
     first_target  TIMESTAMPTZ,
     last_target   TIMESTAMPTZ,
     updated_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
