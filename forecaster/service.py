@@ -32,6 +32,7 @@ class Forecaster:
         pg = settings.postgres
         self.store = store or Store(postgres_dsn(settings), f"{pg.host}:{pg.port}/{pg.database}")
         self.db_down_since: float | None = None
+        self.waiting_for_bars = False  # said once while window_metrics has no bars to read
 
     # --- one round ---------------------------------------------------------------------------------
 
@@ -41,6 +42,9 @@ class Forecaster:
         c = self.config
         bars = self.store.bars(c.engine, c.bar_seconds, None if backtest_step else c.history_bars)
         done = {} if backtest_step else self.store.latest_origins(c.bar_seconds)
+        if not bars and not self.waiting_for_bars:
+            say(f"no {c.bar_seconds} s bars of the {c.engine} engine in window_metrics yet; waiting for them")
+        self.waiting_for_bars = not bars
         fits, fitted_symbols, skipped, specs = 0, set(), {}, Counter()
         started = time.monotonic()
         for series in bars:
