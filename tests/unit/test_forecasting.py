@@ -174,7 +174,7 @@ def test_fit_at_uses_the_history_window_up_to_the_origin_and_fills_gaps():
     minute = 60_000
     starts = [i * minute for i in range(40) if i != 35]  # bar 35 had no trade
     closes = [100 + 0.5 * i for i in range(40) if i != 35]
-    c = config(history_bars=20, min_bars=10, horizon_bars=2)
+    c = config(history_bars=20, min_bars=10, horizon_bars=2, max_p=1, max_q=0)  # the grid is not the point
     fitted = fit_at(starts, closes, len(starts) - 1, c)
     assert fitted.origin_ms == 39 * minute and fitted.origin_close == 119.5
     assert fitted.bars_used == 20  # bars 20..39, 35 carried forward from 34
