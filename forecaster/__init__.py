@@ -21,10 +21,3 @@ error table) writes what the live loop would have written from those origins.
 Failures: PostgreSQL down or the tables missing, a symbol with too few bars: one line each, and the next
 round tries again; a symbol whose model cannot be fitted is skipped for that round with the reason.
 """
-
-import os
-
-# numpy's OpenBLAS starts a thread per core and spins them on every small matrix product: on a 2-core
-# machine busy with Flink, 18 ARIMA fits took 40 s instead of 1.4 s. Set before numpy is imported (python -m
-# forecaster imports this package first); not a MARKETPULSE_* setting: it is this process's own tuning.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -64,6 +64,9 @@ class Forecaster:
                 except ForecastError as err:
                     skipped[series.symbol] = str(err)
                     continue
+                except ValueError as err:  # numpy's LinAlgError too: a fit statsmodels could not finish
+                    skipped[series.symbol] = f"no fit this round: {type(err).__name__}: {first_line(err)}"
+                    continue
                 self.store.write_forecasts(series.symbol, c.bar_seconds, c.engine, fitted.origin_ms,
                                            fitted.origin_close, fitted.bars_used, fitted.forecasts)
                 specs[fitted.forecasts[0].spec] += 1
