@@ -1,14 +1,15 @@
-"""A Flink SQL script (conf/pipeline.toml jobs.sql_scripts, sql/pipeline.sql) as a PyFlink program, for Flink's
-application mode: the Flink Kubernetes Operator runs it with PythonDriver in the JobManager of its own
+"""A Flink SQL script (conf/pipeline.toml jobs.sql_scripts, sql/pipeline.sql) as a PyFlink program, for
+Flink's application mode: the Flink Kubernetes Operator runs it with PythonDriver in the JobManager of its own
 FlinkDeployment (deploy/k8s/base/flink-sql.yaml), where there is no SQL Gateway to submit it to.
 
     python -m stack flink run -py jobs/sql_pipeline.py [--script sql/pipeline.sql]
 
-The script is rendered from the settings by the code `make sql` and the gateway use (marketpulse/sqltemplate.py:
-compose, then render with sql_variables) and cut into the gateway's statements (stack/sqlgateway.py,
-statements: a statement set whole); SET statements go into the table configuration, every other statement is
-executed in order, and the program waits on the job the statement set starts, as env.execute() does for the
-DataStream job. Its settings come from the JobManager's environment (MARKETPULSE_*, MARKETPULSE_CONFIG)."""
+The script is rendered from the settings by the code `make sql` and the gateway use
+(marketpulse/sqltemplate.py: compose, then render with sql_variables) and cut into the gateway's statements
+(stack/sqlgateway.py, statements: a statement set whole); SET statements go into the table configuration,
+every other statement is executed in order, and the program waits on the job the statement set starts, as
+env.execute() does for the DataStream job. Its settings come from the JobManager's environment
+(MARKETPULSE_*, MARKETPULSE_CONFIG)."""
 
 from __future__ import annotations
 

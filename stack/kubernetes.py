@@ -1,4 +1,5 @@
-"""The entry point of the Flink pods the Flink Kubernetes Operator starts (deploy/k8s/, docker/flink-entrypoint.sh).
+"""The entry point of the Flink pods the Flink Kubernetes Operator starts (deploy/k8s/,
+docker/flink-entrypoint.sh).
 
 Flink's native Kubernetes mode runs `/docker-entrypoint.sh bash -c "kubernetes-jobmanager.sh ..."`, the layout
 of Flink's own image: Flink's scripts on PATH, its configuration in /opt/flink/conf, a ConfigMap the operator
