@@ -67,6 +67,8 @@ def main(argv: list[str]) -> None:
     env["FLINK_CONF_DIR"] = str(merge_flink_conf(OPERATOR_CONF_DIR, CONF_MOUNT / FLINK_CONFIG_FILE,
                                                  flink.CONF_DIR))
     env["PATH"] = f"{paths.pyflink_home() / 'bin'}{os.pathsep}{env['PATH']}"
+    for folder in (flink.LOG_DIR, flink.PID_DIR):
+        folder.mkdir(parents=True, exist_ok=True)
     os.chdir(paths.REPO)  # env.java.opts.taskmanager names the agent jar relative to the repository
     os.execvpe(argv[0], argv, env)
 

@@ -26,6 +26,9 @@ CACHE = paths.DEPS_DIR / "k8s-crds"
 # Operator
 # release with flinkVersion v2_2 was 1.13.0; 1.15.0 is the newest.
 FLINK_OPERATOR_VERSION = "1.15.0"
+# An older release whose API jar every Maven mirror seen so far serves: its FlinkDeployment schema checks the
+# fields (flinkVersion's enum there ends at v1_20).
+FLINK_OPERATOR_OLDER_VERSION = "1.10.0"
 CNPG_VERSION = "v1.28.1"
 STRIMZI_VERSION = "1.0.0"
 CNPG_MODULE = "github.com/cloudnative-pg/cloudnative-pg"
@@ -55,8 +58,8 @@ def _parsed(name: str, text) -> dict:
     return json.loads(cached.read_text())
 
 
-def flink_operator_crd(kind: str = "flinkdeployments") -> dict:
-    artifact = f"flink-kubernetes-operator-api-{FLINK_OPERATOR_VERSION}"
+def flink_operator_crd(version: str = FLINK_OPERATOR_VERSION, kind: str = "flinkdeployments") -> dict:
+    artifact = f"flink-kubernetes-operator-api-{version}"
 
     def fetch() -> Path:
         jar = CACHE / f"{artifact}.jar"
@@ -65,13 +68,13 @@ def flink_operator_crd(kind: str = "flinkdeployments") -> dict:
                 raise Unavailable("mvn is not installed")
             result = subprocess.run(
                 ["mvn", "-B", "-q", "dependency:copy",
-                 f"-Dartifact=org.apache.flink:flink-kubernetes-operator-api:{FLINK_OPERATOR_VERSION}",
+                 f"-Dartifact=org.apache.flink:flink-kubernetes-operator-api:{version}",
                  f"-DoutputDirectory={CACHE}"], capture_output=True, text=True, timeout=300)
             if result.returncode or not jar.exists():
                 said = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
                 cause = next((line.split("standalone-pom: ", 1)[-1][:300] for line in said.splitlines()
                               if line.startswith("[ERROR]")), said.strip()[-300:])
-                raise Unavailable(f"org.apache.flink:flink-kubernetes-operator-api:{FLINK_OPERATOR_VERSION} "
+                raise Unavailable(f"org.apache.flink:flink-kubernetes-operator-api:{version} "
                                   f"is not served by the Maven repository this machine reaches: {cause}")
         return jar
 
@@ -102,8 +105,7 @@ def cnpg_crd(plural: str = "clusters") -> dict:
 
 def strimzi_crd(kind: str) -> dict:
     raise Unavailable(f"Strimzi {STRIMZI_VERSION} publishes its CRDs only with its GitHub release and its "
-                      "Helm "
-                      "chart, neither a registry this machine reaches; io.strimzi:api on Maven Central holds "
+                      "Helm chart, neither a registry this machine reaches; io.strimzi:api on Maven Central holds "
                       "model classes, no CRD")
 
 
@@ -133,5 +135,10 @@ def version_schema(crd: dict, api_version: str) -> dict:
     version = api_version.split("/")[-1]
     for served in crd["spec"]["versions"]:
         if served["name"] == version:
-            return json_schema(served["schema"]["openAPIV3Schema"])
+            schema = json_schema(served["schema"]["openAPIV3Schema"])
+            # The API server takes these on every object, whether the CRD's schema names them or not
+            # (Fabric8's generated ones, the Flink operator's, name only spec and status).
+            for field, kind in (("apiVersion", "string"), ("kind", "string"), ("metadata", "object")):
+                schema["properties"].setdefault(field, {"type": kind})
+            return schema
     raise KeyError(f"{crd['metadata']['name']} serves no version {version}")

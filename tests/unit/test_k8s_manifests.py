@@ -217,7 +217,10 @@ def test_flink_configuration_takes_only_machine_keys_and_conf_flink_the_rest(obj
         assert conf["state.savepoints.dir"] == f"file://{state / flink.SAVEPOINT_DIR.name / name}"
         assert conf["high-availability.storageDir"] == f"file://{state / 'ha' / name}"
         (container,), volumes = containers(dep)
-        assert {"name": "flink-state", "mountPath": str(state)} in container["volumeMounts"]
+        # The state folders on the volume, each by its own name; the rest of the folder is the pod's own.
+        on_volume = {mount["subPath"]: mount["mountPath"] for mount in container["volumeMounts"]
+                     if mount["name"] == "flink-state"}
+        assert on_volume == {folder: str(state / folder) for folder in ("checkpoints", "savepoints", "ha")}
         assert {"name": "flink-state", "persistentVolumeClaim": {"claimName": "flink-state"}} in volumes
 
 
@@ -292,6 +295,22 @@ def test_flink_deployments_validate_against_the_operators_crd(objects):
     assert validate(objects, "FlinkDeployment", crd) == 2
 
 
+def test_flink_deployments_fit_the_older_operator_api_but_for_the_flink_version(objects):
+    """Where the release the manifests are for is not served, an older one still checks every field name and
+    type; its only objection must be flinkVersion v2_2, which it predates."""
+    try:
+        crd = k8s_schemas.flink_operator_crd(k8s_schemas.FLINK_OPERATOR_OLDER_VERSION)
+    except k8s_schemas.Unavailable as err:
+        pytest.skip(f"skipped: {err}")
+    for obj in of_kind(objects, "FlinkDeployment").values():
+        validator = jsonschema.Draft202012Validator(k8s_schemas.version_schema(crd, obj["apiVersion"]))
+        errors = [(list(error.path), error.validator) for error in validator.iter_errors(obj)]
+        assert errors == [(["spec", "flinkVersion"], "enum")]
+        typo = {**obj, "spec": {**obj["spec"], "job": {**obj["spec"]["job"], "entryclass": "x"}}}
+        assert (["spec", "job"], "additionalProperties") in [
+            (list(error.path), error.validator) for error in validator.iter_errors(typo)]
+
+
 def test_postgres_cluster_validates_against_the_cloudnative_pg_crd(objects):
     try:
         crd = k8s_schemas.cnpg_crd()
@@ -312,3 +331,31 @@ def test_strimzi_resources_validate_against_the_strimzi_crds(objects, kind):
     except k8s_schemas.Unavailable as err:
         pytest.skip(f"skipped: {err}")
     assert validate(objects, kind, crd) >= 1
+
+
+def test_flink_pods_entry_point_runs_the_operators_command_with_flinks_environment(tmp_path, monkeypatch):
+    operator = tmp_path / "operator"
+    operator.mkdir()
+    (operator / "config.yaml").write_text("jobmanager.rpc.address: marketpulse-datastream\n")
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    (mounted / kubernetes.FLINK_CONFIG_FILE).write_text((REPO / "conf/flink/config.yaml").read_text())
+    monkeypatch.setattr(kubernetes, "OPERATOR_CONF_DIR", operator)
+    monkeypatch.setattr(kubernetes, "CONF_MOUNT", mounted)
+    for name in ("CONF_DIR", "LOG_DIR", "PID_DIR"):
+        monkeypatch.setattr(flink, name, tmp_path / name.lower())
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(kubernetes.os, "execvpe", lambda file, args, env: calls.append((file, args, env)))
+    command = ["bash", "-c", "kubernetes-jobmanager.sh kubernetes-application"]  # what Flink's pods run
+    kubernetes.main(command)
+    ((file, args, env),) = calls
+    assert (file, args) == ("bash", command)
+    assert Path.cwd() == paths.REPO
+    bin_dir = Path(env["PATH"].split(":")[0])
+    for script in ("kubernetes-jobmanager.sh", "kubernetes-taskmanager.sh"):
+        assert (bin_dir / script).exists()
+    assert env["FLINK_LIB_DIR"] == str(paths.FLINK_LIB_DIR)
+    config = yaml.safe_load((Path(env["FLINK_CONF_DIR"]) / "config.yaml").read_text())
+    assert config["jobmanager.rpc.address"] == "marketpulse-datastream"
+    assert config["execution.checkpointing.mode"] == "EXACTLY_ONCE"
