@@ -104,9 +104,9 @@ def cnpg_crd(plural: str = "clusters") -> dict:
 
 
 def strimzi_crd(kind: str) -> dict:
-    raise Unavailable(f"Strimzi {STRIMZI_VERSION} publishes its CRDs only with its GitHub release and its "
-                      "Helm chart, neither a registry this machine reaches; io.strimzi:api on Maven Central holds "
-                      "model classes, no CRD")
+    raise Unavailable(f"Strimzi {STRIMZI_VERSION} publishes its CRDs only with its GitHub release and "
+                      "its Helm chart, neither a registry this machine reaches; io.strimzi:api on Maven "
+                      "Central holds model classes, no CRD")
 
 
 def json_schema(node):
