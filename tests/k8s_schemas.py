@@ -64,8 +64,6 @@ def flink_operator_crd(version: str = FLINK_OPERATOR_VERSION, kind: str = "flink
     def fetch() -> Path:
         jar = CACHE / f"{artifact}.jar"
         if not jar.exists():
-            if not shutil.which("mvn"):
-                raise Unavailable("mvn is not installed")
             result = subprocess.run(
                 ["mvn", "-B", "-q", "dependency:copy",
                  f"-Dartifact=org.apache.flink:flink-kubernetes-operator-api:{version}",
@@ -79,6 +77,8 @@ def flink_operator_crd(version: str = FLINK_OPERATOR_VERSION, kind: str = "flink
         return jar
 
     def text() -> bytes:
+        if not shutil.which("mvn"):  # not remembered: a machine may get Maven later
+            raise Unavailable("mvn is not installed")
         with zipfile.ZipFile(_remembered(artifact, fetch)) as archive:
             return archive.read(f"META-INF/fabric8/{kind}.flink.apache.org-v1.yml")
 
@@ -87,8 +87,6 @@ def flink_operator_crd(version: str = FLINK_OPERATOR_VERSION, kind: str = "flink
 
 def cnpg_crd(plural: str = "clusters") -> dict:
     def fetch() -> Path:
-        if not shutil.which("go"):
-            raise Unavailable("go is not installed (the CRD comes from CloudNativePG's Go module)")
         result = subprocess.run(["go", "mod", "download", "-json", f"{CNPG_MODULE}@{CNPG_VERSION}"],
                                 capture_output=True, text=True, timeout=300, cwd=paths.REPO)
         answer = json.loads(result.stdout or "{}")
@@ -97,6 +95,8 @@ def cnpg_crd(plural: str = "clusters") -> dict:
         return Path(answer["Dir"])
 
     def text() -> str:
+        if not shutil.which("go"):  # not remembered: a machine may get Go later
+            raise Unavailable("go is not installed (the CRD comes from CloudNativePG's Go module)")
         module = _remembered(f"cnpg-{CNPG_VERSION}", fetch)
         return (module / f"config/crd/bases/postgresql.cnpg.io_{plural}.yaml").read_text()
 
