@@ -46,7 +46,7 @@ def run_demo(settings: Settings, up) -> int:
         _stop_processes(processes)
         raise
     say(f"jobs submitted {time.monotonic() - stack_up_at:.0f}s after the stack was up")
-    if job_ids and _wait_running(settings, job_ids, timeout=120):
+    if job_ids and _wait_running(settings, job_ids, timeout=120, since=stack_up_at):
         say(f"jobs running {time.monotonic() - stack_up_at:.0f}s after the stack was up")
     host, port = settings.dashboard.host, settings.dashboard.port
     # With a history, the link opens on its hour rather than the dashboard's default 15 minutes.
@@ -98,18 +98,25 @@ def run_demo(settings: Settings, up) -> int:
     return 0
 
 
-def _wait_running(settings: Settings, job_ids: list[str], timeout: float) -> bool:
-    """True once every job and all its tasks run (False after `timeout`: the progress lines go on)."""
+def _wait_running(settings: Settings, job_ids: list[str], timeout: float, since: float) -> bool:
+    """True once every job and all its tasks run (False after `timeout`: the progress lines go on). Says
+    when each job got there, in seconds after `since` (monotonic)."""
     from stack import flink
 
     deadline = time.monotonic() + timeout
+    pending = set(job_ids)
     while time.monotonic() < deadline:
         try:
             jobs = {job["jid"]: job for job in flink.rest(settings, "/jobs/overview")["jobs"]}
         except (OSError, ValueError, KeyError):
             jobs = {}
-        if all(job_id in jobs and jobs[job_id]["state"] == "RUNNING"
-               and jobs[job_id]["tasks"]["running"] == jobs[job_id]["tasks"]["total"] for job_id in job_ids):
+        for job_id in sorted(pending):
+            job = jobs.get(job_id)
+            if job and job["state"] == "RUNNING" and job["tasks"]["running"] == job["tasks"]["total"]:
+                pending.discard(job_id)
+                say(f"'{job['name']}': all {job['tasks']['total']} tasks running "
+                    f"{time.monotonic() - since:.1f}s after the stack was up")
+        if not pending:
             return True
         time.sleep(0.5)
     return False

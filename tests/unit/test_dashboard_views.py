@@ -11,8 +11,9 @@ import pytest
 from dash import no_update
 
 from dashboard import context, queries, shell, ui, urls
-from dashboard.health import Checkpoint, ClusterHealth, Job
+from dashboard.health import Checkpoint, ClusterHealth, ConsumerLag, Job
 from dashboard.views import anomalies, health, overview, quality, symbol
+from marketpulse.kafka_lag import GroupLag, PartitionLag
 
 LATEST = datetime(2025, 3, 14, 15, 0, tzinfo=UTC)
 EARLIEST = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
@@ -274,6 +275,19 @@ def test_health_cluster_line_and_jobs_table():
     assert text(rows[1]) == "old j2 CANCELED ran 2 min — — — — —"
     assert text(health.jobs_table(ClusterHealth(ok=True), now)) == "The cluster lists no jobs."
     assert text(health.jobs_table(None, now)) == "No job information."
+
+
+def test_health_view_lag_table():
+    partitions = (PartitionLag(0, 1000, 990, 10), PartitionLag(1, 2500, None, 2500))
+    lag = ConsumerLag(ok=True, groups=[GroupLag("marketpulse-datastream", "trades", partitions)])
+    rows = find_all(health.lag_table(lag), "lag-row")
+    assert [(getattr(r, "data-group"), getattr(r, "data-total")) for r in rows] == [
+        ("marketpulse-datastream", "2510")]
+    assert text(rows[0]) == "marketpulse-datastream trades 2,510 p0 10 p1 2,500"
+    assert "unreachable: Kafka 127.0.0.1:1: timed out" in text(
+        health.lag_table(ConsumerLag(ok=False, error="Kafka 127.0.0.1:1: timed out")))
+    assert text(health.lag_table(None)) == "Asking Kafka…"
+    assert "No consumer group" in text(health.lag_table(ConsumerLag(ok=True)))
 
 
 def test_pipeline_panel_totals_per_kind_and_engine():
