@@ -360,6 +360,37 @@ def moving_averages(db: Database, symbol: str, window_seconds: int, slide_second
     return _numeric(frame, ("avg_price", "vwap"))
 
 
+def forecast(db: Database, symbol: str, bar_seconds: int, first: datetime | None,
+             last: datetime | None) -> pd.DataFrame:
+    """The forecaster's newest forecast (011_forecasts.sql) of one symbol made from a bar in [first, last]
+    (the candles shown), every model and horizon, by model and target; empty without the table or one."""
+    if first is None or last is None or not db.table_exists("forecasts"):
+        return pd.DataFrame()
+    frame = db.frame("""
+        WITH newest AS (
+            SELECT max(origin_start) AS origin_start FROM forecasts
+            WHERE symbol = %(symbol)s AND bar_seconds = %(bars)s
+              AND origin_start >= %(first)s AND origin_start <= %(last)s)
+        SELECT f.model, f.spec, f.bar_seconds, f.origin_start, f.origin_close, f.target_start, f.horizon,
+               f.point, f.lower, f.upper, f.level, f.actual
+        FROM forecasts f JOIN newest n ON f.origin_start = n.origin_start
+        WHERE f.symbol = %(symbol)s AND f.bar_seconds = %(bars)s
+        ORDER BY f.model, f.target_start""",
+        {"symbol": symbol, "bars": bar_seconds, "first": first, "last": last})
+    return _numeric(frame, ("origin_close", "point", "lower", "upper", "level", "actual"))
+
+
+def forecast_errors(db: Database, symbol: str, bar_seconds: int) -> pd.DataFrame:
+    """The forecaster's error figures of one symbol per model (011_forecasts.sql); empty without them."""
+    if not db.table_exists("forecast_errors"):
+        return pd.DataFrame()
+    frame = db.frame("""
+        SELECT model, spec, forecasts, mae, mape, coverage, level, first_target, last_target
+        FROM forecast_errors WHERE symbol = %(symbol)s AND bar_seconds = %(bars)s ORDER BY model""",
+        {"symbol": symbol, "bars": bar_seconds})
+    return _numeric(frame, ("mae", "mape", "coverage", "level"))
+
+
 def sql_top_movers(db: Database, window_seconds: int, start: datetime | None,
                    end: datetime | None) -> pd.DataFrame:
     """The Flink SQL job's gainers and losers (003_sql_analytics.sql) of its latest window in the range:

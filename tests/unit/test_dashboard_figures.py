@@ -237,3 +237,55 @@ def test_sparkline_svg_scales_points_into_the_box_and_colours_by_direction():
 ])
 def test_human_numbers(value, prefix, text):
     assert figures.human(value, prefix) == text
+
+
+def forecast_frame(origin_index: int, points, half: float, seconds: int = 60, origin_close: float = 100.0):
+    """The forecaster's rows of one origin for both models: ARIMA with +-half, the linear trend 1 higher."""
+    origin = T0 + timedelta(seconds=seconds * origin_index)
+    rows = []
+    for model, shift in (("arima", 0.0), ("linear", 1.0)):
+        for h, point in enumerate(points, start=1):
+            rows.append({"model": model, "spec": "ARIMA(0,1,0)" if model == "arima" else "linear trend",
+                         "bar_seconds": seconds, "origin_start": origin, "origin_close": origin_close,
+                         "target_start": origin + timedelta(seconds=seconds * h), "horizon": h,
+                         "point": point + shift, "lower": point + shift - half, "upper": point + shift + half,
+                         "level": 0.95})
+    return pd.DataFrame(rows)
+
+
+def xs(trace) -> list:
+    """A trace's x values as naive UTC timestamps (plotly keeps the clock time, not the zone)."""
+    return [pd.Timestamp(x).replace(tzinfo=None) for x in trace.x]
+
+
+def test_the_forecast_band_starts_at_the_last_candle_close_and_runs_ahead():
+    candles = candles_frame([100.0 + 0.1 * i for i in range(20)])
+    forecast = forecast_frame(19, [102.0, 102.1], half=0.5, origin_close=101.9)
+    fig = figures.candlestick_figure(candles, symbol="AAPL", forecast=forecast)
+    upper, lower = by_name(fig, "ARIMA forecast ARIMA(0,1,0) upper"), by_name(fig, "95% interval")
+    arima, linear = by_name(fig, "ARIMA forecast ARIMA(0,1,0)"), by_name(fig, "Linear trend forecast")
+    last = T0.replace(tzinfo=None) + timedelta(minutes=19)
+    expected_x = [last, last + timedelta(minutes=1), last + timedelta(minutes=2)]
+    for trace in (upper, lower, arima, linear):
+        assert xs(trace) == expected_x
+    assert list(arima.y) == [101.9, 102.0, 102.1] and list(linear.y) == [101.9, 103.0, 103.1]
+    assert list(upper.y) == [101.9, 102.5, 102.6] and list(lower.y) == [101.9, 101.5, 101.6]
+    assert lower.fill == "tonexty" and linear.line.dash == "dash"
+
+
+def test_a_one_minute_forecast_on_ten_second_candles_sits_on_the_candle_that_closes_each_minute():
+    candles = candles_frame([100.0] * 12, seconds=10)
+    forecast = forecast_frame(0, [100.0], half=0.1)
+    fig = figures.candlestick_figure(candles, symbol="AAPL", window_seconds=10, forecast=forecast)
+    start = T0.replace(tzinfo=None)
+    assert xs(by_name(fig, "ARIMA forecast ARIMA(0,1,0)")) == [start + timedelta(seconds=50),
+                                                               start + timedelta(seconds=110)]
+
+
+def test_the_price_axis_takes_in_a_modest_band_and_fences_out_a_wild_one():
+    candles = candles_frame([100.0] * 20 + [100.5] + [100.0] * 20)
+    candles.loc[5, "high"] = 150.0  # something outside the fence, so the axis is set explicitly
+    modest = figures.candlestick_figure(candles, forecast=forecast_frame(40, [100.2], half=1.2))
+    assert modest.layout.yaxis.range[1] > 101.4  # the band's top, 100.2 + 1 + 1.2 (linear), inside
+    wild = figures.candlestick_figure(candles, forecast=forecast_frame(40, [100.0], half=60))
+    assert wild.layout.yaxis.range[1] < 102  # a 60-wide band is cut at the edge, the candles stay readable

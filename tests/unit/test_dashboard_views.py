@@ -228,6 +228,22 @@ def test_symbol_header_and_note():
     assert "indicators table" in text(sql_note)
 
 
+def test_symbol_forecast_line_says_what_the_band_is_and_each_models_errors():
+    forecast = pd.DataFrame({"bar_seconds": [60, 60], "horizon": [1, 2], "level": [0.95, 0.95],
+                             "origin_start": [LATEST, LATEST]})
+    errors = pd.DataFrame({"model": ["arima", "linear"], "spec": ["ARIMA(1,1,0)", "linear trend"],
+                           "forecasts": [120, 0], "mape": [0.12345, None], "mae": [0.2468, None],
+                           "coverage": [0.9, None], "level": [0.95, 0.95]})
+    line = symbol.forecast_summary(forecast, errors)
+    assert text(line).startswith("Forecast of the next 2 closes of 60 s bars from the bar of "
+                                 "2025-03-14 15:00:00 UTC, 95% interval (shaded: ARIMA).")
+    assert text(find_all(line, "forecast-arima")) == ("ARIMA: MAPE 0.123 %, MAE 0.247, 90% in the interval "
+                                                       "(120 forecasts). ")
+    assert text(find_all(line, "forecast-linear")) == "Linear trend: none reached its bar yet. "
+    assert "no forecast has reached" in text(symbol.forecast_summary(forecast, errors.iloc[0:0]))
+    assert symbol.forecast_summary(forecast.iloc[0:0], errors) == []
+
+
 def test_anomaly_table_rows_and_count():
     frame = pd.DataFrame([{"event_time": LATEST, "symbol": "TSLA", "rule": "price_jump", "price": 250.5,
                            "size": 100, "z_score": 3.14159, "mean": None, "stddev": None, "trade_id": "t-1"}])

@@ -65,6 +65,7 @@ def test_the_local_overlay_builds_every_object_once_in_its_namespace(objects):
         ("Namespace", "marketpulse"), ("ConfigMap", "marketpulse-conf"), ("ConfigMap", "marketpulse-env"),
         ("Secret", "marketpulse-postgres"), ("Service", "marketpulse-dashboard"),
         ("PersistentVolumeClaim", "flink-state"), ("Deployment", "marketpulse-alerts"),
+        ("Deployment", "marketpulse-forecaster"),
         ("Deployment", "marketpulse-dashboard"), ("Deployment", "marketpulse-generator"),
         ("Job", "marketpulse-init"), ("FlinkDeployment", "marketpulse-datastream"),
         ("FlinkDeployment", "marketpulse-sql"), ("Kafka", "marketpulse"), ("KafkaNodePool", "dual-role"),
@@ -95,7 +96,7 @@ def test_every_workload_runs_the_one_image_with_conf_settings_and_the_secret(obj
     env = one(objects, "ConfigMap", "marketpulse-env")["data"]
     assert env["MARKETPULSE_CONFIG"] == str(kubernetes.CONF_MOUNT / kubernetes.PIPELINE_FILE)
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    assert len(workloads(objects)) == 6
+    assert len(workloads(objects)) == 7
     for obj in workloads(objects):
         image = obj["spec"]["image"] if obj["kind"] == "FlinkDeployment" else None
         (container,), volumes = containers(obj)
@@ -247,7 +248,7 @@ def test_flink_pods_entry_point_merges_conf_flink_under_the_operators_keys(tmp_p
 
 def test_services_and_commands_match_docker_compose(objects):
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
-    for name in ("generator", "alerts", "dashboard"):
+    for name in ("generator", "alerts", "forecaster", "dashboard"):
         (container,), _ = containers(one(objects, "Deployment", f"marketpulse-{name}"))
         assert container["command"] == compose[name]["command"], name
     (init,), _ = containers(one(objects, "Job", "marketpulse-init"))
