@@ -169,8 +169,8 @@ def build_parser(settings) -> argparse.ArgumentParser:
                         help="a volume spike is this many times the symbol's median trade size")
     inject.add_argument("--surge-rate", type=_non_negative(float), default=0.0, metavar="N",
                         help="volume surges with a flat price (kind volume_surge_flat): episodes per "
-                             "symbol-hour of event time in which every trade is --surge-factor times its size "
-                             "and on one side, the price on the model's path")
+                             "symbol-hour of event time in which every trade is --surge-factor times its "
+                             "size and on one side, the price on the model's path")
     inject.add_argument("--surge-seconds", type=_non_negative(float), default=SurgeOptions.seconds,
                         metavar="S", help="event-time length of a volume surge")
     inject.add_argument("--surge-factor", type=_range, default=SurgeOptions.factor, metavar="MIN:MAX",

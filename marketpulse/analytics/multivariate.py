@@ -18,19 +18,28 @@ Features (FEATURES, `window_features`), all of one WindowMetrics row:
     imbalance  (buy_count - sell_count) / trade_count  one-sided trading, in [-1, 1]
     vwap_dev   ln(close / vwap)                        where it closed against where the volume traded
 
-The model is the symbol's running robust statistics: the median and the MAD of each feature over its last
-`history` windows. A window's robust z of a feature is (x - median) / max(1.4826 MAD, floor); its score is
-the sum of the squared z's, a diagonal Mahalanobis distance that would be chi-square with 6 degrees of
-freedom for independent Gaussian features (P(score > 30) = 4e-5). So deviations on several features that
-no single-feature limit would report add up: volume z 4 with imbalance z 4 scores 32. The window is
-anomalous when score > threshold; each feature's share of the score is its z squared, so the top
-contributing features are an exact split of the score, not a post-hoc explanation.
+The model is the symbol's running robust statistics over its last `history` windows: per feature the
+median and a winsorized spread (the root mean square deviation from the median, each deviation clipped to
+3 x 1.4826 MAD, `winsorized_deviations`). A window's robust z of a feature is (x - median) / max(spread,
+floor). Its score adds one squared z per block of features that are views of one thing (BLOCKS): the
+largest of return, range and VWAP deviation (the price path), the larger of volume and trade count (the
+activity), and the imbalance. So what adds up is what ordinary windows do not do together: a volume z of 4
+with an imbalance z of 4 scores 32 although neither is extreme alone, while one large price move counts
+once, not three times (with a plain sum of the six squares, price moves of about 3 sigma were most of the
+false alarms in seeded runs). The window is anomalous when score > threshold; the row names the features
+with the largest |z| and their signed z.
 
-Why median/MAD and not mean/stddev: the baseline contains every window, anomalous ones too (a regime change
-is then learnt once it holds half the history); the median and the MAD ignore up to half of them being
-outliers, a mean and a stddev are moved by one. The floors keep a feature that barely varies from turning
-noise into z: one price tick (relative to the VWAP) for the price features, MIN_SCALE for the others.
-No window is scored until the baseline holds `warmup` windows (10 minutes of the symbol's trading).
+Why median and a winsorized spread and not mean and stddev: the baseline holds every window, anomalous
+ones too (a regime change is learnt once it fills half the history), and the median and the clipped
+deviations are not moved by a few outliers; the winsorized spread is far less noisy than the MAD itself
+from a few dozen windows (the MAD has 37 % of the efficiency of a standard deviation on Gaussian data).
+The floors keep a feature that barely varies from turning noise into z: one price tick (relative to the
+VWAP) for the price features, MIN_SCALE for the others. No window is scored until the baseline holds
+`warmup` windows.
+
+Measured offline on the seeded generator (10 symbols, 60 s volume surges at 2 per symbol-hour, threshold
+30): at 12 trades/s, 32 of 33 scored surges caught with precision 0.97 (1.5 h), 5 windows above the
+threshold in 30 symbol-hours without injection; at 200 trades/s, 14 of 14 with precision 0.96 (40 min).
 
 Why not river's HalfSpaceTrees (the issue's example): river 0.26.1 needs numpy >= 2.2.5 and apache-beam
 2.61 (apache-flink 2.2.1's dependency) pins numpy < 2.2; river 0.23 would install, with scipy, into every
@@ -39,7 +48,7 @@ Flink Python worker. And HST scores nothing until it has filled a reference wind
 dozen points leaves a mass profile over six dimensions with about one random split per dimension on a
 path (not measured here; a reason to prefer the simpler model, not a benchmark). Running robust statistics
 need ten windows and nothing random: the same stream gives the same scores, and the state is the last
-`history` feature vectors (STATE_VERSION), about 2 KB pickled per symbol.
+`history` feature vectors (STATE_VERSION).
 """
 
 from __future__ import annotations
@@ -112,7 +121,7 @@ class WindowScore:
     score: float
     threshold: float
     anomalous: bool
-    # The features with the largest squared z, largest first: ((name, z), ...).
+    # The features with the largest |z|, largest first: ((name, z), ...).
     top: tuple[tuple[str, float], ...]
 
     @property
