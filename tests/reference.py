@@ -222,13 +222,14 @@ def reference_indicator_alerts(rows: list[dict], overbought: float, oversold: fl
 
 
 def reference_window_scores(windows: Sequence[dict], *, history: int, warmup: int, threshold: float,
-                            tick_size: float, top: int = 3) -> list[dict]:
+                            tick_size: float, relearn: int = 5, top: int = 3) -> list[dict]:
     """The multivariate detector's rows (marketpulse/analytics/multivariate.py, as its docstring states it)
     for the window rows of ONE symbol and size (reference_windows' dicts) in window order, recomputed from
     plain lists for every window: the six features; per feature the median of the last `history` windows
     and the root mean square of the deviations from it, each clipped to 3 x 1.4826 x their median absolute
     value, floored at one tick over the VWAP (price features) or 0.01; score = the largest squared z of
-    (return, range, vwap_dev) + the larger of (volume, trades) + imbalance's."""
+    (return, range, vwap_dev) + the larger of (volume, trades) + imbalance's; after `relearn` anomalous
+    windows in a row, the baseline is those windows only."""
     def features(row: dict) -> dict[str, float]:
         return {"return": math.log(row["close"] / row["open"]), "range": math.log(row["high"] / row["low"]),
                 "volume": math.log(row["volume"]), "trades": math.log(row["trade_count"]),
@@ -237,6 +238,7 @@ def reference_window_scores(windows: Sequence[dict], *, history: int, warmup: in
 
     seen: list[dict[str, float]] = []
     scored = []
+    run = 0
     for row in windows:
         values = features(row)
         baseline = seen[-history:]
@@ -257,4 +259,7 @@ def reference_window_scores(windows: Sequence[dict], *, history: int, warmup: in
                            "window_end": row["window_end"], "score": score, "anomalous": score > threshold,
                            "z": {name: z[name] for name in ranked}})
         seen.append(values)
+        run = run + 1 if len(baseline) >= warmup and score > threshold else 0
+        if run == relearn:
+            seen, run = seen[-relearn:], 0
     return scored

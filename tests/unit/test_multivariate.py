@@ -21,7 +21,7 @@ from marketpulse.flink.book import WindowModelSlot
 from marketpulse.trade import InvalidTrade, parse_trade
 from tests.reference import reference_window_scores
 
-CONFIG = MultivariateConfig(history=60, warmup=10, threshold=30.0, top_features=3, tick_size=0.01)
+CONFIG = MultivariateConfig(history=60, warmup=10, threshold=30.0, top_features=3, tick_size=0.01, relearn=5)
 START_MS = 1_735_828_200_000  # a multiple of 60 s
 SYMBOLS = ["AAPL", "MSFT", "TSLA", "V"]
 
@@ -167,3 +167,21 @@ def test_slot_scores_only_the_scored_size_and_config_is_checked():
         replace(CONFIG, warmup=2)
     with pytest.raises(ValueError, match="version"):
         WindowModel.from_state(CONFIG, (99, ()))
+
+
+def test_a_lasting_change_is_relearnt_after_relearn_anomalous_windows():
+    """Trading jumps to 10 times the volume and trades for good: `relearn` anomalous windows, then the
+    baseline is those windows and warms up again, then the new level is ordinary; as the reference does it."""
+    config = replace(CONFIG, warmup=4, relearn=2)
+    before = [window(minute, volume=10_000 + 100 * (minute % 3), trades=100 + minute % 2,
+                     buys=50 - minute % 3) for minute in range(6)]
+    after = [window(minute, volume=100_000 + 1000 * (minute % 3), trades=1000 + minute % 4,
+                    buys=500 + minute % 5) for minute in range(6, 14)]
+    model = WindowModel(config)
+    rows = [model.push(w) for w in [*before, *after]]
+    shape = [None if row is None else row.anomalous for row in rows]
+    # 4 warm-up, 2 ordinary, 2 anomalous (relearn), 2 warming up again on the new level, then ordinary.
+    assert shape == [None] * 4 + [False, False, True, True, None, None, False, False, False, False]
+    expected = reference_window_scores([asdict(w) for w in [*before, *after]], history=60, warmup=4,
+                                       threshold=30.0, tick_size=0.01, relearn=2)
+    assert [row.score for row in rows if row is not None] == pytest.approx([e["score"] for e in expected])
