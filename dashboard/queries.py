@@ -393,6 +393,23 @@ def anomalies(db: Database, symbol: str | None = None, rule: str | None = None,
     return _numeric(frame, ("price", "size", "z_score", "mean", "stddev"))
 
 
+def window_anomalies(db: Database, symbol: str, start: datetime | None, end: datetime | None,
+                     limit: int = 2000) -> pd.DataFrame:
+    """The multivariate detector's anomalous windows of one symbol overlapping [start, end), oldest first:
+    window_start, window_end, score, threshold, top_features. Empty without the table (before 012)."""
+    columns = ["window_start", "window_end", "score", "threshold", "top_features"]
+    if not db.table_exists("window_anomalies"):
+        return pd.DataFrame(columns=columns)
+    frame = db.frame(f"""
+        SELECT {", ".join(columns)} FROM window_anomalies
+        WHERE anomalous AND symbol = %(symbol)s
+          AND (%(start)s::timestamptz IS NULL OR window_end > %(start)s)
+          AND (%(end)s::timestamptz IS NULL OR window_start < %(end)s)
+        ORDER BY window_start LIMIT %(limit)s""",
+        {"symbol": symbol, "start": start, "end": end, "limit": limit})
+    return _numeric(frame, ("score", "threshold"))
+
+
 def anomaly_timeline(db: Database, start: datetime, end: datetime, step_seconds: int,
                      symbol: str | None = None, rule: str | None = None) -> pd.DataFrame:
     """Anomaly counts per time bucket and rule in [start, end)."""
