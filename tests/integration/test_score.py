@@ -58,7 +58,7 @@ def test_score_joins_the_anomalies_table_with_the_injected_topic(stack, kafka_to
     assert table["volume_zscore"] == ["1", "1.000", "1.000", "1.000", "400", "-", "-", "1.000"]
     assert table["any"][:2] == ["3", "0.667"]
     assert result.stdout.splitlines()[0].startswith("4 anomaly rows, 0 scored windows (0 anomalous)")
-    assert table["multivariate"][:4] == ["0", "-", "0.000", "0.000"]
+    assert table["multivariate"][:4] == ["0", "-", "0.000", "-"]
 
     # [T0 + 1 s, T0 + 3 s): only c1 and v1 are labels there, only v1 a detection.
     ranged = run_score(scratch_db, topic, "--from", str(T0 + 1000), "--to", "2025-01-02T14:30:03")
