@@ -114,14 +114,18 @@ def _anomaly_traces(anomalies: pd.DataFrame, price_range: tuple[float, float] | 
     return traces
 
 
-def _window_anomaly_marks(fig: go.Figure, windows: pd.DataFrame, top: float) -> None:
+def _window_anomaly_marks(fig: go.Figure, windows: pd.DataFrame, top: float, bar_seconds: int) -> None:
     """Each anomalous window (the multivariate detector) as a shaded span over the price and volume panels
-    and a square marker at `top` of the price axis, its score and top features in the hover."""
-    for start, end in zip(windows["window_start"], windows["window_end"], strict=True):
+    and a square marker at `top` of the price axis, its score and top features in the hover. A candle is
+    drawn centred on its window's start, so the span is shifted back by half a bar: it covers exactly the
+    candles of the bars inside the window (one 60 s candle, or six 10 s ones)."""
+    half_bar = pd.Timedelta(seconds=bar_seconds / 2)
+    starts, ends = windows["window_start"] - half_bar, windows["window_end"] - half_bar
+    for start, end in zip(starts, ends, strict=True):
         for row in (1, 2):
             fig.add_vrect(x0=start, x1=end, fillcolor=WINDOW_ANOMALY_COLOR, opacity=0.16, line_width=0,
                           layer="below", row=row, col=1)
-    middle = windows["window_start"] + (windows["window_end"] - windows["window_start"]) / 2
+    middle = starts + (ends - starts) / 2
     fig.add_trace(go.Scatter(
         x=middle, y=[top] * len(windows), mode="markers", name="Anomalous window (multivariate)",
         cliponaxis=False, marker={"symbol": "square", "size": 10, "color": WINDOW_ANOMALY_COLOR,
@@ -130,7 +134,7 @@ def _window_anomaly_marks(fig: go.Figure, windows: pd.DataFrame, top: float) -> 
                             windows["window_start"].dt.strftime("%H:%M"),
                             windows["window_end"].dt.strftime("%H:%M"), strict=True)),
         hovertemplate=("multivariate window %{customdata[3]}-%{customdata[4]}<br>score %{customdata[0]:.1f} "
-                       "(threshold %{customdata[1]:g})<br>%{customdata[2]}<extra></extra>")), row=1, col=1)
+                       "(threshold %{customdata[1]:.4~g})<br>%{customdata[2]}<extra></extra>")), row=1, col=1)
 
 
 # Line colours of the SQL job's indicators (the Bollinger bands are grey dots, the MACD histogram bars).
@@ -254,7 +258,8 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
                          opacity=0.8, showlegend=False), row=2, col=1)
     if window_anomalies is not None and not window_anomalies.empty:  # after the volume: a span needs a trace
         _window_anomaly_marks(fig, window_anomalies,
-                              price_range[1] if price_range is not None else float(candles["high"].max()))
+                              price_range[1] if price_range is not None else float(candles["high"].max()),
+                              window_seconds)
     if has_rsi:
         fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["rsi"], name="RSI", mode="lines",
                                  line={"color": ACCENT, "width": 1.3}, showlegend=False), row=3, col=1)

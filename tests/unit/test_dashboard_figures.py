@@ -176,15 +176,16 @@ def test_anomalous_windows_are_shaded_spans_with_a_marker_carrying_score_and_fea
                                              "imbalance -4.91, volume +3.39, return -0.83"]})
     fig = figures.candlestick_figure(candles_frame(closes), window_anomalies=windows)
     spans = [shape for shape in fig.layout.shapes if shape.type == "rect"]
-    # One span per window on the price and on the volume panel, over the window's own minute.
+    # One span per window on the price and on the volume panel, over the window's own candle (drawn centred
+    # on its start): the minute shifted back by half a 60 s bar.
+    half = timedelta(seconds=30)
     assert [(shape.x0, shape.x1, shape.yref) for shape in spans] == [
-        (T0 + timedelta(minutes=3), T0 + timedelta(minutes=4), "y domain"),
-        (T0 + timedelta(minutes=3), T0 + timedelta(minutes=4), "y2 domain"),
-        (T0 + timedelta(minutes=7), T0 + timedelta(minutes=8), "y domain"),
-        (T0 + timedelta(minutes=7), T0 + timedelta(minutes=8), "y2 domain")]
+        (T0 + timedelta(minutes=3) - half, T0 + timedelta(minutes=4) - half, "y domain"),
+        (T0 + timedelta(minutes=3) - half, T0 + timedelta(minutes=4) - half, "y2 domain"),
+        (T0 + timedelta(minutes=7) - half, T0 + timedelta(minutes=8) - half, "y domain"),
+        (T0 + timedelta(minutes=7) - half, T0 + timedelta(minutes=8) - half, "y2 domain")]
     marker = by_name(fig, "Anomalous window (multivariate)")
-    assert list(pd.to_datetime(marker.x, utc=True)) == [T0 + timedelta(minutes=3, seconds=30),
-                                                        T0 + timedelta(minutes=7, seconds=30)]
+    assert list(pd.to_datetime(marker.x, utc=True)) == [T0 + timedelta(minutes=3), T0 + timedelta(minutes=7)]
     # On the top of the price panel: the highest high (plotly's own range: no spike to fence out here).
     assert list(marker.y) == [max(closes) + 0.5] * 2
     assert [tuple(item) for item in marker.customdata] == [
