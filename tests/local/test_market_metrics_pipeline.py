@@ -39,7 +39,8 @@ DETECTOR = DetectorConfig(lookback=5, warmup=3, z_threshold=5.0, volume_min_stdd
                           volume_z_threshold=4.0)
 # The multivariate detector scores the first size, 5 s: AAPL has four such windows, so with a warm-up of 3
 # its last one is scored (MSFT's three are not).
-MULTIVARIATE = MultivariateConfig(history=3, warmup=3, threshold=30.0, top_features=3, tick_size=0.01, relearn=3)
+MULTIVARIATE = MultivariateConfig(history=3, warmup=3, threshold=30.0, top_features=3, tick_size=0.01,
+                                  relearn=3)
 CONFIG = AnalyticsConfig(window_sizes_ms=(5_000, 10_000), grace_ms=0, detector=DETECTOR,
                          state_ttl_minutes=60, multivariate=MULTIVARIATE)
 
