@@ -280,10 +280,11 @@ def test_trade_record_matches_the_contract_dataclass():
 
 def test_volume_surges_labelled_per_trade_one_sided_sizes_scaled_prices_untouched(tmp_path):
     """--surge-rate through the CLI: every trade of an episode is labelled volume_surge_flat with its
-    episode, is on the episode's side, has size = round(drawn size x factor), and the price path (every trade's
-    price) is exactly the stream without surges."""
+    episode, is on the episode's side, has size = round(drawn size x factor), and the price path (every
+    trade's price) is exactly the stream without surges."""
     common = ["--symbols", "AAPL,V", "--seed", "5", "--event-rate", "20", "--rate", "0", "--duration", "3600"]
-    plain = [parse_trade(v) for _k, v in of_topic(messages(produce(tmp_path, *common, name="a.tsv")), "trades")]
+    plain_msgs = messages(produce(tmp_path, *common, name="a.tsv"))
+    plain = [parse_trade(v) for _k, v in of_topic(plain_msgs, "trades")]
     surged_msgs = messages(produce(tmp_path, *common, "--surge-rate", "3", name="b.tsv"))
     surged = [parse_trade(v) for _k, v in of_topic(surged_msgs, "trades")]
     assert [(t.trade_id, t.price, t.event_time) for t in surged] == \
