@@ -26,6 +26,8 @@ ACCENT = "#4fa3ff"
 VWAP = "#f5c542"
 RULE_COLORS = {PRICE_ZSCORE: "#ff9f1c", PRICE_JUMP: "#e056fd", VOLUME_ZSCORE: "#00d2d3"}
 RULE_SYMBOLS = {PRICE_ZSCORE: "triangle-down", PRICE_JUMP: "diamond", VOLUME_ZSCORE: "star"}
+# The multivariate detector's anomalous windows: a shaded span over price and volume, a marker on top.
+WINDOW_ANOMALY_COLOR = "#ff5e99"
 SYMBOL_COLORS = ["#4fa3ff", "#f5c542", "#26a69a", "#ef5350", "#b388ff", "#ff9f1c", "#00d2d3",
                  "#e056fd", "#9ccc65", "#ff7eb6", "#8d9db6", "#ffd180"]
 ZSCORE_LOOKBACK = 20
@@ -112,6 +114,29 @@ def _anomaly_traces(anomalies: pd.DataFrame, price_range: tuple[float, float] | 
             hovertemplate=(f"{rule}<br>price %{{customdata[2]:.2f}}%{{customdata[3]}}"
                            "<br>size %{customdata[0]:,.0f}<br>stat %{customdata[1]:.2f}<extra></extra>")))
     return traces
+
+
+def _window_anomaly_marks(fig: go.Figure, windows: pd.DataFrame, top: float, bar_seconds: int) -> None:
+    """Each anomalous window (the multivariate detector) as a shaded span over the price and volume panels
+    and a square marker at `top` of the price axis, its score and top features in the hover. A candle is
+    drawn centred on its window's start, so the span is shifted back by half a bar: it covers exactly the
+    candles of the bars inside the window (one 60 s candle, or six 10 s ones)."""
+    half_bar = pd.Timedelta(seconds=bar_seconds / 2)
+    starts, ends = windows["window_start"] - half_bar, windows["window_end"] - half_bar
+    for start, end in zip(starts, ends, strict=True):
+        for row in (1, 2):
+            fig.add_vrect(x0=start, x1=end, fillcolor=WINDOW_ANOMALY_COLOR, opacity=0.16, line_width=0,
+                          layer="below", row=row, col=1)
+    middle = starts + (ends - starts) / 2
+    fig.add_trace(go.Scatter(
+        x=middle, y=[top] * len(windows), mode="markers", name="Anomalous window (multivariate)",
+        cliponaxis=False, marker={"symbol": "square", "size": 10, "color": WINDOW_ANOMALY_COLOR,
+                                  "line": {"color": BG, "width": 1}},
+        customdata=list(zip(windows["score"], windows["threshold"], windows["top_features"],
+                            windows["window_start"].dt.strftime("%H:%M"),
+                            windows["window_end"].dt.strftime("%H:%M"), strict=True)),
+        hovertemplate=("multivariate window %{customdata[3]}-%{customdata[4]}<br>score %{customdata[0]:.1f} "
+                       "(threshold %{customdata[1]:.4~g})<br>%{customdata[2]}<extra></extra>")), row=1, col=1)
 
 
 # Line colours of the SQL job's indicators (the Bollinger bands are grey dots, the MACD histogram bars).
@@ -226,7 +251,7 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
                        window_seconds: int = 60, indicators: pd.DataFrame | None = None,
                        averages: pd.DataFrame | None = None, periods=None,
                        rsi_levels: tuple[float, float] = (30, 70), forecast: pd.DataFrame | None = None,
-                       height: int = 640) -> go.Figure:
+                       height: int = 640, window_anomalies: pd.DataFrame | None = None) -> go.Figure:
     """Price (OHLC candles + VWAP + anomaly markers [+ SQL overlays]), volume, and indicator panels.
 
     `candles`: window_start, open, high, low, close, vwap, volume (one row per window).
@@ -238,7 +263,9 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
     `averages`: the SQL job's sliding windows (window_end, slide_seconds, avg_price), a line on the price.
     `periods` (settings.indicators) puts the periods in the legend.
     `forecast`: the forecaster's newest forecast (model, spec, bar_seconds, origin_start, origin_close,
-    target_start, point, lower, upper, level), drawn ahead of its origin candle (`forecast_x`)."""
+    target_start, point, lower, upper, level), drawn ahead of its origin candle (`forecast_x`).
+    `window_anomalies`: window_start, window_end, score, threshold, top_features (the multivariate detector's
+    anomalous windows): shaded spans and a marker on the top edge of the price axis."""
     if candles is None or candles.empty:
         return empty_figure(f"No {window_seconds} s windows for {symbol or 'this symbol'} in this range",
                             height)
@@ -282,6 +309,10 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
     colors = [UP if c >= o else DOWN for o, c in zip(candles["open"], candles["close"], strict=True)]
     fig.add_trace(go.Bar(x=x, y=candles["volume"], name="Volume", marker={"color": colors},
                          opacity=0.8, showlegend=False), row=2, col=1)
+    if window_anomalies is not None and not window_anomalies.empty:  # after the volume: a span needs a trace
+        _window_anomaly_marks(fig, window_anomalies,
+                              price_range[1] if price_range is not None else float(candles["high"].max()),
+                              window_seconds)
     if has_rsi:
         fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["rsi"], name="RSI", mode="lines",
                                  line={"color": ACCENT, "width": 1.3}, showlegend=False), row=3, col=1)

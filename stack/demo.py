@@ -153,6 +153,7 @@ def _start_processes(settings: Settings) -> tuple[subprocess.Popen, ...]:
         generator = _spawn("generator", [
             "-m", "generator", "--rate", str(demo.rate), "--anomaly-rate", str(demo.anomaly_rate),
             "--late-fraction", str(demo.late_fraction), "--bad-fraction", str(demo.bad_fraction),
+            "--surge-rate", str(demo.surge_rate),
             "--history-minutes", str(minutes), "--history-rate", str(demo.history_rate),
             "--reference-to-postgres", *symbols])
         if minutes:

@@ -1,4 +1,5 @@
-"""One symbol: candlesticks for the range with its anomalies marked, volume, and indicators: the Flink SQL
+"""One symbol: candlesticks for the range with its anomalies and the multivariate detector's anomalous
+windows marked, volume, and indicators: the Flink SQL
 job's bar indicators where it writes them for this window size (SMAs, Bollinger bands and EMAs on the price,
 then RSI, MACD and volatility panels), else a z-score of the candles shown; its sliding (HOP) average on
 the price at every window size; and the forecaster's newest forecast ahead of the last candle (ARIMA's band
@@ -48,7 +49,7 @@ def header(symbol: str, frame: pd.DataFrame) -> list:
 
 
 def note(candles: int, anomalies: int, engine: str, seconds: int, truncated: bool,
-         sql_indicators: bool) -> list:
+         sql_indicators: bool, anomalous_windows: int = 0) -> list:
     lines = []
     if truncated:
         lines.append(f"Showing the latest {queries.MAX_CANDLES:,} windows of this range; pick a shorter "
@@ -57,7 +58,8 @@ def note(candles: int, anomalies: int, engine: str, seconds: int, truncated: boo
               "table" if sql_indicators
               else "bottom panel: z-score computed by the dashboard from the candles shown (no Flink SQL "
                    f"indicators for {seconds} s bars)")
-    lines.append(f"{candles:,} candles · {anomalies:,} anomalies · engine {engine_label(engine)} · {source}")
+    lines.append(f"{candles:,} candles · {anomalies:,} anomalies · {anomalous_windows:,} anomalous windows "
+                 f"(multivariate) · engine {engine_label(engine)} · {source}")
     return lines
 
 
@@ -92,7 +94,7 @@ def render(db, context: ViewContext, symbol: str | None, settings) -> tuple:
     window, engine, seconds = context.window, context.engine, context.window_seconds
     try:
         frame, truncated = queries.candles(db, engine, seconds, symbol, window.start, window.end)
-        marks, bands, averages = pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+        marks, bands, averages, spans = pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
         forecast, errors = pd.DataFrame(), pd.DataFrame()
         bar_seconds = settings.windows.size_seconds  # the forecaster's bars (forecaster/config.py)
         if not frame.empty and bar_seconds % seconds == 0:
@@ -103,6 +105,7 @@ def render(db, context: ViewContext, symbol: str | None, settings) -> tuple:
         if not frame.empty:
             first = frame["window_start"].iloc[0].to_pydatetime()
             marks = queries.anomalies(db, symbol=symbol, start=first, end=window.end, limit=5000)
+            spans = queries.window_anomalies(db, symbol, first, window.end)
             bands = queries.indicators(db, symbol, seconds, first, window.end)
             averages = queries.moving_averages(db, symbol, settings.windows.size_seconds,
                                                settings.windows.short_size_seconds, first, window.end)
@@ -111,9 +114,11 @@ def render(db, context: ViewContext, symbol: str | None, settings) -> tuple:
     fig = figures.candlestick_figure(
         frame, marks, symbol=symbol, window_seconds=seconds, indicators=bands if not bands.empty else None,
         averages=averages, periods=settings.indicators, height=HEIGHT - 20,
-        rsi_levels=(settings.indicators.rsi_oversold, settings.indicators.rsi_overbought), forecast=forecast)
+        rsi_levels=(settings.indicators.rsi_oversold, settings.indicators.rsi_overbought), forecast=forecast,
+        window_anomalies=spans)
     return (fig, header(symbol, frame),
-            note(len(frame), len(marks), engine, seconds, truncated, sql_indicators=not bands.empty),
+            note(len(frame), len(marks), engine, seconds, truncated, sql_indicators=not bands.empty,
+                 anomalous_windows=len(spans)),
             forecast_summary(forecast, errors))
 
 

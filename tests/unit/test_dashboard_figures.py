@@ -167,6 +167,33 @@ def test_macd_and_volatility_panels_emas_and_the_hop_average_with_their_periods(
     assert fig.layout.yaxis.domain[0] > fig.layout.yaxis4.domain[0] > fig.layout.yaxis5.domain[0]
 
 
+def test_anomalous_windows_are_shaded_spans_with_a_marker_carrying_score_and_features():
+    closes = [100.0 + 0.1 * i for i in range(10)]
+    windows = pd.DataFrame({"window_start": [T0 + timedelta(minutes=3), T0 + timedelta(minutes=7)],
+                            "window_end": [T0 + timedelta(minutes=4), T0 + timedelta(minutes=8)],
+                            "score": [64.6, 31.0], "threshold": [30.0, 30.0],
+                            "top_features": ["volume +6.05, imbalance +5.16, return +1.18",
+                                             "imbalance -4.91, volume +3.39, return -0.83"]})
+    fig = figures.candlestick_figure(candles_frame(closes), window_anomalies=windows)
+    spans = [shape for shape in fig.layout.shapes if shape.type == "rect"]
+    # One span per window on the price and on the volume panel, over the window's own candle (drawn centred
+    # on its start): the minute shifted back by half a 60 s bar.
+    half = timedelta(seconds=30)
+    assert [(shape.x0, shape.x1, shape.yref) for shape in spans] == [
+        (T0 + timedelta(minutes=3) - half, T0 + timedelta(minutes=4) - half, "y domain"),
+        (T0 + timedelta(minutes=3) - half, T0 + timedelta(minutes=4) - half, "y2 domain"),
+        (T0 + timedelta(minutes=7) - half, T0 + timedelta(minutes=8) - half, "y domain"),
+        (T0 + timedelta(minutes=7) - half, T0 + timedelta(minutes=8) - half, "y2 domain")]
+    marker = by_name(fig, "Anomalous window (multivariate)")
+    assert list(pd.to_datetime(marker.x, utc=True)) == [T0 + timedelta(minutes=3), T0 + timedelta(minutes=7)]
+    # On the top of the price panel: the highest high (plotly's own range: no spike to fence out here).
+    assert list(marker.y) == [max(closes) + 0.5] * 2
+    assert [tuple(item) for item in marker.customdata] == [
+        (64.6, 30.0, "volume +6.05, imbalance +5.16, return +1.18", "14:33", "14:34"),
+        (31.0, 30.0, "imbalance -4.91, volume +3.39, return -0.83", "14:37", "14:38")]
+    assert "score %{customdata[0]:.1f}" in marker.hovertemplate
+
+
 def test_empty_candles_give_an_empty_chart_with_a_message():
     fig = figures.candlestick_figure(pd.DataFrame(), symbol="MSFT", window_seconds=10)
     assert len(fig.data) == 0

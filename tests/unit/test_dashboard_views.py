@@ -223,7 +223,8 @@ def test_symbol_header_and_note():
     assert text(symbol.header("AAPL", frame.iloc[0:0])) == "AAPL"
     note = text(symbol.note(2, 1, "sql", 10, truncated=True, sql_indicators=False))
     assert f"latest {queries.MAX_CANDLES:,} windows" in note
-    assert "2 candles · 1 anomalies · engine Flink SQL · bottom panel: z-score" in note
+    assert ("2 candles · 1 anomalies · 0 anomalous windows (multivariate) · engine Flink SQL · bottom panel: "
+            "z-score") in note
     sql_note = symbol.note(2, 0, "datastream", 60, truncated=False, sql_indicators=True)
     assert "indicators table" in text(sql_note)
 
