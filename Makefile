@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup up down status logs check test test-unit lint demo submit-datastream cancel savepoint \
-        resume rescale upgrade sql generator dashboard alerts score bench clean
+        resume rescale upgrade sql generator dashboard alerts forecaster score bench clean
 
 help:  ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ dashboard: $(STAMP)  ## serve the Dash dashboard on :8050
 
 alerts: $(STAMP)  ## run the alert service: anomalies topic -> log/webhook/Slack ([alerts] in conf/pipeline.toml)
 	@$(PY) -m alerts
+
+forecaster: $(STAMP)  ## forecasts and their errors ([forecast]); ARGS=--backtest: over the bars already there
+	@$(PY) -m forecaster $(ARGS)
 
 score: $(STAMP)  ## detection quality: anomalies vs the generator's ground truth (FROM=/TO= event time, ENGINE=sql)
 	@$(PY) -m marketpulse.score $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO)) $(if $(ENGINE),--engine $(ENGINE))

@@ -3,7 +3,7 @@
     GET /api/symbols
     GET /api/metrics?symbol=AAPL[&from=ISO][&to=ISO][&window=60][&engine=datastream][&limit=1000]
     GET /api/anomalies[?symbol=][&rule=][&from=][&to=][&limit=100]
-    GET /api/health
+    GET /api/health        database, Flink jobs, Kafka consumer lag per group and partition, record counts
 
 Times are ISO-8601 (a value without an offset is read as UTC) and come back as UTC with a 'Z'.
 Every parameter is checked: an unknown parameter or a bad value gives 400 with {"error": "..."},
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -20,7 +21,8 @@ from flask import Blueprint, Flask, jsonify, request
 
 from dashboard import queries
 from dashboard.db import Database, DatabaseUnavailable
-from dashboard.health import FlinkClient
+from dashboard.health import FlinkClient, read_lag
+from marketpulse.kafka_lag import LagReader
 
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$")
 MAX_LIMIT = 10_000
@@ -119,8 +121,9 @@ def records(frame: pd.DataFrame, time_columns: tuple[str, ...]) -> list[dict]:
     return out
 
 
-def create_blueprint(db: Database, flink: FlinkClient) -> Blueprint:
+def create_blueprint(db: Database, flink: FlinkClient, lag: LagReader | None = None) -> Blueprint:
     api = Blueprint("api", __name__, url_prefix="/api")
+    lag_lock = threading.Lock()
 
     @api.errorhandler(BadRequest)
     @api.errorhandler(NotFound)
@@ -173,7 +176,10 @@ def create_blueprint(db: Database, flink: FlinkClient) -> Blueprint:
         check_params(())
         cluster = flink.health().as_dict()
         cluster.pop("fetched_at", None)
-        body = {"database": {"ok": True, "error": None}, "flink": cluster, "pipeline": {}, "data": []}
+        with lag_lock:  # one Kafka admin client, shared by the server's request threads
+            kafka = read_lag(lag).as_dict()
+        body = {"database": {"ok": True, "error": None}, "flink": cluster, "kafka": kafka, "pipeline": {},
+                "data": []}
         try:
             counts = queries.pipeline_counts(db, None, None)
             for row in counts.itertuples():
@@ -183,7 +189,7 @@ def create_blueprint(db: Database, flink: FlinkClient) -> Blueprint:
             body["database"] = {"ok": False, "error": str(err)}
         for kind in ("late_trades", "dead_letters"):
             body["pipeline"].setdefault(kind, {})
-        body["status"] = "ok" if body["database"]["ok"] and cluster["ok"] else (
+        body["status"] = "ok" if body["database"]["ok"] and cluster["ok"] and kafka["ok"] else (
             "degraded" if body["database"]["ok"] else "down")
         return jsonify(body), 200 if body["database"]["ok"] else 503
 
@@ -195,5 +201,5 @@ def create_blueprint(db: Database, flink: FlinkClient) -> Blueprint:
     return api
 
 
-def register(server: Flask, db: Database, flink: FlinkClient) -> None:
-    server.register_blueprint(create_blueprint(db, flink))
+def register(server: Flask, db: Database, flink: FlinkClient, lag: LagReader | None = None) -> None:
+    server.register_blueprint(create_blueprint(db, flink, lag))

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from marketpulse.analytics.detector import PRICE_JUMP, PRICE_ZSCORE, VOLUME_ZSCORE
+from marketpulse.analytics.forecasting import ARIMA, LINEAR, MODEL_LABELS
 
 BG = "#0b0f14"
 PANEL = "#111820"
@@ -25,6 +26,8 @@ ACCENT = "#4fa3ff"
 VWAP = "#f5c542"
 RULE_COLORS = {PRICE_ZSCORE: "#ff9f1c", PRICE_JUMP: "#e056fd", VOLUME_ZSCORE: "#00d2d3"}
 RULE_SYMBOLS = {PRICE_ZSCORE: "triangle-down", PRICE_JUMP: "diamond", VOLUME_ZSCORE: "star"}
+# The multivariate detector's anomalous windows: a shaded span over price and volume, a marker on top.
+WINDOW_ANOMALY_COLOR = "#ff5e99"
 SYMBOL_COLORS = ["#4fa3ff", "#f5c542", "#26a69a", "#ef5350", "#b388ff", "#ff9f1c", "#00d2d3",
                  "#e056fd", "#9ccc65", "#ff7eb6", "#8d9db6", "#ffd180"]
 ZSCORE_LOOKBACK = 20
@@ -71,8 +74,9 @@ def rolling_zscore(values: pd.Series, lookback: int = ZSCORE_LOOKBACK) -> pd.Ser
 
 def robust_price_range(candles: pd.DataFrame, marks: pd.Series | None = None) -> tuple[float, float] | None:
     """The candles' normal price range, padded by 5 %: every open, high, low and close within
-    PRICE_FENCE_IQRS interquartile ranges of the middle half of them, and every mark (an anomaly's price)
-    inside that fence too. None when nothing is outside it (plotly's own autorange is then right)."""
+    PRICE_FENCE_IQRS interquartile ranges of the middle half of them, and every mark (an anomaly's price, a
+    forecast and its interval bounds) inside that fence too. None when nothing is outside it (plotly's own
+    autorange is then right): a forecast band wider than the fence is cut at the edge, like a spike."""
     prices = pd.to_numeric(pd.concat([candles[c] for c in ("open", "high", "low", "close")]),
                            errors="coerce").dropna()
     if prices.empty:
@@ -110,6 +114,29 @@ def _anomaly_traces(anomalies: pd.DataFrame, price_range: tuple[float, float] | 
             hovertemplate=(f"{rule}<br>price %{{customdata[2]:.2f}}%{{customdata[3]}}"
                            "<br>size %{customdata[0]:,.0f}<br>stat %{customdata[1]:.2f}<extra></extra>")))
     return traces
+
+
+def _window_anomaly_marks(fig: go.Figure, windows: pd.DataFrame, top: float, bar_seconds: int) -> None:
+    """Each anomalous window (the multivariate detector) as a shaded span over the price and volume panels
+    and a square marker at `top` of the price axis, its score and top features in the hover. A candle is
+    drawn centred on its window's start, so the span is shifted back by half a bar: it covers exactly the
+    candles of the bars inside the window (one 60 s candle, or six 10 s ones)."""
+    half_bar = pd.Timedelta(seconds=bar_seconds / 2)
+    starts, ends = windows["window_start"] - half_bar, windows["window_end"] - half_bar
+    for start, end in zip(starts, ends, strict=True):
+        for row in (1, 2):
+            fig.add_vrect(x0=start, x1=end, fillcolor=WINDOW_ANOMALY_COLOR, opacity=0.16, line_width=0,
+                          layer="below", row=row, col=1)
+    middle = starts + (ends - starts) / 2
+    fig.add_trace(go.Scatter(
+        x=middle, y=[top] * len(windows), mode="markers", name="Anomalous window (multivariate)",
+        cliponaxis=False, marker={"symbol": "square", "size": 10, "color": WINDOW_ANOMALY_COLOR,
+                                  "line": {"color": BG, "width": 1}},
+        customdata=list(zip(windows["score"], windows["threshold"], windows["top_features"],
+                            windows["window_start"].dt.strftime("%H:%M"),
+                            windows["window_end"].dt.strftime("%H:%M"), strict=True)),
+        hovertemplate=("multivariate window %{customdata[3]}-%{customdata[4]}<br>score %{customdata[0]:.1f} "
+                       "(threshold %{customdata[1]:.4~g})<br>%{customdata[2]}<extra></extra>")), row=1, col=1)
 
 
 # Line colours of the SQL job's indicators (the Bollinger bands are grey dots, the MACD histogram bars).
@@ -177,10 +204,54 @@ def _macd_panel(fig: go.Figure, ind: pd.DataFrame, names: dict[str, str], row: i
                       row=row, col=1)
 
 
+# The forecaster's models: ARIMA's interval is the shaded band, the linear baseline a dashed line with its
+# interval in the hover.
+FORECAST_COLORS = {ARIMA: "#ffb74d", LINEAR: "#b0bec5"}
+FORECAST_BAND = "rgba(255,183,77,0.18)"
+
+
+def forecast_x(frame: pd.DataFrame, column: str, window_seconds: int) -> pd.Series:
+    """Where a forecast bar's close goes on a chart of `window_seconds` candles: on the candle that closes
+    with it (the bar's last window of this size), since a candle is drawn at its start."""
+    return frame[column] + pd.to_timedelta(frame["bar_seconds"] - window_seconds, unit="s")
+
+
+def _forecast_traces(forecast: pd.DataFrame, window_seconds: int) -> list[go.Scatter]:
+    """Each model's point forecast from the origin bar's close on, and ARIMA's interval as a band (the
+    origin is its zero-width start: the close is known there)."""
+    traces = []
+    for model in (ARIMA, LINEAR):
+        rows = forecast[forecast["model"] == model]
+        if rows.empty:
+            continue
+        origin = rows.iloc[[0]]
+        x = pd.concat([forecast_x(origin, "origin_start", window_seconds),
+                       forecast_x(rows, "target_start", window_seconds)])
+        point = pd.concat([origin["origin_close"], rows["point"]])
+        lower = pd.concat([origin["origin_close"], rows["lower"]])
+        upper = pd.concat([origin["origin_close"], rows["upper"]])
+        level = f"{rows['level'].iloc[0]:.0%}"
+        name = f"{MODEL_LABELS[model]} forecast" + (f" {rows['spec'].iloc[0]}" if model == ARIMA else "")
+        if model == ARIMA:
+            traces.append(go.Scatter(x=x, y=upper, mode="lines", line={"width": 0}, hoverinfo="skip",
+                                     showlegend=False, name=f"{name} upper"))
+            traces.append(go.Scatter(x=x, y=lower, mode="lines", line={"width": 0}, fill="tonexty",
+                                     fillcolor=FORECAST_BAND, hoverinfo="skip", name=f"{level} interval"))
+        traces.append(go.Scatter(
+            x=x, y=point, mode="lines+markers", name=name, marker={"size": 4},
+            line={"color": FORECAST_COLORS[model], "width": 1.6,
+                  "dash": "solid" if model == ARIMA else "dash"},
+            customdata=list(zip(lower, upper, strict=True)),
+            hovertemplate=(f"{MODEL_LABELS[model]} %{{y:.2f}} [%{{customdata[0]:.2f}}, "
+                           f"%{{customdata[1]:.2f}}] {level}<extra></extra>")))
+    return traces
+
+
 def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = None, *, symbol: str = "",
                        window_seconds: int = 60, indicators: pd.DataFrame | None = None,
                        averages: pd.DataFrame | None = None, periods=None,
-                       rsi_levels: tuple[float, float] = (30, 70), height: int = 640) -> go.Figure:
+                       rsi_levels: tuple[float, float] = (30, 70), forecast: pd.DataFrame | None = None,
+                       height: int = 640, window_anomalies: pd.DataFrame | None = None) -> go.Figure:
     """Price (OHLC candles + VWAP + anomaly markers [+ SQL overlays]), volume, and indicator panels.
 
     `candles`: window_start, open, high, low, close, vwap, volume (one row per window).
@@ -190,7 +261,11 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
     bottom panels are then RSI (with `rsi_levels` dotted), MACD when present, volatility when present;
     without it the bottom panel is the close's rolling z-score, computed here.
     `averages`: the SQL job's sliding windows (window_end, slide_seconds, avg_price), a line on the price.
-    `periods` (settings.indicators) puts the periods in the legend."""
+    `periods` (settings.indicators) puts the periods in the legend.
+    `forecast`: the forecaster's newest forecast (model, spec, bar_seconds, origin_start, origin_close,
+    target_start, point, lower, upper, level), drawn ahead of its origin candle (`forecast_x`).
+    `window_anomalies`: window_start, window_end, score, threshold, top_features (the multivariate detector's
+    anomalous windows): shaded spans and a marker on the top edge of the price axis."""
     if candles is None or candles.empty:
         return empty_figure(f"No {window_seconds} s windows for {symbol or 'this symbol'} in this range",
                             height)
@@ -221,13 +296,23 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
                              line={"color": VWAP, "width": 1.4}), row=1, col=1)
     _price_overlays(fig, ind, averages, names)
     has_anomalies = anomalies is not None and not anomalies.empty
-    price_range = robust_price_range(candles, anomalies["price"] if has_anomalies else None)
+    has_forecast = forecast is not None and not forecast.empty
+    if has_forecast:
+        for trace in _forecast_traces(forecast, window_seconds):
+            fig.add_trace(trace, row=1, col=1)
+    marks = pd.concat([anomalies["price"] if has_anomalies else pd.Series(dtype=float),
+                       *((forecast[c] for c in ("point", "lower", "upper")) if has_forecast else ())])
+    price_range = robust_price_range(candles, marks if len(marks) else None)
     if has_anomalies:
         for trace in _anomaly_traces(anomalies, price_range):
             fig.add_trace(trace, row=1, col=1)
     colors = [UP if c >= o else DOWN for o, c in zip(candles["open"], candles["close"], strict=True)]
     fig.add_trace(go.Bar(x=x, y=candles["volume"], name="Volume", marker={"color": colors},
                          opacity=0.8, showlegend=False), row=2, col=1)
+    if window_anomalies is not None and not window_anomalies.empty:  # after the volume: a span needs a trace
+        _window_anomaly_marks(fig, window_anomalies,
+                              price_range[1] if price_range is not None else float(candles["high"].max()),
+                              window_seconds)
     if has_rsi:
         fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["rsi"], name="RSI", mode="lines",
                                  line={"color": ACCENT, "width": 1.3}, showlegend=False), row=3, col=1)
@@ -254,6 +339,7 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
     fig.update_yaxes(title_text="price", row=1, col=1)
     if price_range is not None:  # a spike's wick runs off the top/bottom; its marker sits on the edge
         fig.update_yaxes(range=list(price_range), row=1, col=1)
+
     fig.update_yaxes(title_text="volume", row=2, col=1)
     fig.update_yaxes(title_text="RSI" if has_rsi else "z", row=3, col=1)
     fig.update_annotations(font={"size": 11, "color": MUTED})

@@ -1,8 +1,8 @@
-"""Flink REST client for the pipeline-health view: jobs, their throughput, checkpoints and backpressure.
-
-Only Flink's REST API is read (never Kafka). Kafka lag is shown only where Flink itself reports it: the
-KafkaSource's standard `pendingRecords` metric (records left behind the latest offset). Results are cached
-for a short time so several browser tabs refreshing every second do not multiply the REST calls.
+"""Flink REST client for the pipeline-health view: jobs, their throughput, checkpoints and backpressure; and
+the consumer lag per partition from Kafka's admin API (marketpulse.kafka_lag: log-end minus committed
+offset, for every group on the trades and anomalies topics). The jobs' `pendingRecords` column is the Kafka
+source's own estimate, kept beside it. Flink results are cached for a short time so several browser tabs
+refreshing every second do not multiply the REST calls.
 
 The dashboard's callbacks never call Flink themselves: a `HealthMonitor` fetches in a background thread on
 its own interval ([dashboard] health_refresh_seconds) and callbacks read its latest snapshot, so a slow or
@@ -19,6 +19,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote
+
+from marketpulse.kafka_lag import GroupLag, LagReader, LagUnavailable
 
 
 class FlinkUnavailable(RuntimeError):
@@ -63,6 +65,26 @@ class ClusterHealth:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class ConsumerLag:
+    ok: bool
+    error: str | None = None
+    groups: list[GroupLag] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "error": self.error,
+                "consumer_lag": [group.as_dict() for group in self.groups]}
+
+
+def read_lag(reader: LagReader | None) -> ConsumerLag:
+    if reader is None:
+        return ConsumerLag(ok=False, error="no Kafka lag reader configured")
+    try:
+        return ConsumerLag(ok=True, groups=reader.read())
+    except LagUnavailable as err:
+        return ConsumerLag(ok=False, error=str(err))
 
 
 BACKPRESSURE_RANK = {"ok": 0, "low": 1, "high": 2}
@@ -180,13 +202,16 @@ class FlinkClient:
 
 
 class HealthMonitor:
-    """Fetches `client.fetch()` every `interval_seconds` in a daemon thread, started on first use; `latest()`
-    returns the newest result at once (None until the first fetch has answered)."""
+    """Fetches `client.fetch()` and the Kafka consumer lag every `interval_seconds` in a daemon thread,
+    started on first use; `latest()` / `latest_lag()` return the newest results at once (None until the
+    first fetch has answered). The lag reader is this thread's own (a Kafka client is not shared)."""
 
-    def __init__(self, client: FlinkClient, interval_seconds: float):
+    def __init__(self, client: FlinkClient, interval_seconds: float, lag_reader: LagReader | None = None):
         self.client = client
         self.interval_seconds = interval_seconds
+        self.lag_reader = lag_reader
         self._latest: ClusterHealth | None = None
+        self._latest_lag: ConsumerLag | None = None
         self._first = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,6 +220,10 @@ class HealthMonitor:
     def latest(self) -> ClusterHealth | None:
         self._ensure_started()
         return self._latest
+
+    def latest_lag(self) -> ConsumerLag | None:
+        self._ensure_started()
+        return self._latest_lag
 
     def wait_first(self, timeout: float) -> ClusterHealth | None:
         """The first result, waiting up to `timeout` seconds for it (tests, startup)."""
@@ -214,5 +243,6 @@ class HealthMonitor:
     def _run(self) -> None:
         while not self._stopped.is_set():
             self._latest = self.client.fetch()
+            self._latest_lag = read_lag(self.lag_reader)
             self._first.set()
             self._stopped.wait(self.interval_seconds)

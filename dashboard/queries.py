@@ -14,7 +14,7 @@ import pandas as pd
 from dashboard.db import Database
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS
 from marketpulse.analytics.detector import RULES  # noqa: F401 (the rule filter's choices: queries.RULES)
-from marketpulse.analytics.scoring import ANOMALY_KINDS, DETECTOR_ENGINE
+from marketpulse.analytics.scoring import DETECTOR_ENGINE, LABEL_KINDS
 
 ENGINES = ("datastream", "sql")
 RANGES = {"5m": 300, "15m": 900, "1h": 3600, "1d": 86400, "all": None}
@@ -360,6 +360,37 @@ def moving_averages(db: Database, symbol: str, window_seconds: int, slide_second
     return _numeric(frame, ("avg_price", "vwap"))
 
 
+def forecast(db: Database, symbol: str, bar_seconds: int, first: datetime | None,
+             last: datetime | None) -> pd.DataFrame:
+    """The forecaster's newest forecast (011_forecasts.sql) of one symbol made from a bar in [first, last]
+    (the candles shown), every model and horizon, by model and target; empty without the table or one."""
+    if first is None or last is None or not db.table_exists("forecasts"):
+        return pd.DataFrame()
+    frame = db.frame("""
+        WITH newest AS (
+            SELECT max(origin_start) AS origin_start FROM forecasts
+            WHERE symbol = %(symbol)s AND bar_seconds = %(bars)s
+              AND origin_start >= %(first)s AND origin_start <= %(last)s)
+        SELECT f.model, f.spec, f.bar_seconds, f.origin_start, f.origin_close, f.target_start, f.horizon,
+               f.point, f.lower, f.upper, f.level, f.actual
+        FROM forecasts f JOIN newest n ON f.origin_start = n.origin_start
+        WHERE f.symbol = %(symbol)s AND f.bar_seconds = %(bars)s
+        ORDER BY f.model, f.target_start""",
+        {"symbol": symbol, "bars": bar_seconds, "first": first, "last": last})
+    return _numeric(frame, ("origin_close", "point", "lower", "upper", "level", "actual"))
+
+
+def forecast_errors(db: Database, symbol: str, bar_seconds: int) -> pd.DataFrame:
+    """The forecaster's error figures of one symbol per model (011_forecasts.sql); empty without them."""
+    if not db.table_exists("forecast_errors"):
+        return pd.DataFrame()
+    frame = db.frame("""
+        SELECT model, spec, forecasts, mae, mape, coverage, level, first_target, last_target
+        FROM forecast_errors WHERE symbol = %(symbol)s AND bar_seconds = %(bars)s ORDER BY model""",
+        {"symbol": symbol, "bars": bar_seconds})
+    return _numeric(frame, ("mae", "mape", "coverage", "level"))
+
+
 def sql_top_movers(db: Database, window_seconds: int, start: datetime | None,
                    end: datetime | None) -> pd.DataFrame:
     """The Flink SQL job's gainers and losers (003_sql_analytics.sql) of its latest window in the range:
@@ -395,6 +426,23 @@ def anomalies(db: Database, symbol: str | None = None, rule: str | None = None,
     return _numeric(frame, ("price", "size", "z_score", "mean", "stddev"))
 
 
+def window_anomalies(db: Database, symbol: str, start: datetime | None, end: datetime | None,
+                     limit: int = 2000) -> pd.DataFrame:
+    """The multivariate detector's anomalous windows of one symbol overlapping [start, end), oldest first:
+    window_start, window_end, score, threshold, top_features. Empty without the table (before 012)."""
+    columns = ["window_start", "window_end", "score", "threshold", "top_features"]
+    if not db.table_exists("window_anomalies"):
+        return pd.DataFrame(columns=columns)
+    frame = db.frame(f"""
+        SELECT {", ".join(columns)} FROM window_anomalies
+        WHERE anomalous AND symbol = %(symbol)s
+          AND (%(start)s::timestamptz IS NULL OR window_end > %(start)s)
+          AND (%(end)s::timestamptz IS NULL OR window_start < %(end)s)
+        ORDER BY window_start LIMIT %(limit)s""",
+        {"symbol": symbol, "start": start, "end": end, "limit": limit})
+    return _numeric(frame, ("score", "threshold"))
+
+
 def anomaly_timeline(db: Database, start: datetime, end: datetime, step_seconds: int,
                      symbol: str | None = None, rule: str | None = None) -> pd.DataFrame:
     """Anomaly counts per time bucket and rule in [start, end)."""
@@ -428,24 +476,34 @@ def recent_alerts(db: Database, limit: int = 8) -> pd.DataFrame | None:
     return _numeric(frame, ("price", "z_score"))
 
 
-def detection_inputs(db: Database, start: datetime | None, end: datetime | None) -> tuple[list, list] | None:
-    """What marketpulse.analytics.scoring needs for trades whose event time is in [start, end) (unbounded
-    where None): the anomalies table's (trade_id, rule, event ms, detected ms) and the injected_labels
-    rows of anomaly kinds as label dicts. None while the labels table does not exist."""
+def detection_inputs(db: Database, start: datetime | None,
+                     end: datetime | None) -> tuple[list, list, list | None] | None:
+    """What marketpulse.analytics.scoring needs for trades whose event time (and windows whose start) is in
+    [start, end) (unbounded where None): the anomalies table's (trade_id, rule, event ms, detected ms), the
+    injected_labels rows of anomaly kinds as label dicts, and the multivariate detector's anomalous windows
+    (symbol, start ms, end ms; None without the window_anomalies table). None while the labels table does
+    not exist."""
     if not db.table_exists("injected_labels"):
         return None
-    bounds = ("(%(start)s::timestamptz IS NULL OR event_time >= %(start)s) "
-              "AND (%(end)s::timestamptz IS NULL OR event_time < %(end)s)")
-    params = {"start": start, "end": end, "kinds": list(ANOMALY_KINDS), "engine": DETECTOR_ENGINE}
+    bounds = ("(%(start)s::timestamptz IS NULL OR {column} >= %(start)s) "
+              "AND (%(end)s::timestamptz IS NULL OR {column} < %(end)s)")
+    params = {"start": start, "end": end, "kinds": list(LABEL_KINDS), "engine": DETECTOR_ENGINE}
     detections = db.rows(
         "SELECT trade_id, rule, (extract(epoch FROM event_time) * 1000)::bigint, "
-        "(extract(epoch FROM detected_at) * 1000)::bigint FROM anomalies "
-        f"WHERE engine = %(engine)s AND {bounds}", params)
-    rows = db.rows("SELECT trade_id, kind, (extract(epoch FROM event_time) * 1000)::bigint "
-                   f"FROM injected_labels WHERE kind = ANY(%(kinds)s) AND {bounds}", params)
-    labels = [{"trade_id": trade_id, "kind": kind, "event_time": event_ms}
-              for trade_id, kind, event_ms in rows]
-    return detections, labels
+        "(extract(epoch FROM detected_at) * 1000)::bigint FROM anomalies WHERE engine = %(engine)s AND "
+        + bounds.format(column="event_time"), params)
+    episode = "episode" if db.table_exists("window_anomalies") else "NULL"  # the column came with 012
+    rows = db.rows("SELECT trade_id, kind, (extract(epoch FROM event_time) * 1000)::bigint, symbol, "
+                   f"{episode} FROM injected_labels WHERE kind = ANY(%(kinds)s) AND "
+                   + bounds.format(column="event_time"), params)
+    labels = [{"trade_id": trade_id, "kind": kind, "event_time": event_ms, "symbol": symbol,
+               "episode": of_episode} for trade_id, kind, event_ms, symbol, of_episode in rows]
+    windows = None
+    if db.table_exists("window_anomalies"):
+        windows = db.rows("SELECT symbol, (extract(epoch FROM window_start) * 1000)::bigint, "
+                          "(extract(epoch FROM window_end) * 1000)::bigint FROM window_anomalies "
+                          "WHERE anomalous AND " + bounds.format(column="window_start"), params)
+    return detections, labels, windows
 
 
 MARKET_STATUS_FRESH_S = 900  # a live source writes its row every poll, every 5 min while idling

@@ -15,7 +15,7 @@ import sys
 from marketpulse.config import ConfigError, load_settings
 from marketpulse.times import parse_timestamp
 
-from .injections import ANOMALY_KINDS, BAD_KINDS, AnomalyOptions
+from .injections import ANOMALY_KINDS, BAD_KINDS, AnomalyOptions, SurgeOptions
 from .live import LIVE_SOURCES, execute_live
 from .live_sources import LiveSourceError
 from .options import DEFAULT_SIM_START, UsageError
@@ -167,6 +167,14 @@ def build_parser(settings) -> argparse.ArgumentParser:
     inject.add_argument("--volume-factor", type=_range, default=AnomalyOptions.volume_factor,
                         metavar="MIN:MAX",
                         help="a volume spike is this many times the symbol's median trade size")
+    inject.add_argument("--surge-rate", type=_non_negative(float), default=0.0, metavar="N",
+                        help="volume surges with a flat price (kind volume_surge_flat): episodes per "
+                             "symbol-hour of event time in which every trade is --surge-factor times its "
+                             "size and on one side, the price on the model's path")
+    inject.add_argument("--surge-seconds", type=_non_negative(float), default=SurgeOptions.seconds,
+                        metavar="S", help="event-time length of a volume surge")
+    inject.add_argument("--surge-factor", type=_range, default=SurgeOptions.factor, metavar="MIN:MAX",
+                        help="a surge's trades are this many times their drawn size (one factor per episode)")
     inject.add_argument("--late-fraction", type=_fraction, default=0.0, metavar="F",
                         help="share of trades held back and emitted after later trades")
     inject.add_argument("--max-delay-ms", type=_positive_int, default=5000, metavar="MS",

@@ -2,6 +2,14 @@
 
 - Anomalies: one trade at a price far from the model (spike up or crash down), or a trade many times its
   usual size. The price model is not touched, so the next trade is back at the model price.
+- Volume surges with a flat price (`volume_surge_flat`, SurgePlan): an episode of `seconds` (60) of event time
+  in which every trade of the symbol is `factor` times its drawn size and on one side (all BUY or all
+  SELL), while the price stays on the model's path. No single trade is extreme (a factor of 3-5 is 1.1-1.6
+  sigma of ln(size)) and the price does not move, so the trade rules should mostly miss it; the window
+  that holds it has a high volume and a one-sided imbalance together (marketpulse.analytics.multivariate).
+  Why the price is not frozen: the model moves on underneath, and the way back to it at the end of the
+  episode would be a jump that price_zscore reports. Episodes start at `rate` per symbol-hour of event time
+  (Poisson, own random stream), so how often they come does not depend on the trade rate.
 - Disorder: a share of trades is held back for a random delay of event time and emitted after the trades
   that followed it, exercising watermarks and late-data handling.
 - Bad records: malformed trade messages, each one failing marketpulse.trade.parse_trade. Every bad payload
@@ -13,6 +21,8 @@
   followed by kind-specific fields:
       price_spike / price_crash  magnitude = relative move (0.12 = +12 %), model_price, price
       volume_spike               magnitude = size / model size, model_size, size
+      volume_surge_flat          magnitude = the episode's size factor, episode (trade id of its first trade),
+                                 side, model_size (the drawn size), size; one label per trade of the episode
       late                       magnitude = delay_ms, delay_ms (how long the trade was held back, event time)
       bad                        magnitude = null, bad_kind, reason (parse_trade's message), payload_sha1
                                  (hex SHA-1 of the exact message value: the dead-letter table's key)
@@ -74,6 +84,56 @@ class AnomalyPlan:
             return Anomaly(kind, round(rng.uniform(*opts.volume_factor), 2))
         move = round(rng.uniform(*opts.price_move), 4)
         return Anomaly(kind, move if kind == "price_spike" else -move)
+
+
+# --- volume surges with a flat price (episodes) ---
+
+SURGE_KIND = "volume_surge_flat"
+
+
+@dataclass(frozen=True)
+class SurgeOptions:
+    rate: float = 0.0  # episodes per symbol-hour of event time
+    # Event-time length of an episode: a whole window's worth, so that one 60 s window holds at least half.
+    seconds: float = 60.0
+    # Times the drawn size: ln(3)..ln(5) = 1.1..1.6 sigma of ln(size), below volume_zscore's 5 even on a large
+    # draw most of the time, while a third of a 60 s window at 3-5x roughly doubles the window's volume.
+    factor: tuple[float, float] = (3.0, 5.0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0 and self.seconds > 0
+
+
+@dataclass(frozen=True)
+class Surge:
+    episode: str  # trade id of the first trade
+    end: float  # event-time offset where it ends (exclusive)
+    factor: float
+    side: str
+
+
+class SurgePlan:
+    """Per symbol: when volume surges start and end, in event-time offsets (own random stream)."""
+
+    def __init__(self, options: SurgeOptions, rng: random.Random):
+        self.options = options
+        self._rng = rng
+        self._next = rng.expovariate(options.rate / 3600.0)
+        self.current: Surge | None = None
+
+    def at(self, offset: float, trade_id: str) -> Surge | None:
+        """The episode the trade at this offset belongs to, if any (starting one when it is due)."""
+        current = self.current
+        if current is not None and offset >= current.end:
+            current = self.current = None
+        if current is None and offset >= self._next:
+            rng, opts = self._rng, self.options
+            factor = round(rng.uniform(*opts.factor), 2)
+            side = "BUY" if rng.random() < 0.5 else "SELL"
+            current = self.current = Surge(trade_id, offset + opts.seconds, factor, side)
+            self._next = current.end + rng.expovariate(opts.rate / 3600.0)
+        return current
 
 
 # --- disorder (late trades) ---

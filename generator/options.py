@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from marketpulse.times import parse_timestamp
 
-from .injections import AnomalyOptions, BadOptions, DisorderOptions
+from .injections import AnomalyOptions, BadOptions, DisorderOptions, SurgeOptions
 from .model import SymbolSpec, build_universe, check_ticker, run_token, synthetic_tickers
 from .reference import reference_message
 from .replay import replay_events
@@ -106,6 +106,7 @@ def resolve(args, settings, environ=os.environ, now_ms: Callable[[], int] | None
             price_move=(args.spike_pct[0] / 100, args.spike_pct[1] / 100), volume_factor=args.volume_factor),
         disorder=DisorderOptions(late_fraction=args.late_fraction, max_delay_ms=args.max_delay_ms),
         bad=BadOptions(fraction=args.bad_fraction, kinds=args.bad_kinds),
+        surges=SurgeOptions(rate=args.surge_rate, seconds=args.surge_seconds, factor=args.surge_factor),
         topics=topics,
         # As fast as possible on the wall clock: stamp each trade with the time it is made.
         event_time_of=(lambda _offset: int(time.time() * 1000)) if unpaced_wall else None,

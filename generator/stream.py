@@ -22,7 +22,18 @@ from dataclasses import dataclass, field
 
 from marketpulse.trade import InvalidTrade, parse_trade
 
-from .injections import AnomalyOptions, AnomalyPlan, BadOptions, DelayPlan, DisorderOptions, label, make_bad
+from .injections import (
+    SURGE_KIND,
+    AnomalyOptions,
+    AnomalyPlan,
+    BadOptions,
+    DelayPlan,
+    DisorderOptions,
+    SurgeOptions,
+    SurgePlan,
+    label,
+    make_bad,
+)
 from .model import GbmPriceModel, LognormalSizes, SymbolSpec, derived_rng
 
 SHARD_ENV = "MARKETPULSE_GENERATOR_SHARD"
@@ -52,6 +63,7 @@ class StreamOptions:
     anomalies: AnomalyOptions = field(default_factory=AnomalyOptions)
     disorder: DisorderOptions = field(default_factory=DisorderOptions)
     bad: BadOptions = field(default_factory=BadOptions)
+    surges: SurgeOptions = field(default_factory=SurgeOptions)
     topics: Topics = field(default_factory=Topics)
     # Event time of a trade from its offset; the default is start_ms + offset. The wall-clock unpaced mode
     # passes a function that reads the clock instead.
@@ -104,6 +116,7 @@ def symbol_events(opts: StreamOptions, index: int, spec: SymbolSpec) -> Iterator
     delay_plan = DelayPlan(opts.disorder, derived_rng(seed, sym, "disorder")) \
         if opts.disorder.enabled else None
     bad_rng = derived_rng(seed, sym, "bad") if opts.bad.enabled else None
+    surge_plan = SurgePlan(opts.surges, derived_rng(seed, sym, "surges")) if opts.surges.enabled else None
     bad_fraction, bad_kinds = opts.bad.fraction, opts.bad.kinds
 
     trades_topic, injected_topic = opts.topics.trades, opts.topics.injected
@@ -166,6 +179,16 @@ def symbol_events(opts: StreamOptions, index: int, spec: SymbolSpec) -> Iterator
             continue
 
         labels = ()
+        surge = surge_plan.at(offset, trade_id) if surge_plan else None
+        if surge is not None:
+            # A trade of a surge is only that: a one-trade anomaly drawn for it is left out, so every label
+            # of the trade tells one story (the decision was still drawn, keeping the stream aligned).
+            anomaly = None
+            model_size = size
+            size, side = max(1, int(size * surge.factor + 0.5)), surge.side
+            labels = ((injected_topic, key, label(SURGE_KIND, trade_id, sym, event_time, surge.factor,
+                                                  episode=surge.episode, side=side, model_size=model_size,
+                                                  size=size)),)
         if anomaly is not None:
             if anomaly.kind == "volume_spike":
                 # Many times the symbol's USUAL (median) size, not this trade's random draw: a spike on top of

@@ -13,7 +13,8 @@ Topology (uid in brackets; every operator has one, so savepoints map back after 
     -> drop timestamp field [trade-unwrap]           Row(symbol, trade)
     -> key by symbol -> TradeAnalytics [trade-analytics]
          main output  window rows (both window sizes)
-         side outputs anomalies, late trades
+         side outputs anomalies, late trades, window anomalies (the multivariate detector's scored 60 s
+                      windows, scored in the timer that closes them)
     -> JDBC upsert tables + Kafka table (jobs/market_metrics_sinks.sql) in one StatementSet
 
 Watermarks: PyFlink hands only the Java half of a WatermarkStrategy to KafkaSource, so a Python timestamp
@@ -51,7 +52,14 @@ from pyflink.table import StreamTableEnvironment
 from marketpulse.config import Settings, load_settings
 from marketpulse.flink import compat, rows
 from marketpulse.flink.book import AnalyticsConfig
-from marketpulse.flink.functions import ANOMALIES, DEAD_LETTERS, LATE_TRADES, ParseTrades, TradeAnalytics
+from marketpulse.flink.functions import (
+    ANOMALIES,
+    DEAD_LETTERS,
+    LATE_TRADES,
+    WINDOW_ANOMALIES,
+    ParseTrades,
+    TradeAnalytics,
+)
 from marketpulse.sqltemplate import compose, render, split_statements, sql_variables
 
 JOB_NAME = "MarketPulse DataStream"
@@ -64,6 +72,7 @@ VIEWS = {
     "anomalies": "datastream_anomalies",
     "late_trades": "datastream_late_trades",
     "dead_letters": "datastream_dead_letters",
+    "window_anomalies": "datastream_window_anomalies",
 }
 
 
@@ -141,6 +150,7 @@ class Outputs:
     anomalies: DataStream     # rows.ANOMALY
     late_trades: DataStream   # rows.LATE_TRADE
     dead_letters: DataStream  # rows.DEAD_LETTER
+    window_anomalies: DataStream  # rows.WINDOW_ANOMALY
 
 
 def watermark_strategy(settings: Settings) -> WatermarkStrategy:
@@ -174,12 +184,13 @@ def build_pipeline(
     analytics = (compat.key_by_first_field(trades, rows.TRADE, value_key_field=1)
                  .process(TradeAnalytics(config), rows.WINDOW_METRICS)
                  .name("windows + anomaly detector per symbol").uid("trade-analytics"))
-    # window rows | anomalies | late trades
+    # window rows | anomalies | late trades | scored windows
     return Outputs(
         windows=analytics,
         anomalies=analytics.get_side_output(ANOMALIES),
         late_trades=analytics.get_side_output(LATE_TRADES),
         dead_letters=parsed.get_side_output(DEAD_LETTERS),
+        window_anomalies=analytics.get_side_output(WINDOW_ANOMALIES),
     )
 
 

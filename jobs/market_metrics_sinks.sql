@@ -1,6 +1,6 @@
 -- Sinks of the DataStream job (jobs/market_metrics.py), rendered with marketpulse/sqltemplate.py.
 -- The job registers its output streams as the temporary views datastream_windows, datastream_anomalies,
--- datastream_late_trades and datastream_dead_letters (times as epoch-ms BIGINT), then runs the INSERTs below
+-- datastream_late_trades, datastream_dead_letters and datastream_window_anomalies (times as epoch-ms BIGINT), then runs the INSERTs below
 -- in one StatementSet attached to the DataStream job, so everything is one Flink job.
 -- Times: the JDBC Postgres dialect has no TIMESTAMP_LTZ, so epoch ms become TIMESTAMP(3) in the session time
 -- zone (table.local-time-zone, by default the JVM's), which is also the zone the JDBC driver sends them in:
@@ -98,6 +98,24 @@ CREATE TEMPORARY TABLE dead_letters_sink (
     ${postgres_sink_options}
 );
 
+-- The multivariate detector's scored windows, one row per (symbol, window size, window start); final when
+-- written, like the window rows they are computed from.
+CREATE TEMPORARY TABLE window_anomalies_sink (
+    symbol          STRING NOT NULL,
+    window_seconds  INT NOT NULL,
+    window_start    TIMESTAMP(3) NOT NULL,
+    window_end      TIMESTAMP(3),
+    score           DOUBLE,
+    threshold       DOUBLE,
+    anomalous       BOOLEAN,
+    top_features    STRING,
+    PRIMARY KEY (symbol, window_seconds, window_start) NOT ENFORCED
+) WITH (
+    'connector' = 'marketpulse-jdbc',
+    'table-name' = 'window_anomalies',
+    ${postgres_sink_options}
+);
+
 -- Window rows.
 INSERT INTO window_metrics_sink
 SELECT 'datastream', symbol, window_seconds,
@@ -128,3 +146,9 @@ INSERT INTO dead_letters_sink
 SELECT 'datastream', topic, `partition`, `offset`, payload, payload_sha1, reason,
        CAST(TO_TIMESTAMP_LTZ(received_at, 3) AS TIMESTAMP(3))
 FROM datastream_dead_letters;
+
+-- Scored windows.
+INSERT INTO window_anomalies_sink
+SELECT symbol, window_seconds, CAST(TO_TIMESTAMP_LTZ(window_start, 3) AS TIMESTAMP(3)),
+       CAST(TO_TIMESTAMP_LTZ(window_end, 3) AS TIMESTAMP(3)), score, threshold, anomalous, top_features
+FROM datastream_window_anomalies;

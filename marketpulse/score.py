@@ -4,8 +4,10 @@ Joins the `anomalies` table (what one engine detected: --engine, by default the 
 `sql` is the Flink SQL job's price z-score rule, sql/anomalies.sql) with the generator's ground truth on the
 injected topic ([kafka] injected_topic: one label per injected trade) and prints, per rule and per injected
 kind, precision, recall, F1 and the median detection delay (detected_at - event_time), by
-marketpulse.analytics.scoring. --from/--to (epoch ms or ISO 8601, naive = UTC) restrict both sides to trades
-whose event time is in [from, to). The topic is read from its first to its last offset at the start.
+marketpulse.analytics.scoring; and, for the datastream engine, the multivariate window detector's row from
+the anomalous windows of `window_anomalies` (per window: see scoring's docstring). --from/--to (epoch ms or
+ISO 8601, naive = UTC) restrict both sides to trades whose event time, and windows whose start, is in
+[from, to). The topic is read from its first to its last offset at the start.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import argparse
 import json
 import sys
 
-from marketpulse.analytics.scoring import ANOMALY_KINDS, DETECTOR_ENGINE, score
+from marketpulse.analytics.scoring import DETECTOR_ENGINE, LABEL_KINDS, score
 from marketpulse.config import ConfigError, load_settings, postgres_dsn
 from marketpulse.times import parse_timestamp
 
@@ -65,7 +67,7 @@ def read_labels(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> 
                         label = json.loads(record.value)
                     except (TypeError, ValueError):
                         continue  # not a label: nothing to score against
-                    if isinstance(label, dict) and label.get("kind") in ANOMALY_KINDS:
+                    if isinstance(label, dict) and label.get("kind") in LABEL_KINDS:
                         labels.append(label)
         return labels
     finally:
@@ -90,6 +92,29 @@ def read_detections(dsn: str, start: int | None, end: int | None,
         raise ScoreError(f"cannot read the anomalies table: {str(err).strip()}") from None
 
 
+def read_window_anomalies(dsn: str, start: int | None, end: int | None) -> tuple[int, list] | None:
+    """(windows scored, [(symbol, start ms, end ms) of the anomalous ones]) of window_anomalies with a start
+    in [start, end); None without the table (a database from before db/schema/012)."""
+    import psycopg2
+
+    bounds = ("(%(start)s::bigint IS NULL OR window_start >= to_timestamp(%(start)s / 1000.0)) "
+              "AND (%(end)s::bigint IS NULL OR window_start < to_timestamp(%(end)s / 1000.0))")
+    try:
+        with psycopg2.connect(dsn, connect_timeout=10) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('window_anomalies') IS NOT NULL")
+            if not cursor.fetchone()[0]:
+                return None
+            params = {"start": start, "end": end}
+            cursor.execute(f"SELECT count(*) FROM window_anomalies WHERE {bounds}", params)
+            scored = cursor.fetchone()[0]
+            cursor.execute("SELECT symbol, (extract(epoch FROM window_start) * 1000)::bigint, "
+                           "(extract(epoch FROM window_end) * 1000)::bigint FROM window_anomalies "
+                           f"WHERE anomalous AND {bounds}", params)
+            return scored, cursor.fetchall()
+    except psycopg2.Error as err:
+        raise ScoreError(f"cannot read the window_anomalies table: {str(err).strip()}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m marketpulse.score", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,13 +130,18 @@ def main(argv: list[str] | None = None) -> int:
         labels = [label for label in read_labels(settings.kafka.bootstrap_servers, topic)
                   if in_range(int(label.get("event_time", -1)), args.start, args.end)]
         detections = read_detections(postgres_dsn(settings), args.start, args.end, args.engine)
+        # The window detector is the DataStream job's: its row belongs to that engine's score.
+        windows = (read_window_anomalies(postgres_dsn(settings), args.start, args.end)
+                   if args.engine == DETECTOR_ENGINE else None)
     except (ConfigError, ScoreError) as err:
         print(f"score: {err}", file=sys.stderr)
         return 1
+    scored = "" if windows is None else f", {windows[0]} scored windows ({len(windows[1])} anomalous)"
     span = f", event time [{args.start}, {args.end})" if args.start or args.end else ""
-    print(f"{len(detections)} anomaly rows of engine {args.engine} in database {settings.postgres.database}, "
-          f"{len(labels)} injected anomalies on {topic}{span}")
-    print(score(detections, labels).render())
+    engine = "" if args.engine == DETECTOR_ENGINE else f" of engine {args.engine}"
+    print(f"{len(detections)} anomaly rows{engine}{scored} in database {settings.postgres.database}, "
+          f"{len(labels)} injected anomaly labels on {topic}{span}")
+    print(score(detections, labels, None if windows is None else windows[1]).render())
     return 0
 
 

@@ -42,7 +42,8 @@ CREATE TABLE injected (
     kind        STRING,
     trade_id    STRING,
     symbol      STRING,
-    event_time  BIGINT
+    event_time  BIGINT,
+    episode     STRING
 ) WITH (
     'connector' = 'kafka',
     'topic' = '${kafka_injected_topic}',
@@ -119,12 +120,13 @@ CREATE TABLE dead_letters (
     ${postgres_sink_options}
 );
 
--- Sink: injected_labels (db/schema/009_injected_labels.sql), upserted by (trade_id, kind).
+-- Sink: injected_labels (db/schema/009_injected_labels.sql, episode 012), upserted by (trade_id, kind).
 CREATE TABLE injected_labels (
     trade_id    STRING,
     kind        STRING,
     symbol      STRING,
     event_time  TIMESTAMP(3),
+    episode     STRING,
     PRIMARY KEY (trade_id, kind) NOT ENFORCED
 ) WITH (
     'connector' = 'marketpulse-jdbc',
@@ -199,7 +201,8 @@ BEGIN
     INSERT INTO injected_labels
     SELECT trade_id, kind, symbol,
            CASE WHEN event_time BETWEEN 0 AND ${trade_max_event_time_ms}
-                THEN CAST(TO_TIMESTAMP_LTZ(event_time, 3) AS TIMESTAMP(3)) END
+                THEN CAST(TO_TIMESTAMP_LTZ(event_time, 3) AS TIMESTAMP(3)) END,
+           episode
     FROM injected
     WHERE trade_id IS NOT NULL AND kind IS NOT NULL;
 END;

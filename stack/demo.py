@@ -1,6 +1,7 @@
 """`make demo`: the whole system on this machine. Brings the stack up, submits the DataStream job and the
-SQL scripts, starts the generator, the alert service and the dashboard, prints where to look, and reports
-progress until Ctrl-C, which stops them and the jobs it submitted (the stack stays up: make down)."""
+SQL scripts, starts the generator, the alert service, the forecaster and the dashboard, prints where to look,
+and reports progress until Ctrl-C, which stops them and the jobs it submitted (the stack stays up: make
+down)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 from alerts.config import AlertConfig
+from forecaster.config import ForecastConfig
 from marketpulse.config import Settings
 from stack import paths
 from stack.check import first_window_landed, newest_windows, table_counts
@@ -36,14 +38,15 @@ def run_demo(settings: Settings, up) -> int:
     # The generator first, the jobs after: each job reads the topic from its committed offsets (the
     # earliest the first time), so nothing produced while they are submitted is lost, and the first
     # windows are not held up by the submission.
-    generator, alerts, dashboard = _start_processes(settings)
+    processes = _start_processes(settings)
+    generator, alerts, forecaster, dashboard = processes
     try:
         job_ids = submit_all(settings)
     except BaseException:
-        _stop_processes((generator, alerts, dashboard))
+        _stop_processes(processes)
         raise
     say(f"jobs submitted {time.monotonic() - stack_up_at:.0f}s after the stack was up")
-    if job_ids and _wait_running(settings, job_ids, timeout=120):
+    if job_ids and _wait_running(settings, job_ids, timeout=120, since=stack_up_at):
         say(f"jobs running {time.monotonic() - stack_up_at:.0f}s after the stack was up")
     host, port = settings.dashboard.host, settings.dashboard.port
     # With a history, the link opens on its hour rather than the dashboard's default 15 minutes.
@@ -56,6 +59,7 @@ def run_demo(settings: Settings, up) -> int:
     Flink web UI   {settings.flink.rest_url}
     check data     make check        (rows per table, newest window, running jobs)
     alerts         {paths.shown(LOG_DIR / "alerts.log")}   (webhooks: README, Alerts)
+    forecasts      {paths.shown(LOG_DIR / "forecaster.log")}   (symbol view: band ahead of the last candle)
     stop           Ctrl-C here, then `make down` to stop the stack
 """, flush=True)
 
@@ -64,7 +68,8 @@ def run_demo(settings: Settings, up) -> int:
     first_window_at = None
     try:
         while not stop["requested"]:
-            for name, proc in (("generator", generator), ("alerts", alerts), ("dashboard", dashboard)):
+            for name, proc in (("generator", generator), ("alerts", alerts), ("forecaster", forecaster),
+                               ("dashboard", dashboard)):
                 if proc.poll() is not None:
                     raise StackError(f"{name} exited with code {proc.returncode}; see {LOG_DIR / name}.log")
             counts = table_counts(settings)
@@ -81,8 +86,9 @@ def run_demo(settings: Settings, up) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        say("stopping the generator, the alert service, the dashboard and the jobs this demo submitted")
-        _stop_processes((generator, alerts, dashboard))
+        say("stopping the generator, the alert service, the forecaster, the dashboard and the jobs this demo "
+            "submitted")
+        _stop_processes(processes)
         for job_id in job_ids:
             try:
                 cancel(settings, job_id)  # deliberate: the registry lets them stay down
@@ -92,18 +98,25 @@ def run_demo(settings: Settings, up) -> int:
     return 0
 
 
-def _wait_running(settings: Settings, job_ids: list[str], timeout: float) -> bool:
-    """True once every job and all its tasks run (False after `timeout`: the progress lines go on)."""
+def _wait_running(settings: Settings, job_ids: list[str], timeout: float, since: float) -> bool:
+    """True once every job and all its tasks run (False after `timeout`: the progress lines go on). Says
+    when each job got there, in seconds after `since` (monotonic)."""
     from stack import flink
 
     deadline = time.monotonic() + timeout
+    pending = set(job_ids)
     while time.monotonic() < deadline:
         try:
             jobs = {job["jid"]: job for job in flink.rest(settings, "/jobs/overview")["jobs"]}
         except (OSError, ValueError, KeyError):
             jobs = {}
-        if all(job_id in jobs and jobs[job_id]["state"] == "RUNNING"
-               and jobs[job_id]["tasks"]["running"] == jobs[job_id]["tasks"]["total"] for job_id in job_ids):
+        for job_id in sorted(pending):
+            job = jobs.get(job_id)
+            if job and job["state"] == "RUNNING" and job["tasks"]["running"] == job["tasks"]["total"]:
+                pending.discard(job_id)
+                say(f"'{job['name']}': all {job['tasks']['total']} tasks running "
+                    f"{time.monotonic() - since:.1f}s after the stack was up")
+        if not pending:
             return True
         time.sleep(0.5)
     return False
@@ -130,8 +143,8 @@ def history_minutes(configured: float, newest_end: datetime | None, now: datetim
     return round(max(0.0, min(float(configured), gap)), 2)
 
 
-def _start_processes(settings: Settings) -> tuple[subprocess.Popen, subprocess.Popen, subprocess.Popen]:
-    """The generator (as [demo] says), the alert service and the dashboard."""
+def _start_processes(settings: Settings) -> tuple[subprocess.Popen, ...]:
+    """The generator (as [demo] says), the alert service, the forecaster and the dashboard."""
     demo = settings.demo
     symbols = ["--symbols", demo.symbols] if demo.symbols else []
     if demo.source == "synthetic":
@@ -140,6 +153,7 @@ def _start_processes(settings: Settings) -> tuple[subprocess.Popen, subprocess.P
         generator = _spawn("generator", [
             "-m", "generator", "--rate", str(demo.rate), "--anomaly-rate", str(demo.anomaly_rate),
             "--late-fraction", str(demo.late_fraction), "--bad-fraction", str(demo.bad_fraction),
+            "--surge-rate", str(demo.surge_rate),
             "--history-minutes", str(minutes), "--history-rate", str(demo.history_rate),
             "--reference-to-postgres", *symbols])
         if minutes:
@@ -162,5 +176,10 @@ def _start_processes(settings: Settings) -> tuple[subprocess.Popen, subprocess.P
     cooldown = AlertConfig.from_settings(settings).cooldown_seconds
     say(f"alert service: anomalies -> alerts, cooldown {cooldown:g} s per symbol and rule "
         f"(log {paths.shown(LOG_DIR)}/alerts.log)")
+    forecaster = _spawn("forecaster", ["-m", "forecaster"])
+    forecast = ForecastConfig.from_settings(settings)
+    say(f"forecaster: ARIMA and a linear trend per symbol on {forecast.bar_seconds} s bars every "
+        f"{forecast.refit_minutes:g} min, the next {forecast.horizon_bars} bars (log "
+        f"{paths.shown(LOG_DIR)}/forecaster.log)")
     dashboard = _spawn("dashboard", ["-m", "dashboard"])
-    return generator, alerts, dashboard
+    return generator, alerts, forecaster, dashboard

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
@@ -88,7 +89,9 @@ def submit_datastream(settings: Settings, savepoint: str | None = None, args: li
         if settings.flink.submit_python_over_rest and jarrun.can_submit(os.environ):
             say(f"Flink: submitting '{name}' through the REST API (PythonDriver in the JobManager: "
                 f"{' '.join(['-py', script] + program)}{' from ' + savepoint if savepoint else ''})")
+            started = time.monotonic()
             job_id = jarrun.run_python_job(settings, job_file, program, savepoint)
+            say(f"Flink: '{name}' submitted as {job_id} in {time.monotonic() - started:.1f}s")
             registry.record(name, "datastream", script, job_id, args=args, restore_path=savepoint)
             return job_id
         say(f"Flink: submitting '{name}' (flink run -d {' '.join(restore + ['-py', script] + program)})")
@@ -120,8 +123,10 @@ def submit_sql(settings: Settings, script: str, savepoint: str | None = None,
         savepoint = _last_state(name, savepoint, resume)
         if sqlgateway.healthy(settings):  # a few REST calls instead of a sql-client.sh JVM
             say(f"Flink: submitting '{name}' through the SQL Gateway ({settings.flink.sql_gateway_url})")
+            started = time.monotonic()
             sqlgateway.submit(settings, render(path, settings, variables, savepoint).read_text(),
                               say=lambda _line: None)
+            say(f"Flink: '{name}' submitted through the gateway in {time.monotonic() - started:.1f}s")
         else:
             result = run_sql_script(settings, str(path), variables=variables, capture=True,
                                     savepoint=savepoint)

@@ -221,6 +221,50 @@ def reference_indicator_alerts(rows: list[dict], overbought: float, oversold: fl
     return fired, borderline
 
 
+def reference_window_scores(windows: Sequence[dict], *, history: int, warmup: int, threshold: float,
+                            tick_size: float, relearn: int = 5, top: int = 3) -> list[dict]:
+    """The multivariate detector's rows (marketpulse/analytics/multivariate.py, as its docstring states it)
+    for the window rows of ONE symbol and size (reference_windows' dicts) in window order, recomputed from
+    plain lists for every window: the six features; per feature the median of the last `history` windows
+    and the root mean square of the deviations from it, each clipped to 3 x 1.4826 x their median absolute
+    value, floored at one tick over the VWAP (price features) or 0.01; score = the largest squared z of
+    (return, range, vwap_dev) + the larger of (volume, trades) + imbalance's; after `relearn` anomalous
+    windows in a row, the baseline is those windows only."""
+    def features(row: dict) -> dict[str, float]:
+        return {"return": math.log(row["close"] / row["open"]), "range": math.log(row["high"] / row["low"]),
+                "volume": math.log(row["volume"]), "trades": math.log(row["trade_count"]),
+                "imbalance": (row["buy_count"] - row["sell_count"]) / row["trade_count"],
+                "vwap_dev": math.log(row["close"] / row["vwap"])}
+
+    seen: list[dict[str, float]] = []
+    scored = []
+    run = 0
+    for row in windows:
+        values = features(row)
+        baseline = seen[-history:]
+        if len(baseline) >= warmup:
+            z = {}
+            for name, value in values.items():
+                column = [past[name] for past in baseline]
+                center = statistics.median(column)
+                limit = 3 * 1.4826 * statistics.median(abs(x - center) for x in column)
+                clipped = [min(abs(x - center), limit) for x in column]
+                spread = math.sqrt(math.fsum(d * d for d in clipped) / len(clipped))
+                floor = tick_size / row["vwap"] if name in ("return", "range", "vwap_dev") else 0.01
+                z[name] = (value - center) / max(spread, floor)
+            score = (max(z["return"] ** 2, z["range"] ** 2, z["vwap_dev"] ** 2)
+                     + max(z["volume"] ** 2, z["trades"] ** 2) + z["imbalance"] ** 2)
+            ranked = sorted(z, key=lambda name: abs(z[name]), reverse=True)[:top]
+            scored.append({"symbol": row["symbol"], "window_start": row["window_start"],
+                           "window_end": row["window_end"], "score": score, "anomalous": score > threshold,
+                           "z": {name: z[name] for name in ranked}})
+        seen.append(values)
+        run = run + 1 if len(baseline) >= warmup and score > threshold else 0
+        if run == relearn:
+            seen, run = seen[-relearn:], 0
+    return scored
+
+
 def reference_sql_price_zscores(
     trades: Sequence[Trade],
     *,

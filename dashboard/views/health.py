@@ -1,8 +1,9 @@
-"""Pipeline health: the Flink cluster and every job its REST API lists (state, uptime, throughput, Kafka lag
-as the source reports it, backpressure, last checkpoint), and the late and bad records in PostgreSQL.
+"""Pipeline health: the Flink cluster and every job its REST API lists (state, uptime, throughput, the
+source's pending records, backpressure, last checkpoint), the Kafka consumer lag per group and partition
+(from Kafka's committed offsets), and the late and bad records in PostgreSQL.
 
-Flink's part comes from the background HealthMonitor's latest snapshot (never a REST call in the callback),
-so a slow Flink shows slightly old figures instead of freezing the page."""
+Flink's part and the lag come from the background HealthMonitor's latest snapshot (never a REST or Kafka
+call in the callback), so a slow Flink or Kafka shows slightly old figures instead of freezing the page."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from dash import Input, Output, html, no_update
 from dashboard import queries
 from dashboard.context import ViewContext
 from dashboard.db import DatabaseUnavailable
-from dashboard.health import ClusterHealth, Job
+from dashboard.health import ClusterHealth, ConsumerLag, Job
 from dashboard.ui import empty, engine_label, fmt_age, testid
 
 NAME, LABEL = "health", "Pipeline health"
-JOB_COLUMNS = ("Job", "State", "Uptime", "In /s", "Out /s", "Kafka lag", "Backpressure", "Last checkpoint")
+JOB_COLUMNS = ("Job", "State", "Uptime", "In /s", "Out /s", "Pending (source)", "Backpressure",
+               "Last checkpoint")
+LAG_COLUMNS = ("Consumer group", "Topic", "Lag", "Per partition: lag (committed / log end)")
 RECORD_KINDS = (("late_trades", "Late trades"), ("dead_letters", "Dead letters (bad records)"))
 
 
@@ -32,9 +35,16 @@ def layout(deps) -> html.Div:
             ]),
             html.Div(id="health-cluster", className="note", **testid("health-cluster")),
             html.Div(id="health-jobs", **testid("health-jobs")),
-            html.Div("Kafka consumer lag: the dashboard never reads Kafka. The lag column is the Kafka "
-                     "source's own pendingRecords metric from Flink's REST API, where Flink reports it "
-                     "(— otherwise).", className="note small"),
+            html.Div("Pending (source): the Kafka source's own pendingRecords metric, where Flink reports "
+                     "it (— otherwise).", className="note small"),
+        ]),
+        html.Div(className="panel", children=[
+            html.Div(html.Span("Kafka consumer lag", className="panel-title"), className="panel-head"),
+            html.Div(id="health-lag", **testid("health-lag")),
+            html.Div("Log-end offset minus the group's committed offset, per partition, from Kafka. A Flink "
+                     "job commits when a checkpoint completes, so a job that keeps up shows up to one "
+                     "checkpoint interval of records; a stopped job's lag grows with every trade.",
+                     className="note small"),
         ]),
         html.Div(className="panel", children=[
             html.Div(html.Span("Late and bad records (PostgreSQL)", className="panel-title"),
@@ -89,6 +99,28 @@ def jobs_table(health: ClusterHealth | None, now: datetime):
                        html.Tbody([job_row(job, now_ms) for job in health.jobs])], className="data-table")
 
 
+def lag_table(lag: ConsumerLag | None):
+    if lag is None:
+        return empty("Asking Kafka…", "lag-empty")
+    if not lag.ok:
+        return html.Div(f"Kafka unreachable: {lag.error}", className="empty down", **testid("lag-empty"))
+    if not lag.groups:
+        return empty("No consumer group has committed offsets on the watched topics yet.", "lag-empty")
+    rows = []
+    for group in lag.groups:
+        parts = [html.Span(f"p{p.partition} {p.lag:,}", className="lag-part",
+                           title=f"committed {'none' if p.committed is None else f'{p.committed:,}'} / "
+                                 f"log end {p.end_offset:,}",
+                           **{"data-partition": str(p.partition), "data-lag": str(p.lag)})
+                 for p in group.partitions]
+        rows.append(html.Tr(**{"data-testid": "lag-row", "data-group": group.group, "data-topic": group.topic,
+                               "data-total": str(group.total)}, children=[
+            html.Td(group.group), html.Td(group.topic), html.Td(f"{group.total:,}", className="num"),
+            html.Td(parts)]))
+    return html.Table([html.Thead(html.Tr([html.Th(h) for h in LAG_COLUMNS])), html.Tbody(rows)],
+                      className="data-table")
+
+
 def pipeline_panel(counts: pd.DataFrame, reasons: pd.DataFrame):
     """Late trades and dead letters: all-time total, in the range, per engine; the top dead-letter reasons."""
     cells = []
@@ -123,11 +155,12 @@ def render_pipeline(db, context: ViewContext | None):
 def register(app, deps) -> None:
     @app.callback(
         Output("health-cluster", "children"), Output("health-jobs", "children"),
-        Output("health-pipeline", "children"),
+        Output("health-lag", "children"), Output("health-pipeline", "children"),
         Input("tick", "n_intervals"), Input("tabs", "value"), Input("context", "data"))
     def render_health(_tick, tab, stored):
         if tab != NAME:
-            return no_update, no_update, no_update
+            return no_update, no_update, no_update, no_update
         health = deps.monitor.latest()
         return (cluster_line(health), jobs_table(health, datetime.now(UTC)),
+                lag_table(deps.monitor.latest_lag()),
                 render_pipeline(deps.db, ViewContext.from_store(stored)))

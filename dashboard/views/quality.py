@@ -11,7 +11,7 @@ from dashboard import queries
 from dashboard.context import ViewContext
 from dashboard.db import DatabaseUnavailable
 from dashboard.ui import empty, testid
-from marketpulse.analytics.scoring import ANOMALY_KINDS, ScoreTable, score
+from marketpulse.analytics.scoring import MULTIVARIATE, ScoreTable, score
 
 NAME, LABEL = "quality", "Detection quality"
 NO_TABLE = ("No ground truth table yet (db/schema/009_injected_labels.sql, applied by make up); the Flink "
@@ -41,7 +41,7 @@ def delay(value: float | None) -> str:
 
 
 def table(scores: ScoreTable) -> html.Table:
-    kinds = [kind for kind in ANOMALY_KINDS if scores.labels.get(kind)]
+    kinds = scores.kinds
     head = ["Rule", "Found", "Precision", "Recall", "F1", "Median delay", *[f"Recall {k}" for k in kinds]]
     rows = [html.Tr(**{"data-testid": "quality-row", "data-rule": s.rule}, children=[
         html.Td(s.rule, className=f"rule rule-{s.rule}"), html.Td(f"{s.detections:,}", className="num"),
@@ -54,12 +54,15 @@ def table(scores: ScoreTable) -> html.Table:
 
 
 def summary(scores: ScoreTable, detections: int) -> str:
-    labelled = ", ".join(f"{kind} {scores.labels[kind]:,}" for kind in ANOMALY_KINDS
-                         if scores.labels.get(kind))
+    labelled = ", ".join(f"{kind} {scores.labels[kind]:,}" for kind in scores.kinds)
     total = sum(scores.labels.values())
+    windows = (f"; '{MULTIVARIATE}' counts anomalous 60 s windows, true when one holds an injected anomaly, "
+               "recall per injected thing (an episode of a volume surge once)" if MULTIVARIATE in scores.rules
+               else "")
     return (f"{total:,} injected anomalies ({labelled}) · {detections:,} anomaly rows · precision of a "
             "rule: its detections on a trade injected with a kind it targets; 'any' counts trades flagged by "
-            "any rule")
+            "any rule; a rule's volume_surge_flat column is the share of surges it flagged a trade of"
+            f"{windows}")
 
 
 def render(db, context: ViewContext) -> tuple:
@@ -72,10 +75,10 @@ def render(db, context: ViewContext) -> tuple:
         return "", empty("Database unreachable", "quality-empty")
     if inputs is None:
         return "", empty(NO_TABLE, "quality-empty")
-    detections, labels = inputs
+    detections, labels, windows = inputs
     if not labels:
         return f"{len(detections):,} anomaly rows in range", empty(NO_LABELS, "quality-empty")
-    scores = score(detections, labels)
+    scores = score(detections, labels, windows)
     return summary(scores, len(detections)), table(scores)
 
 

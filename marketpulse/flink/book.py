@@ -48,6 +48,7 @@ from marketpulse.analytics import (
     WindowMetrics,
     window_start_ms,
 )
+from marketpulse.analytics.multivariate import MultivariateConfig, WindowModel, WindowScore
 from marketpulse.trade import Trade
 
 MIN_WATERMARK = -(2**63)  # Long.MIN_VALUE: no watermark yet
@@ -60,6 +61,9 @@ class AnalyticsConfig:
     grace_ms: int
     detector: DetectorConfig
     state_ttl_minutes: int
+    # The multivariate window detector, on the windows of window_sizes_ms[0] ([windows] size_seconds); None:
+    # off (tests of the windows alone).
+    multivariate: MultivariateConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.window_sizes_ms or len(set(self.window_sizes_ms)) != len(self.window_sizes_ms):
@@ -82,7 +86,13 @@ class AnalyticsConfig:
             grace_ms=int(windows.grace_seconds) * 1000,
             detector=DetectorConfig.from_settings(settings),
             state_ttl_minutes=int(settings.detector.state_ttl_minutes),
+            multivariate=MultivariateConfig.from_settings(settings),
         )
+
+    @property
+    def scored_window_ms(self) -> int:
+        """The window size the multivariate detector scores: the first (long) one."""
+        return self.window_sizes_ms[0]
 
 
 def is_late(event_time: int, watermark: int, grace_ms: int) -> bool:
@@ -183,3 +193,33 @@ class DetectorSlot:
 
     def __reduce__(self):
         return tuple, (self.detector.to_state(),)
+
+
+class WindowModelSlot:
+    """Holds a symbol's live multivariate WindowModel in Flink state, like DetectorSlot: pickled as the
+    model's plain `to_state()` tuple."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model: WindowModel) -> None:
+        self.model = model
+
+    @classmethod
+    def from_state(cls, config: MultivariateConfig, state) -> WindowModelSlot:
+        """From WindowModel.to_state() or None (first window, expired TTL), or a live slot as it is."""
+        if isinstance(state, WindowModelSlot):
+            return state
+        return cls(WindowModel.from_state(config, state))
+
+    def score(self, windows: list[WindowMetrics], size_ms: int) -> list[WindowScore]:
+        """Pushes the closed windows of the scored size, in order; the rows of those past warm-up."""
+        scores = []
+        for window in windows:
+            if window.window_end - window.window_start == size_ms:
+                scored = self.model.push(window)
+                if scored is not None:
+                    scores.append(scored)
+        return scores
+
+    def __reduce__(self):
+        return tuple, (self.model.to_state(),)

@@ -14,12 +14,20 @@ from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS
 from marketpulse.flink import rows
-from marketpulse.flink.book import AnalyticsConfig, DetectorSlot, SymbolBook, is_late, window_close_time
+from marketpulse.flink.book import (
+    AnalyticsConfig,
+    DetectorSlot,
+    SymbolBook,
+    WindowModelSlot,
+    is_late,
+    window_close_time,
+)
 from marketpulse.trade import InvalidTrade, Trade, heartbeat_time, parse_trade
 
 DEAD_LETTERS = OutputTag("dead-letters", rows.DEAD_LETTER)
 LATE_TRADES = OutputTag("late-trades", rows.LATE_TRADE)
 ANOMALIES = OutputTag("anomalies", rows.ANOMALY)
+WINDOW_ANOMALIES = OutputTag("window-anomalies", rows.WINDOW_ANOMALY)
 
 
 def payload_sha1(payload: bytes | None) -> str | None:
@@ -76,14 +84,17 @@ class TradeAnalytics(KeyedProcessFunction):
     """Per symbol: the anomaly detector on arrival, late routing and final event-time tumbling windows.
 
     State per symbol: `book` (a marketpulse.flink.book.SymbolBook: open windows and the last close timer
-    fired, what survives a restore) and `detector` (a DetectorSlot, with a processing-time TTL). Both are kept
+    fired, what survives a restore), `detector` (a DetectorSlot, with a processing-time TTL) and
+    `window_model` (a WindowModelSlot: the multivariate detector's last windows, same TTL). All are kept
     as live objects that PyFlink's state cache returns as they are until the bundle ends, where they are
     pickled once as plain tuples: no per-trade (de)serialisation. Main output: window rows; side outputs
-    ANOMALIES and LATE_TRADES. The rules: marketpulse/flink/book.py."""
+    ANOMALIES, LATE_TRADES and WINDOW_ANOMALIES (each closed window of the scored size, scored in the timer
+    that closes it: no operator, shuffle or Python crossing of its own). The rules:
+    marketpulse/flink/book.py."""
 
     def __init__(self, config: AnalyticsConfig):
         self.config = config
-        self.book_state = self.detector_state = None
+        self.book_state = self.detector_state = self.window_model_state = None
         self.late_trades = self.anomalies = self.recovered_closes = None
         self.newest_event_time = self.watermark = None
 
@@ -97,6 +108,10 @@ class TradeAnalytics(KeyedProcessFunction):
         detector = ValueStateDescriptor("detector", Types.PICKLED_BYTE_ARRAY())
         detector.enable_time_to_live(ttl)
         self.detector_state = runtime_context.get_state(detector)
+        if self.config.multivariate is not None:
+            window_model = ValueStateDescriptor("window_model", Types.PICKLED_BYTE_ARRAY())
+            window_model.enable_time_to_live(ttl)
+            self.window_model_state = runtime_context.get_state(window_model)
         self.book_state = runtime_context.get_state(ValueStateDescriptor("book", Types.PICKLED_BYTE_ARRAY()))
         metrics = runtime_context.get_metrics_group()
         self.late_trades = metrics.counter("lateTrades")
@@ -159,6 +174,18 @@ class TradeAnalytics(KeyedProcessFunction):
                 self.recovered_closes.inc()
             # Row(symbol, window_seconds, window_start, window_end, open, ..., stddev_price)
             yield Row(*(getattr(window, name) for name in WINDOW_METRICS_COLUMNS))
+        size_ms = self.config.scored_window_ms
+        if self.window_model_state is not None and any(window.window_end - window.window_start == size_ms
+                                                       for window in windows):
+            slot = WindowModelSlot.from_state(self.config.multivariate, self.window_model_state.value())
+            scores = slot.score(windows, size_ms)
+            self.window_model_state.update(slot)
+            for scored in scores:
+                # Row(symbol, window_seconds, window_start, window_end, score, threshold, anomalous,
+                #     top_features)
+                yield WINDOW_ANOMALIES, Row(scored.symbol, scored.window_seconds, scored.window_start,
+                                            scored.window_end, scored.score, scored.threshold,
+                                            scored.anomalous, scored.top_features)
 
 
 def lag_ms(event_time: int | None) -> int:

@@ -48,6 +48,16 @@ ANOMALY = Types.ROW_NAMED(
      Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(), Types.LONG()],
 )
 
+# A window scored by the multivariate detector (marketpulse.analytics.multivariate.WindowScore, top features
+# as text).
+WINDOW_ANOMALY_FIELDS = ("symbol", "window_seconds", "window_start", "window_end", "score", "threshold",
+                         "anomalous", "top_features")
+WINDOW_ANOMALY = Types.ROW_NAMED(
+    list(WINDOW_ANOMALY_FIELDS),
+    [Types.STRING(), Types.INT(), Types.LONG(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.BOOLEAN(),
+     Types.STRING()],
+)
+
 # A trade behind the watermark, with the watermark it was measured against.
 LATE_TRADE_FIELDS = ("trade_id", "symbol", "price", "size", "side", "event_time", "watermark")
 LATE_TRADE = Types.ROW_NAMED(

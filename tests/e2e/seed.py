@@ -5,7 +5,8 @@ written straight into a scratch database, shaped like the Flink jobs' output.
     AAPL also 30 one-minute windows from the SQL engine, and the SQL job's indicators of its ten-second bars
     (tests/reference.py's formulas with the configured periods) and its sliding averages; anomalies on AAPL
     and TSLA; a few late trades and dead letters; ground-truth labels (LABELS) for three of the anomalies
-    plus one nobody detected."""
+    plus one nobody detected; the forecaster's forecast of AAPL's next FORECAST_BARS one-minute closes from
+    its last bar, and its errors (FORECAST_ERRORS)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ ANOMALIES = [("AAPL", "price_zscore", 5, 12), ("AAPL", "price_jump", 12, 40),
 LABELS = [("t1", "price_spike", "AAPL", 12, 40), ("t4", "price_crash", "TSLA", 8, 30),
           ("t2", "volume_spike", "AAPL", 20, 3), ("missed", "price_spike", "MSFT", 15, 0)]
 DETECTION_DELAY = timedelta(milliseconds=1500)
+FORECAST_BARS = 10
+# (model, forecasts, mae, mape, coverage) of AAPL's forecast_errors rows
+FORECAST_ERRORS = [("arima", 120, 0.31, 0.146, 0.93), ("linear", 120, 0.42, 0.198, 0.88)]
 
 
 def _price(base: float, i: int, seconds: int, phase: float) -> float:
@@ -75,6 +79,22 @@ def moving_average_rows(symbol: str, phase: float) -> list[tuple]:
             for i in range(5, len(bars))]
 
 
+def forecast_rows(symbol: str, phase: float) -> list[tuple]:
+    """From the last one-minute bar: ARIMA flat at its close with a band widening as sqrt(h), the linear
+    trend rising 0.05 a bar."""
+    origin = START + timedelta(minutes=MINUTES - 1)
+    close = _price(SYMBOLS[symbol][1], MINUTES, 60, phase)  # window_rows: bar i closes at _price(i + 1)
+    rows = []
+    for h in range(1, FORECAST_BARS + 1):
+        target = origin + timedelta(minutes=h)
+        half = 0.3 * math.sqrt(h)
+        rows.append((symbol, 60, "arima", origin, target, h, "datastream", "ARIMA(0,1,0)", 30, close, close,
+                     close - half, close + half, 0.95))
+        rows.append((symbol, 60, "linear", origin, target, h, "datastream", "linear trend", 30, close,
+                     close + 0.05 * h, close + 0.05 * h - 0.4, close + 0.05 * h + 0.4, 0.95))
+    return rows
+
+
 def seed(settings) -> dict:
     """Writes the demo rows; returns what it wrote (counts the tests compare against)."""
     windows = []
@@ -102,6 +122,13 @@ def seed(settings) -> dict:
         execute_values(cur, "INSERT INTO injected_labels (trade_id, kind, symbol, event_time) VALUES %s",
                        [(trade_id, kind, symbol, START + timedelta(minutes=minute, seconds=second))
                         for trade_id, kind, symbol, minute, second in LABELS])
+        execute_values(cur, "INSERT INTO forecasts (symbol, bar_seconds, model, origin_start, target_start, "
+                            "horizon, engine, spec, bars_used, origin_close, point, lower, upper, level) "
+                            "VALUES %s", forecast_rows("AAPL", 0))
+        execute_values(cur, "INSERT INTO forecast_errors (symbol, bar_seconds, model, forecasts, flagged, "
+                            "mae, mape, coverage, level) VALUES %s",
+                       [("AAPL", 60, model, n, 0, mae, mape, coverage, 0.95)
+                        for model, n, mae, mape, coverage in FORECAST_ERRORS])
         execute_values(cur, "INSERT INTO late_trades VALUES %s",
                        [("datastream", f"late{i}", "AAPL", 212.0, 10, "buy",
                          START + timedelta(minutes=i), START + timedelta(minutes=i, seconds=5))

@@ -95,7 +95,8 @@ def test_candlestick_has_one_candle_per_window_in_range(page, seeded):
 
 def test_the_sql_indicators_have_their_panels_on_ten_second_bars(page, seeded):
     """With the SQL job's bars (10 s): EMAs, SMA and the HOP average on the price, then RSI, MACD (line,
-    signal, histogram) and volatility panels, each trace holding the seeded rows."""
+    signal, histogram) and volatility panels, each trace holding the seeded rows; the forecaster's band and
+    points ahead of the last candle (origin + 10 bars), with its errors above the chart."""
     server, written = seeded
     page.goto(server.url + "/symbol/AAPL?range=all&window=10")
     page.wait_for_selector("#view-symbol", state="visible", timeout=TIMEOUT_MS)
@@ -113,6 +114,12 @@ def test_the_sql_indicators_have_their_panels_on_ten_second_bars(page, seeded):
     titles = page.evaluate("() => Array.from(document.querySelectorAll('#candles-graph .annotation-text'))"
                            ".map(a => a.textContent)")
     assert any(title.startswith("MACD(12, 26, 9)") for title in titles), titles
+    ahead = seed.FORECAST_BARS + 1  # the origin's close, then one point per bar
+    assert traces["ARIMA forecast ARIMA(0,1,0)"] == traces["95% interval"] == ["y", ahead]
+    assert traces["Linear trend forecast"] == ["y", ahead]
+    line = page.inner_text("[data-testid=symbol-forecast]")
+    assert "ARIMA: MAPE 0.146 %, MAE 0.310, 93% in the interval (120 forecasts)" in line, line
+    assert "Linear trend: MAPE 0.198 %, MAE 0.420, 88% in the interval (120 forecasts)" in line, line
     shot(page, "symbol-indicators")
 
 

@@ -167,3 +167,57 @@ def test_without_a_database_every_endpoint_answers_503(scratch_db):
     assert "database unavailable" in client.get("/api/symbols").get_json()["error"]
     body = client.get("/api/health").get_json()
     assert body["status"] == "down" and body["database"]["ok"] is False
+
+
+# --- fuzz ----------------------------------------------------------------------------------------------
+
+FUZZ_QUERIES = 10_000
+# /api/health takes no parameter and asks Flink and Kafka each time: a few hundred queries, not thousands.
+FUZZ_PATHS = ("/api/symbols", "/api/metrics", "/api/metrics", "/api/anomalies", "/api/anomalies", "/api/nope",
+              "/api/metrics/x") * 5 + ("/api/health",)
+FUZZ_NAMES = ("symbol", "from", "to", "window", "engine", "limit", "rule", "x", "", "SYMBOL", "symbol[]")
+FUZZ_VALUES = (
+    "AAPL", "aapl", "MSFT", "ZZZZ", "A" * 16, "A" * 17, "", " ", "AAPL'; DROP TABLE window_metrics;--",
+    "%00", "\x00", "\u202e", "😀", "../../etc", "60", "10", "0", "-1", "1e3", "9" * 40, "NaN", "inf", "1.5",
+    "datastream", "sql", "price_jump", "2025-06-02T13:30:00Z", "2025-06-02T13:30:00+00:00",
+    "2025-06-02 13:30:00 00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01",
+    "9999-12-31T23:59:59.999999", "2025-02-30T00:00:00", "2025-06-02T25:00:00", "2025-06-02T13:30:00+99:00",
+    "T", "null", "[]", "{}", "true", "10000", "10001", "1000000000000000000000")
+
+
+def fuzz_query(rng) -> str:
+    """A random path with 0-4 parameters drawn from valid and hostile names and values, some of them
+    random bytes, URL-encoded like a browser would."""
+    from urllib.parse import urlencode
+
+    params = []
+    for _ in range(rng.randint(0, 4)):
+        value = rng.choice(FUZZ_VALUES) if rng.random() < 0.85 else \
+            "".join(chr(rng.randint(1, 0x2FFF)) for _ in range(rng.randint(1, 12)))
+        params.append((rng.choice(FUZZ_NAMES), value))
+    path = rng.choice(FUZZ_PATHS)
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+def test_fuzzed_queries_never_give_a_server_error(client):
+    """#14: every parameter is validated. 10,000 seeded random queries (hostile names, values, times at
+    the calendar's edges, unicode, injections): every answer is 200, 400 or 404 with a JSON body (an error
+    message for 4xx), never a 5xx or a traceback."""
+    import random
+    from collections import Counter
+
+    rng = random.Random(20261205)
+    statuses: Counter = Counter()
+    failures = []
+    for _ in range(FUZZ_QUERIES):
+        url = fuzz_query(rng)
+        response = client.get(url)
+        statuses[response.status_code] += 1
+        body = response.get_json(silent=True)
+        if response.status_code not in (200, 400, 404) or body is None or \
+                (response.status_code >= 400 and not body.get("error")):
+            failures.append((url, response.status_code, response.get_data(as_text=True)[:200]))
+    counts = ", ".join(f"{code}: {n:,}" for code, n in sorted(statuses.items()))
+    print(f"\n{FUZZ_QUERIES:,} fuzzed queries: {counts}; "
+          f"server errors {sum(n for code, n in statuses.items() if code >= 500)}")
+    assert not failures, f"{len(failures)} bad answers, first ones: {failures[:5]}"

@@ -197,6 +197,33 @@ def test_sql_indicators_and_sliding_averages_of_one_symbol(db, scratch_db):
     assert queries.moving_averages(db, "AAPL", 60, 5, None, None).empty
 
 
+def test_the_newest_forecast_made_from_a_candle_in_view_and_its_errors(db, scratch_db):
+    """Origins at bars 1 and 2: a view whose candles end at bar 1 gets bar 1's forecast, a later one bar 2's;
+    the errors are the forecast_errors rows of the symbol and bar size."""
+    with closing(support.pg_connect(scratch_db)) as conn, conn.cursor() as cur:
+        execute_values(cur, "INSERT INTO forecasts (symbol, bar_seconds, model, origin_start, target_start, "
+                            "horizon, engine, spec, bars_used, origin_close, point, lower, upper, level) "
+                            "VALUES %s",
+                       [("AAPL", 60, model, T0 + timedelta(minutes=o), T0 + timedelta(minutes=o + h), h,
+                         "datastream", "s", 20, 100.0 + o, 100.0 + o + h, 99.0, 110.0, 0.95)
+                        for model in ("arima", "linear") for o in (1, 2) for h in (1, 2)])
+        execute_values(cur, "INSERT INTO forecast_errors (symbol, bar_seconds, model, forecasts, flagged, "
+                            "mae, mape, coverage, level) VALUES %s",
+                       [("AAPL", 60, "arima", 4, 0, 0.5, 0.25, 0.75, 0.95),
+                        ("AAPL", 10, "arima", 1, 0, 9.0, 9.0, 0.0, 0.95)])
+        conn.commit()
+    early = queries.forecast(db, "AAPL", 60, T0, T0 + timedelta(minutes=1))
+    assert list(early["origin_start"].unique()) == [T0 + timedelta(minutes=1)]
+    assert list(zip(early["model"], early["point"], strict=True)) == [
+        ("arima", 102.0), ("arima", 103.0), ("linear", 102.0), ("linear", 103.0)]
+    assert set(queries.forecast(db, "AAPL", 60, T0, T0 + timedelta(minutes=3))["origin_start"]) == {
+        T0 + timedelta(minutes=2)}
+    assert queries.forecast(db, "AAPL", 60, T0 + timedelta(minutes=3), T0 + timedelta(minutes=4)).empty
+    errors = queries.forecast_errors(db, "AAPL", 60)
+    assert errors[["model", "forecasts", "mae", "mape", "coverage"]].values.tolist() == [
+        ["arima", 4, 0.5, 0.25, 0.75]]
+
+
 def test_pipeline_counts_late_and_dead_records_per_engine(db):
     frame = queries.pipeline_counts(db, T0, T0 + timedelta(hours=1))
     assert [tuple(r) for r in frame[["kind", "engine", "total", "in_range"]].itertuples(index=False)] == [

@@ -16,6 +16,7 @@ must hold exactly those. The reference is computed from every other good trade.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import subprocess
@@ -25,12 +26,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 
+from dashboard.app import create_app
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS, DetectorConfig
 from marketpulse.analytics.detector import PRICE_ZSCORE
 from marketpulse.analytics.scoring import ANY, score
+from marketpulse.kafka_lag import LagReader
 from marketpulse.trade import InvalidTrade, Trade, parse_trade
+from stack.redeploy import stop_with_savepoint
 from tests import support
 from tests.reference import reference_anomalies, reference_windows
 from tests.support import vertex_metric_sum
@@ -385,19 +389,78 @@ def keyed_parallelism(settings, job_id: str) -> int:
     return next(v["parallelism"] for v in vertices if "per symbol" in v["name"])
 
 
-def unread(settings, topic: str, group_id: str) -> int:
-    """Records of the topic behind the group's committed offsets (the Kafka source commits the offsets of
-    each completed checkpoint): 0 once some job of the group has read everything and checkpointed it,
+def partition_lag(settings, topic: str, group_id: str) -> dict[int, int]:
+    """{partition: records behind the group's committed offset} (marketpulse.kafka_lag, what the health view
+    and /api/health show), {} while the group has committed nothing. The Kafka source commits the offsets of
+    each completed checkpoint: all 0 once some job of the group has read everything and checkpointed it,
     whichever job read which part."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=group_id,
-                             enable_auto_commit=False)
+    reader = LagReader(settings.kafka.bootstrap_servers, [topic])
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        assert partitions, f"topic {topic} has no partitions"
-        ends = consumer.end_offsets(partitions)
-        return sum(ends[tp] - (consumer.committed(tp) or 0) for tp in partitions)
+        groups = {group.group: group for group in reader.read()}
     finally:
-        consumer.close()
+        reader.close()
+    return {p.partition: p.lag for p in groups[group_id].partitions} if group_id in groups else {}
+
+
+def unread(settings, topic: str, group_id: str) -> int | None:
+    """Records of the topic the group has not read and checkpointed; None before its first commit."""
+    lag = partition_lag(settings, topic, group_id)
+    return sum(lag.values()) if lag else None
+
+
+def produce_to_partitions(settings, topic: str, counts: dict[int, int], start_ms: int) -> int:
+    """counts[p] valid trades into partition p, event times 10 ms apart from start_ms; returns the next."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    moment = start_ms
+    try:
+        for partition, count in counts.items():
+            for number in range(count):
+                trade = Trade(trade_id=f"lag-{partition}-{moment}-{number}", symbol=f"S{partition}",
+                              price=100.0 + number % 7, size=10, side="buy", event_time=moment)
+                producer.send(topic, value=trade.to_json().encode(), key=trade.symbol.encode(),
+                              partition=partition)
+                moment += 10
+        producer.flush(30)
+    finally:
+        producer.close()
+    return moment
+
+
+def test_consumer_lag_grows_while_the_job_is_stopped_and_drains_after(stack, kafka_topic, scratch_db):
+    """The lag the health view and /api/health show is Kafka's (log end - committed, per partition): stop the
+    job with a savepoint and it grows by exactly what is produced into each partition meanwhile; resume from
+    the savepoint and it drains to 0 at the next checkpoints."""
+    topic = kafka_topic("lag_trades", partitions=PARTITIONS)
+    anomalies_topic = kafka_topic("lag_anomalies")
+    group_id = f"test-{topic}"
+    moment = produce_to_partitions(stack, topic, {0: 200, 1: 200}, 1_767_225_600_000)
+    job_id = submit(scratch_db, topic, anomalies_topic, checkpoint_seconds=2)
+    resumed = None
+    try:
+        support.wait_for(lambda: unread(stack, topic, group_id) == 0, 90, "the job to read and checkpoint")
+        savepoint = stop_with_savepoint(stack, job_id)
+        assert partition_lag(stack, topic, group_id) == {0: 0, 1: 0}
+        moment = produce_to_partitions(stack, topic, {0: 300, 1: 120}, moment)
+        grown = partition_lag(stack, topic, group_id)
+        watching = copy.deepcopy(scratch_db)  # the dashboard watches [kafka] trades_topic
+        watching.kafka.trades_topic = topic
+        api = create_app(watching).server.test_client().get("/api/health").get_json()
+        shown = {(g["group"], p["partition"]): p["lag"] for g in api["kafka"]["consumer_lag"]
+                 for p in g["partitions"] if g["topic"] == topic}
+        print(f"\nstopped with a savepoint, then 300 + 120 trades produced: lag per partition {grown}, "
+              f"/api/health {shown}")
+        assert grown == {0: 300, 1: 120}
+        assert shown == {(group_id, 0): 300, (group_id, 1): 120}
+        started = time.monotonic()
+        resumed = submit(scratch_db, topic, anomalies_topic, "-s", savepoint, checkpoint_seconds=2)
+        support.wait_for(lambda: partition_lag(stack, topic, group_id) == {0: 0, 1: 0}, 90,
+                         "the resumed job to drain the lag", interval=0.5)
+        print(f"resumed from {savepoint}: lag 0 on both partitions {time.monotonic() - started:.1f}s after "
+              "the resubmission began")
+    finally:
+        for running in (job_id, resumed):
+            if running:
+                support.cancel_job(stack, running)
 
 
 def test_savepoint_rescale_and_upgrade_give_the_same_tables(stack, kafka_topic, scratch_db, tmp_path):

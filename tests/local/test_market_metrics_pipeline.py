@@ -25,10 +25,11 @@ from pyflink.datastream import MapFunction, StreamExecutionEnvironment  # noqa: 
 
 from jobs.market_metrics import build_pipeline  # noqa: E402
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS, DetectorConfig  # noqa: E402
+from marketpulse.analytics.multivariate import MultivariateConfig  # noqa: E402
 from marketpulse.flink import rows  # noqa: E402
 from marketpulse.flink.book import AnalyticsConfig  # noqa: E402
 from marketpulse.trade import Trade  # noqa: E402
-from tests.reference import reference_anomalies, reference_windows  # noqa: E402
+from tests.reference import reference_anomalies, reference_window_scores, reference_windows  # noqa: E402
 
 pytestmark = pytest.mark.flink_local
 
@@ -36,8 +37,12 @@ BASE = 1_700_000_100_000  # a multiple of 60 s
 OUT_OF_ORDERNESS_MS = 2000
 DETECTOR = DetectorConfig(lookback=5, warmup=3, z_threshold=5.0, volume_min_stddev=1e-4, price_jump_pct=3.0,
                           volume_z_threshold=4.0)
-CONFIG = AnalyticsConfig(window_sizes_ms=(10_000, 5_000), grace_ms=0, detector=DETECTOR,
-                         state_ttl_minutes=60)
+# The multivariate detector scores the first size, 5 s: AAPL has four such windows, so with a warm-up of 3
+# its last one is scored (MSFT's three are not).
+MULTIVARIATE = MultivariateConfig(history=3, warmup=3, threshold=30.0, top_features=3, tick_size=0.01,
+                                  relearn=3)
+CONFIG = AnalyticsConfig(window_sizes_ms=(5_000, 10_000), grace_ms=0, detector=DETECTOR,
+                         state_ttl_minutes=60, multivariate=MULTIVARIATE)
 
 
 def aapl(seq: int, price: float, size: int = 100, side: str = "BUY", at_ms: int | None = None, suffix=""):
@@ -109,11 +114,12 @@ def run_pipeline(values: list[str]) -> dict[str, list]:
     outputs = build_pipeline(raw, topic="trades-test", config=CONFIG,
                              watermarks=WatermarkStrategy.for_bounded_out_of_orderness(
                                  Duration.of_millis(OUT_OF_ORDERNESS_MS)))
-    # One collect for all four outputs: tag each row with its output and union them.
+    # One collect for all five outputs: tag each row with its output and union them.
+    names = ("windows", "anomalies", "late_trades", "dead_letters", "window_anomalies")
     tagged = [getattr(outputs, name).map(lambda row, name=name: (name, tuple(row)),
                                          Types.PICKLED_BYTE_ARRAY())
-              for name in ("windows", "anomalies", "late_trades", "dead_letters")]
-    collected: dict[str, list] = {"windows": [], "anomalies": [], "late_trades": [], "dead_letters": []}
+              for name in names]
+    collected: dict[str, list] = {name: [] for name in names}
     with tagged[0].union(*tagged[1:]).execute_and_collect() as results:
         for name, row in results:
             collected[name].append(row)
@@ -224,3 +230,23 @@ def test_bad_records_become_dead_letters_with_the_payload_hash(output):
         ("trades-test", 0, offsets[payload], payload.encode(), reason) for payload, reason in expected]
     assert [row[4] for row in dead] == [hashlib.sha1(payload.encode()).hexdigest() for payload, _ in expected]
     assert all(abs(row[6] - time.time() * 1000) < 600_000 for row in dead)
+
+
+def test_the_multivariate_detector_scores_the_closed_windows_of_the_first_size(output):
+    """AAPL's fourth 5 s window [15 s, 20 s), scored against its first three by the reference recomputation
+    over the reference windows of the on-time trades. Two of those three hold the injected anomalies (the
+    110.0 spike in [5 s, 10 s), the 20,000 shares in [10 s, 15 s)); the median keeps them out of the
+    baseline's centre, so the ordinary fourth window scores 0.49 (only its VWAP deviation differs), not an
+    anomaly."""
+    aapl_windows = [row for row in reference_windows(ON_TIME, 5) if row["symbol"] == "AAPL"]
+    expected = reference_window_scores(aapl_windows, history=MULTIVARIATE.history, warmup=MULTIVARIATE.warmup,
+                                       threshold=MULTIVARIATE.threshold, tick_size=MULTIVARIATE.tick_size)
+    assert [(row["window_start"] - BASE, row["anomalous"], round(row["score"], 2)) for row in expected] == \
+        [(15_000, False, 0.49)]
+    [want] = expected
+    [got] = output["window_anomalies"]
+    symbol, seconds, start, end, score, threshold, anomalous, top_features = got
+    assert (symbol, seconds, start, end, threshold, anomalous) == \
+        ("AAPL", 5, want["window_start"], want["window_end"], 30.0, want["anomalous"])
+    assert math.isclose(score, want["score"], rel_tol=1e-9)
+    assert top_features == ", ".join(f"{name} {z:+.2f}" for name, z in want["z"].items())

@@ -167,6 +167,33 @@ def test_macd_and_volatility_panels_emas_and_the_hop_average_with_their_periods(
     assert fig.layout.yaxis.domain[0] > fig.layout.yaxis4.domain[0] > fig.layout.yaxis5.domain[0]
 
 
+def test_anomalous_windows_are_shaded_spans_with_a_marker_carrying_score_and_features():
+    closes = [100.0 + 0.1 * i for i in range(10)]
+    windows = pd.DataFrame({"window_start": [T0 + timedelta(minutes=3), T0 + timedelta(minutes=7)],
+                            "window_end": [T0 + timedelta(minutes=4), T0 + timedelta(minutes=8)],
+                            "score": [64.6, 31.0], "threshold": [30.0, 30.0],
+                            "top_features": ["volume +6.05, imbalance +5.16, return +1.18",
+                                             "imbalance -4.91, volume +3.39, return -0.83"]})
+    fig = figures.candlestick_figure(candles_frame(closes), window_anomalies=windows)
+    spans = [shape for shape in fig.layout.shapes if shape.type == "rect"]
+    # One span per window on the price and on the volume panel, over the window's own candle (drawn centred
+    # on its start): the minute shifted back by half a 60 s bar.
+    half = timedelta(seconds=30)
+    assert [(shape.x0, shape.x1, shape.yref) for shape in spans] == [
+        (T0 + timedelta(minutes=3) - half, T0 + timedelta(minutes=4) - half, "y domain"),
+        (T0 + timedelta(minutes=3) - half, T0 + timedelta(minutes=4) - half, "y2 domain"),
+        (T0 + timedelta(minutes=7) - half, T0 + timedelta(minutes=8) - half, "y domain"),
+        (T0 + timedelta(minutes=7) - half, T0 + timedelta(minutes=8) - half, "y2 domain")]
+    marker = by_name(fig, "Anomalous window (multivariate)")
+    assert list(pd.to_datetime(marker.x, utc=True)) == [T0 + timedelta(minutes=3), T0 + timedelta(minutes=7)]
+    # On the top of the price panel: the highest high (plotly's own range: no spike to fence out here).
+    assert list(marker.y) == [max(closes) + 0.5] * 2
+    assert [tuple(item) for item in marker.customdata] == [
+        (64.6, 30.0, "volume +6.05, imbalance +5.16, return +1.18", "14:33", "14:34"),
+        (31.0, 30.0, "imbalance -4.91, volume +3.39, return -0.83", "14:37", "14:38")]
+    assert "score %{customdata[0]:.1f}" in marker.hovertemplate
+
+
 def test_empty_candles_give_an_empty_chart_with_a_message():
     fig = figures.candlestick_figure(pd.DataFrame(), symbol="MSFT", window_seconds=10)
     assert len(fig.data) == 0
@@ -237,3 +264,55 @@ def test_sparkline_svg_scales_points_into_the_box_and_colours_by_direction():
 ])
 def test_human_numbers(value, prefix, text):
     assert figures.human(value, prefix) == text
+
+
+def forecast_frame(origin_index: int, points, half: float, seconds: int = 60, origin_close: float = 100.0):
+    """The forecaster's rows of one origin for both models: ARIMA with +-half, the linear trend 1 higher."""
+    origin = T0 + timedelta(seconds=seconds * origin_index)
+    rows = []
+    for model, shift in (("arima", 0.0), ("linear", 1.0)):
+        for h, point in enumerate(points, start=1):
+            rows.append({"model": model, "spec": "ARIMA(0,1,0)" if model == "arima" else "linear trend",
+                         "bar_seconds": seconds, "origin_start": origin, "origin_close": origin_close,
+                         "target_start": origin + timedelta(seconds=seconds * h), "horizon": h,
+                         "point": point + shift, "lower": point + shift - half, "upper": point + shift + half,
+                         "level": 0.95})
+    return pd.DataFrame(rows)
+
+
+def xs(trace) -> list:
+    """A trace's x values as naive UTC timestamps (plotly keeps the clock time, not the zone)."""
+    return [pd.Timestamp(x).replace(tzinfo=None) for x in trace.x]
+
+
+def test_the_forecast_band_starts_at_the_last_candle_close_and_runs_ahead():
+    candles = candles_frame([100.0 + 0.1 * i for i in range(20)])
+    forecast = forecast_frame(19, [102.0, 102.1], half=0.5, origin_close=101.9)
+    fig = figures.candlestick_figure(candles, symbol="AAPL", forecast=forecast)
+    upper, lower = by_name(fig, "ARIMA forecast ARIMA(0,1,0) upper"), by_name(fig, "95% interval")
+    arima, linear = by_name(fig, "ARIMA forecast ARIMA(0,1,0)"), by_name(fig, "Linear trend forecast")
+    last = T0.replace(tzinfo=None) + timedelta(minutes=19)
+    expected_x = [last, last + timedelta(minutes=1), last + timedelta(minutes=2)]
+    for trace in (upper, lower, arima, linear):
+        assert xs(trace) == expected_x
+    assert list(arima.y) == [101.9, 102.0, 102.1] and list(linear.y) == [101.9, 103.0, 103.1]
+    assert list(upper.y) == [101.9, 102.5, 102.6] and list(lower.y) == [101.9, 101.5, 101.6]
+    assert lower.fill == "tonexty" and linear.line.dash == "dash"
+
+
+def test_a_one_minute_forecast_on_ten_second_candles_sits_on_the_candle_that_closes_each_minute():
+    candles = candles_frame([100.0] * 12, seconds=10)
+    forecast = forecast_frame(0, [100.0], half=0.1)
+    fig = figures.candlestick_figure(candles, symbol="AAPL", window_seconds=10, forecast=forecast)
+    start = T0.replace(tzinfo=None)
+    assert xs(by_name(fig, "ARIMA forecast ARIMA(0,1,0)")) == [start + timedelta(seconds=50),
+                                                               start + timedelta(seconds=110)]
+
+
+def test_the_price_axis_takes_in_a_modest_band_and_fences_out_a_wild_one():
+    candles = candles_frame([100.0] * 20 + [100.5] + [100.0] * 20)
+    candles.loc[5, "high"] = 150.0  # something outside the fence, so the axis is set explicitly
+    modest = figures.candlestick_figure(candles, forecast=forecast_frame(40, [100.2], half=1.2))
+    assert modest.layout.yaxis.range[1] > 101.4  # the band's top, 100.2 + 1 + 1.2 (linear), inside
+    wild = figures.candlestick_figure(candles, forecast=forecast_frame(40, [100.0], half=60))
+    assert wild.layout.yaxis.range[1] < 102  # a 60-wide band is cut at the edge, the candles stay readable

@@ -11,8 +11,9 @@ import pytest
 from dash import no_update
 
 from dashboard import context, queries, shell, ui, urls
-from dashboard.health import Checkpoint, ClusterHealth, Job
+from dashboard.health import Checkpoint, ClusterHealth, ConsumerLag, Job
 from dashboard.views import anomalies, health, overview, quality, symbol
+from marketpulse.kafka_lag import GroupLag, PartitionLag
 
 LATEST = datetime(2025, 3, 14, 15, 0, tzinfo=UTC)
 EARLIEST = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
@@ -222,9 +223,26 @@ def test_symbol_header_and_note():
     assert text(symbol.header("AAPL", frame.iloc[0:0])) == "AAPL"
     note = text(symbol.note(2, 1, "sql", 10, truncated=True, sql_indicators=False))
     assert f"latest {queries.MAX_CANDLES:,} windows" in note
-    assert "2 candles · 1 anomalies · engine Flink SQL · bottom panel: z-score" in note
+    assert ("2 candles · 1 anomalies · 0 anomalous windows (multivariate) · engine Flink SQL · bottom panel: "
+            "z-score") in note
     sql_note = symbol.note(2, 0, "datastream", 60, truncated=False, sql_indicators=True)
     assert "indicators table" in text(sql_note)
+
+
+def test_symbol_forecast_line_says_what_the_band_is_and_each_models_errors():
+    forecast = pd.DataFrame({"bar_seconds": [60, 60], "horizon": [1, 2], "level": [0.95, 0.95],
+                             "origin_start": [LATEST, LATEST]})
+    errors = pd.DataFrame({"model": ["arima", "linear"], "spec": ["ARIMA(1,1,0)", "linear trend"],
+                           "forecasts": [120, 0], "mape": [0.12345, None], "mae": [0.2468, None],
+                           "coverage": [0.9, None], "level": [0.95, 0.95]})
+    line = symbol.forecast_summary(forecast, errors)
+    assert text(line).startswith("Forecast of the next 2 closes of 60 s bars from the bar of "
+                                 "2025-03-14 15:00:00 UTC, 95% interval (shaded: ARIMA).")
+    assert text(find_all(line, "forecast-arima")) == ("ARIMA: MAPE 0.123 %, MAE 0.247, 90% in the interval "
+                                                       "(120 forecasts). ")
+    assert text(find_all(line, "forecast-linear")) == "Linear trend: none reached its bar yet. "
+    assert "no forecast has reached" in text(symbol.forecast_summary(forecast, errors.iloc[0:0]))
+    assert symbol.forecast_summary(forecast.iloc[0:0], errors) == []
 
 
 def test_anomaly_table_rows_and_count():
@@ -258,6 +276,19 @@ def test_health_cluster_line_and_jobs_table():
     assert text(rows[1]) == "old j2 CANCELED ran 2 min — — — — —"
     assert text(health.jobs_table(ClusterHealth(ok=True), now)) == "The cluster lists no jobs."
     assert text(health.jobs_table(None, now)) == "No job information."
+
+
+def test_health_view_lag_table():
+    partitions = (PartitionLag(0, 1000, 990, 10), PartitionLag(1, 2500, None, 2500))
+    lag = ConsumerLag(ok=True, groups=[GroupLag("marketpulse-datastream", "trades", partitions)])
+    rows = find_all(health.lag_table(lag), "lag-row")
+    assert [(getattr(r, "data-group"), getattr(r, "data-total")) for r in rows] == [
+        ("marketpulse-datastream", "2510")]
+    assert text(rows[0]) == "marketpulse-datastream trades 2,510 p0 10 p1 2,500"
+    assert "unreachable: Kafka 127.0.0.1:1: timed out" in text(
+        health.lag_table(ConsumerLag(ok=False, error="Kafka 127.0.0.1:1: timed out")))
+    assert text(health.lag_table(None)) == "Asking Kafka…"
+    assert "No consumer group" in text(health.lag_table(ConsumerLag(ok=True)))
 
 
 def test_pipeline_panel_totals_per_kind_and_engine():

@@ -276,3 +276,35 @@ def test_trade_record_matches_the_contract_dataclass():
     produced = parse_trade(msgs[0][2])
     assert produced.trade_id == "AAPL-abc123-1" and produced.to_json().encode() == msgs[0][2]
     assert trade.to_json().startswith('{"trade_id":')
+
+
+def test_volume_surges_labelled_per_trade_one_sided_sizes_scaled_prices_untouched(tmp_path):
+    """--surge-rate through the CLI: every trade of an episode is labelled volume_surge_flat with its
+    episode, is on the episode's side, has size = round(drawn size x factor), and the price path (every
+    trade's price) is exactly the stream without surges."""
+    common = ["--symbols", "AAPL,V", "--seed", "5", "--event-rate", "20", "--rate", "0", "--duration", "3600"]
+    plain_msgs = messages(produce(tmp_path, *common, name="a.tsv"))
+    plain = [parse_trade(v) for _k, v in of_topic(plain_msgs, "trades")]
+    surged_msgs = messages(produce(tmp_path, *common, "--surge-rate", "3", name="b.tsv"))
+    surged = [parse_trade(v) for _k, v in of_topic(surged_msgs, "trades")]
+    assert [(t.trade_id, t.price, t.event_time) for t in surged] == \
+        [(t.trade_id, t.price, t.event_time) for t in plain]
+    surge_labels = labels(surged_msgs, "volume_surge_flat")
+    by_id = {label["trade_id"]: label for label in surge_labels}
+    episodes = collections.defaultdict(list)
+    for before, after in zip(plain, surged, strict=True):
+        label = by_id.get(after.trade_id)
+        if label is None:
+            assert (after.size, after.side) == (before.size, before.side)
+            continue
+        episodes[label["episode"]].append(label)
+        assert (label["model_size"], label["size"]) == (before.size, after.size)
+        assert after.size == max(1, int(before.size * label["magnitude"] + 0.5))
+        assert after.side == label["side"] and label["symbol"] == after.symbol
+    # Poisson at 3 per symbol-hour over 2 symbol-hours; each episode one side, one factor in [3, 5], its
+    # trades within 60 s of its first, which names it.
+    assert len(episodes) == 5
+    for episode, members in episodes.items():
+        assert members[0]["trade_id"] == episode
+        assert len({(m["side"], m["magnitude"]) for m in members}) == 1 and 3 <= members[0]["magnitude"] <= 5
+        assert members[-1]["event_time"] - members[0]["event_time"] < 60_000

@@ -48,14 +48,14 @@ def test_split_statements_ignores_semicolons_and_dashes_in_quotes_and_comments()
         split_statements("SELECT 'open")
 
 
-def test_the_sink_script_renders_to_five_tables_and_five_inserts():
+def test_the_sink_script_renders_to_six_tables_and_six_inserts():
     settings = load_settings(environ={})
     statements = sink_statements(settings)
     creates = [s for s in statements if s.startswith(("CREATE TEMPORARY TABLE", "CREATE TABLE"))]
     inserts = [s for s in statements if s.startswith("INSERT INTO")]
-    assert len(creates) == 5 and len(inserts) == 5 and len(statements) == 10
+    assert len(creates) == 6 and len(inserts) == 6 and len(statements) == 12
     postgres_sinks = [s for s in creates if "'marketpulse-jdbc'" in s]
-    assert len(postgres_sinks) == 4
+    assert len(postgres_sinks) == 5
     assert all("jdbc:postgresql://127.0.0.1:5432/marketpulse" in s for s in postgres_sinks)
     assert "'topic' = 'anomalies'" in statements[2] and "'key.fields' = 'symbol'" in statements[2]
     # Every Postgres sink declares the table's primary key.
@@ -65,6 +65,7 @@ def test_the_sink_script_renders_to_five_tables_and_five_inserts():
         "anomalies_sink": "PRIMARY KEY (engine, trade_id, `rule`",
         "late_trades_sink": "PRIMARY KEY (engine, trade_id",
         "dead_letters_sink": "PRIMARY KEY (engine, topic, kafka_partition, kafka_offset",
+        "window_anomalies_sink": "PRIMARY KEY (symbol, window_seconds, window_start",
     }
 
 

@@ -73,11 +73,12 @@ def test_dockerfile_copies_every_python_package_of_the_project():
     assert {pattern.rstrip("*") for pattern in include["include"]} <= copied
 
 
-def test_compose_runs_the_alert_service_from_the_same_image(compose):
-    alerts = compose["services"]["alerts"]
-    assert alerts["command"] == ["python", "-m", "alerts"]
-    assert alerts["image"] == compose["x-marketpulse"]["image"]
-    assert alerts["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+@pytest.mark.parametrize("service", ["alerts", "forecaster"])
+def test_compose_runs_the_python_services_from_the_same_image(compose, service):
+    found = compose["services"][service]
+    assert found["command"] == ["python", "-m", service]
+    assert found["image"] == compose["x-marketpulse"]["image"]
+    assert found["depends_on"]["init"] == {"condition": "service_completed_successfully"}
 
 
 def test_kafka_properties_render_for_this_machine(tmp_path, monkeypatch):
@@ -119,7 +120,7 @@ def test_sql_render_fills_placeholders_and_refuses_unknown_ones(tmp_path, monkey
 def test_long_running_services_restart_and_one_shots_do_not(compose):
     services = compose["services"]
     for name in ("kafka", "postgres", "jobmanager", "taskmanager", "jobs", "dashboard", "generator",
-                 "alerts"):
+                 "alerts", "forecaster"):
         assert services[name].get("restart") in ("unless-stopped", "on-failure", "always"), name
     assert "restart" not in services["init"]  # one-shot: it must be allowed to complete
 
