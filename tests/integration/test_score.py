@@ -69,6 +69,13 @@ def test_score_joins_the_anomalies_table_with_the_injected_topic(stack, kafka_to
     assert ranged.returncode == 0, ranged.stderr
     assert "1 anomaly rows" in ranged.stdout and "2 injected anomaly labels" in ranged.stdout
 
+    # The SQL job's rows: its z-score rule only, no window detector.
+    sql = run_score(scratch_db, topic, "--engine", "sql")
+    assert sql.returncode == 0, sql.stderr
+    assert sql.stdout.splitlines()[0].startswith("1 anomaly rows of engine sql in database")
+    assert table_of(sql.stdout)["price_zscore"] == ["1", "1.000", "0.500", "0.667", "2500", "1.000", "0.000",
+                                                    "-"]
+
 
 def test_score_counts_the_multivariate_windows_against_labels_and_episodes(stack, kafka_topic, scratch_db):
     """Two volume surges (episode a1 of 3 labelled trades, b1 of 2) and a price spike s1; four anomalous
@@ -98,12 +105,6 @@ def test_score_counts_the_multivariate_windows_against_labels_and_episodes(stack
     # No trade rule flagged a trade of either surge.
     assert table["volume_zscore"][-1] == "0.000"
     assert "volume_surge_flat 2 episodes" in result.stdout
-
-    sql = run_score(scratch_db, topic, "--engine", "sql")
-    assert sql.returncode == 0, sql.stderr
-    assert sql.stdout.splitlines()[0].startswith("1 anomaly rows of engine sql")
-    table = {line.split()[0]: line.split()[1:] for line in sql.stdout.splitlines()[2:-1]}
-    assert table["price_zscore"] == ["1", "1.000", "0.500", "0.667", "2500", "1.000", "0.000", "-"]
 
 
 def test_a_missing_topic_is_one_clear_line(stack, scratch_db):
