@@ -96,8 +96,8 @@ alerts: $(STAMP)  ## run the alert service: anomalies topic -> log/webhook/Slack
 forecaster: $(STAMP)  ## forecasts and their errors ([forecast]); ARGS=--backtest: over the bars already there
 	@$(PY) -m forecaster $(ARGS)
 
-score: $(STAMP)  ## detection quality: anomalies vs the generator's ground truth (FROM=/TO= event time)
-	@$(PY) -m marketpulse.score $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO))
+score: $(STAMP)  ## detection quality: anomalies vs the generator's ground truth (FROM=/TO= event time, ENGINE=sql)
+	@$(PY) -m marketpulse.score $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO)) $(if $(ENGINE),--engine $(ENGINE))
 
 # bench/drain.py drains one topic with the plain consumer, the DataStream and the SQL job: the single-engine
 # entry points (datastream_drain.py, sql_drain.py, plain_consumer.py) would only repeat parts of it.

@@ -14,7 +14,7 @@ import pandas as pd
 from dashboard.db import Database
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS
 from marketpulse.analytics.detector import RULES  # noqa: F401 (the rule filter's choices: queries.RULES)
-from marketpulse.analytics.scoring import LABEL_KINDS
+from marketpulse.analytics.scoring import DETECTOR_ENGINE, LABEL_KINDS
 
 ENGINES = ("datastream", "sql")
 RANGES = {"5m": 300, "15m": 900, "1h": 3600, "1d": 86400, "all": None}
@@ -212,8 +212,8 @@ def first_last(db: Database, engine: str, window_seconds: int, start: datetime, 
 def anomaly_counts_by_symbol(db: Database, start: datetime, end: datetime) -> pd.DataFrame:
     return db.frame("""
         SELECT symbol, count(*) AS anomalies FROM anomalies
-        WHERE event_time >= %(start)s AND event_time < %(end)s
-        GROUP BY symbol ORDER BY symbol""", {"start": start, "end": end})
+        WHERE engine = %(engine)s AND event_time >= %(start)s AND event_time < %(end)s
+        GROUP BY symbol ORDER BY symbol""", {"start": start, "end": end, "engine": DETECTOR_ENGINE})
 
 
 def sparkline_span(window_end: datetime, last_starts, window_seconds: int) -> tuple[datetime, datetime]:
@@ -411,16 +411,18 @@ def sql_top_movers(db: Database, window_seconds: int, start: datetime | None,
 
 def anomalies(db: Database, symbol: str | None = None, rule: str | None = None,
               start: datetime | None = None, end: datetime | None = None, limit: int = 500) -> pd.DataFrame:
-    """Anomalies newest first, optionally for one symbol and/or one rule, in [start, end)."""
+    """The detector's anomalies (DETECTOR_ENGINE) newest first, optionally for one symbol and/or one rule, in
+    [start, end)."""
     columns = ", ".join(ANOMALY_COLUMNS)
     frame = db.frame(f"""
         SELECT {columns} FROM anomalies
-        WHERE (%(symbol)s::text IS NULL OR symbol = %(symbol)s)
+        WHERE engine = %(engine)s AND (%(symbol)s::text IS NULL OR symbol = %(symbol)s)
           AND (%(rule)s::text IS NULL OR rule = %(rule)s)
           AND (%(start)s::timestamptz IS NULL OR event_time >= %(start)s)
           AND (%(end)s::timestamptz IS NULL OR event_time < %(end)s)
         ORDER BY event_time DESC, trade_id, rule LIMIT %(limit)s""",
-        {"symbol": symbol, "rule": rule, "start": start, "end": end, "limit": limit})
+        {"symbol": symbol, "rule": rule, "start": start, "end": end, "limit": limit,
+         "engine": DETECTOR_ENGINE})
     return _numeric(frame, ("price", "size", "z_score", "mean", "stddev"))
 
 
@@ -448,15 +450,17 @@ def anomaly_timeline(db: Database, start: datetime, end: datetime, step_seconds:
         SELECT date_bin(make_interval(secs => %(step)s), event_time, %(start)s) AS bucket, rule,
                count(*) AS anomalies
         FROM anomalies
-        WHERE event_time >= %(start)s AND event_time < %(end)s
+        WHERE engine = %(engine)s AND event_time >= %(start)s AND event_time < %(end)s
           AND (%(symbol)s::text IS NULL OR symbol = %(symbol)s)
           AND (%(rule)s::text IS NULL OR rule = %(rule)s)
         GROUP BY 1, 2 ORDER BY 1, 2""",
-        {"start": start, "end": end, "step": step_seconds, "symbol": symbol, "rule": rule})
+        {"start": start, "end": end, "step": step_seconds, "symbol": symbol, "rule": rule,
+         "engine": DETECTOR_ENGINE})
 
 
 def anomaly_extent(db: Database) -> tuple[datetime | None, datetime | None]:
-    row = db.rows("SELECT min(event_time), max(event_time) FROM anomalies")[0]
+    row = db.rows("SELECT min(event_time), max(event_time) FROM anomalies WHERE engine = %(engine)s",
+                  {"engine": DETECTOR_ENGINE})[0]
     return row[0], row[1]
 
 
@@ -483,10 +487,10 @@ def detection_inputs(db: Database, start: datetime | None,
         return None
     bounds = ("(%(start)s::timestamptz IS NULL OR {column} >= %(start)s) "
               "AND (%(end)s::timestamptz IS NULL OR {column} < %(end)s)")
-    params = {"start": start, "end": end, "kinds": list(LABEL_KINDS)}
+    params = {"start": start, "end": end, "kinds": list(LABEL_KINDS), "engine": DETECTOR_ENGINE}
     detections = db.rows(
         "SELECT trade_id, rule, (extract(epoch FROM event_time) * 1000)::bigint, "
-        "(extract(epoch FROM detected_at) * 1000)::bigint FROM anomalies WHERE "
+        "(extract(epoch FROM detected_at) * 1000)::bigint FROM anomalies WHERE engine = %(engine)s AND "
         + bounds.format(column="event_time"), params)
     episode = "episode" if db.table_exists("window_anomalies") else "NULL"  # the column came with 012
     rows = db.rows("SELECT trade_id, kind, (extract(epoch FROM event_time) * 1000)::bigint, symbol, "

@@ -38,7 +38,8 @@ CREATE TEMPORARY TABLE window_metrics_sink (
     ${postgres_sink_options}
 );
 
--- Anomalies, one row per (trade, rule); flushed within 100 ms (low latency options), not 1 s.
+-- Anomalies, one row per (engine, trade, rule) (db/schema/013: the SQL job writes its z-score rule's
+-- findings as engine 'sql'); flushed within 100 ms (low latency options), not 1 s.
 CREATE TEMPORARY TABLE anomalies_sink (
     trade_id     STRING NOT NULL,
     `rule`       STRING NOT NULL,
@@ -50,7 +51,8 @@ CREATE TEMPORARY TABLE anomalies_sink (
     `mean`       DOUBLE,
     stddev       DOUBLE,
     detected_at  TIMESTAMP(3),
-    PRIMARY KEY (trade_id, `rule`) NOT ENFORCED
+    engine       STRING NOT NULL,
+    PRIMARY KEY (engine, trade_id, `rule`) NOT ENFORCED
 ) WITH (
     'connector' = 'marketpulse-jdbc',
     'table-name' = 'anomalies',
@@ -125,7 +127,7 @@ FROM datastream_windows;
 -- Anomalies to Postgres.
 INSERT INTO anomalies_sink
 SELECT trade_id, `rule`, symbol, CAST(TO_TIMESTAMP_LTZ(event_time, 3) AS TIMESTAMP(3)), price, `size`, z_score,
-       `mean`, stddev, CAST(TO_TIMESTAMP_LTZ(detected_at, 3) AS TIMESTAMP(3))
+       `mean`, stddev, CAST(TO_TIMESTAMP_LTZ(detected_at, 3) AS TIMESTAMP(3)), 'datastream'
 FROM datastream_anomalies;
 
 -- Anomalies to Kafka.

@@ -1,8 +1,8 @@
--- MarketPulse's Flink SQL pipeline: window metrics, indicators and top movers as ONE job, the SQL job
--- `make demo` runs (conf/pipeline.toml, jobs.sql_scripts). It reads the trades topic once: the source, the
--- validation, the late/on-time split (sql/include/trades.sql) and the tumbling windows of each size
--- (sql/include/tumbling_windows.sql) exist once in the job, and every result is computed from the same
--- on-time trades on the same watermark, so no two results can disagree about a trade near a boundary.
+-- MarketPulse's Flink SQL pipeline: window metrics, indicators, top movers and the price z-score rule as ONE
+-- job, the SQL job `make demo` runs (conf/pipeline.toml, jobs.sql_scripts). It reads the trades topic once:
+-- the source, the validation, the late/on-time split (sql/include/trades.sql) and the tumbling windows of
+-- each size (sql/include/tumbling_windows.sql) exist once in the job, and every result is computed from the
+-- same on-time trades on the same watermark, so no two results can disagree about a trade near a boundary.
 --
 --   make sql SCRIPT=sql/pipeline.sql
 --   .venv/bin/python -m stack sql sql/pipeline.sql
@@ -14,3 +14,4 @@
 -- include: window_metrics.sql
 -- include: indicators.sql
 -- include: top_movers.sql
+-- include: anomalies.sql

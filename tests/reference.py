@@ -263,3 +263,55 @@ def reference_window_scores(windows: Sequence[dict], *, history: int, warmup: in
         if run == relearn:
             seen, run = seen[-relearn:], 0
     return scored
+
+
+def reference_sql_price_zscores(
+    trades: Sequence[Trade],
+    *,
+    lookback: int,
+    warmup: int,
+    z_threshold: float,
+    price_jump_pct: float,
+    tick_size: float,
+    min_stddev_ticks: float,
+) -> dict[str, tuple[float, float]]:
+    """{trade_id: (z, spread)} of the SQL job's price z-score rule (sql/anomalies.sql, as its header states
+    it) over ONE symbol's on-time trades in event-time order (ties in arrival order).
+
+    For trade i: returns of trades i-lookback .. i-1 (each against the trade before it) that moved the price
+    by less than price_jump_pct form the baseline; spread over a gap g from a price p is
+    max(sqrt(sum r^2 / sum gaps * g), min_stddev_ticks * tick_size / p) (per trade if the gaps sum to 0);
+    the trade fires when the baseline has `warmup` returns or more, |r / spread| > z_threshold from the
+    previous trade and, if there is one, from the trade before that too."""
+    ordered = sorted(trades, key=lambda trade: trade.event_time)  # stable: ties stay in arrival order
+    # (log return, gap ms) of each trade against the one before it, None where the baseline leaves it out.
+    baseline_returns: list[tuple[float, int] | None] = [None]
+    for before, trade in zip(ordered, ordered[1:], strict=False):
+        move_pct = abs(trade.price / before.price - 1) * 100
+        baseline_returns.append((math.log(trade.price / before.price), trade.event_time - before.event_time)
+                                if move_pct < price_jump_pct else None)
+
+    def spread(squares: float, gaps_ms: int, count: int, gap_ms: int, base_price: float) -> float:
+        per_trade = squares / gaps_ms * gap_ms if gaps_ms > 0 else squares / count
+        return max(math.sqrt(per_trade), min_stddev_ticks * tick_size / base_price)
+
+    fired = {}
+    for i in range(1, len(ordered)):
+        baseline = [item for item in baseline_returns[max(0, i - lookback): i] if item is not None]
+        if len(baseline) < warmup:
+            continue
+        squares = math.fsum(value * value for value, _ in baseline)
+        gaps_ms = sum(gap for _, gap in baseline)
+        trade, before = ordered[i], ordered[i - 1]
+        width = spread(squares, gaps_ms, len(baseline), trade.event_time - before.event_time, before.price)
+        z = math.log(trade.price / before.price) / width
+        if not (width > 0 and abs(z) > z_threshold):
+            continue
+        if i >= 2:
+            earlier = ordered[i - 2]
+            width2 = spread(squares, gaps_ms, len(baseline), trade.event_time - earlier.event_time,
+                            earlier.price)
+            if not abs(math.log(trade.price / earlier.price) / width2) > z_threshold:
+                continue
+        fired[trade.trade_id] = (z, width)
+    return fired

@@ -23,6 +23,8 @@ Rules, tuned by the [detector] section of conf/pipeline.toml (`DetectorConfig.fr
                    quiet at any trade rate and a 5 % move is z of several hundred. z is measured from 0,
                    not from the baseline's mean return: the drift over a gap between trades is negligible.
                    The anomaly row's `stddev` is the spread used and its `mean` is empty.
+                   The Flink SQL job computes this rule too, from the same settings (sql/anomalies.sql,
+                   engine 'sql'); what SQL cannot state without recursion, and so differs, is listed there.
     price_jump     |p / p_ref - 1| * 100 >= price_jump_pct; z_score holds the signed % move.
     volume_zscore  z of ln(size) against the last `lookback` ln(size) values; fires if z > volume_z_threshold
                    (spikes only: a small trade is not news) and stddev > volume_min_stddev (sizes that never

@@ -44,6 +44,10 @@ LABEL_KINDS = ANOMALY_KINDS + EPISODE_KINDS  # every label that is an anomaly
 RULE_TARGETS = {PRICE_ZSCORE: PRICE_KINDS, PRICE_JUMP: PRICE_KINDS, VOLUME_ZSCORE: VOLUME_KINDS}
 ANY = "any"
 MULTIVARIATE = "multivariate"  # the window detector's row (marketpulse.analytics.multivariate)
+# The anomalies table holds each engine's findings (column engine, db/schema/013_anomalies_engine.sql): the
+# DataStream job's detector, which has every rule, is what `make score` and the dashboard score and show
+# unless asked for another; the Flink SQL job's rows ("sql") are its price_zscore rule only.
+DETECTOR_ENGINE = "datastream"
 
 
 @dataclass(frozen=True)

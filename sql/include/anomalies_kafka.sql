@@ -2,7 +2,11 @@
 -- key = symbol (raw UTF-8), value = JSON with epoch-ms times. Written by the DataStream job's detector
 -- (jobs/market_metrics_sinks.sql) and the SQL job's indicator alert rules (sql/indicators.sql), as ${table}.
 -- At-least-once: a restart may repeat a message; (trade_id, rule) identifies it.
-CREATE TEMPORARY TABLE ${table} (
+-- Not TEMPORARY: a compiled plan keeps only the identifier of a temporary table, so the SQL Gateway's
+-- EXECUTE PLAN (stack/sqlgateway.py), in a session without the script's CREATEs, could not resolve it and
+-- compiled the whole pipeline again at every submission (measured: "Cannot resolve table
+-- ...indicator_alerts_kafka ... compiled as a temporary table", 25-50 s instead of running the plan).
+CREATE TABLE ${table} (
     symbol       STRING,
     trade_id     STRING,
     `rule`       STRING,

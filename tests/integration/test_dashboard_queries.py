@@ -59,6 +59,10 @@ def db(scratch_db):
         execute_values(cur, "INSERT INTO anomalies (trade_id, rule, symbol, event_time, price, size, "
                             "z_score, mean, stddev, detected_at) VALUES %s",
                        [(*a, a[3]) for a in ANOMALIES])
+        # The SQL job's z-score rule (engine 'sql'): the views show the detector's rows only.
+        cur.execute("INSERT INTO anomalies (engine, trade_id, rule, symbol, event_time, price, size, "
+                    "detected_at) VALUES ('sql', 'a1', 'price_zscore', 'AAPL', %s, 1, 1, %s)",
+                    (T0 + timedelta(seconds=300), T0 + timedelta(seconds=300)))
         execute_values(cur, "INSERT INTO late_trades VALUES %s", [
             ("datastream", "l1", "AAPL", 1.0, 1, "buy", T0 + timedelta(seconds=10), None),
             ("datastream", "l2", "AAPL", 1.0, 1, "buy", T0 + timedelta(hours=2), None),

@@ -48,6 +48,10 @@ def test_score_joins_the_anomalies_table_with_the_injected_topic(stack, kafka_to
             cursor.execute("INSERT INTO anomalies (trade_id, rule, symbol, event_time, price, size, "
                            "detected_at) VALUES (%s, %s, 'AAPL', to_timestamp(%s / 1000.0), 100, 1, "
                            "to_timestamp(%s / 1000.0))", (trade_id, rule, event_time, detected_at))
+        # The SQL job's z-score rule on the same spike: scored only with --engine sql.
+        cursor.execute("INSERT INTO anomalies (engine, trade_id, rule, symbol, event_time, price, size, "
+                       "detected_at) VALUES ('sql', 's1', 'price_zscore', 'AAPL', to_timestamp(%s / 1000.0), "
+                       "100, 1, to_timestamp(%s / 1000.0))", (T0, T0 + 2500))
 
     result = run_score(scratch_db, topic)
     assert result.returncode == 0, result.stderr
@@ -64,6 +68,13 @@ def test_score_joins_the_anomalies_table_with_the_injected_topic(stack, kafka_to
     ranged = run_score(scratch_db, topic, "--from", str(T0 + 1000), "--to", "2025-01-02T14:30:03")
     assert ranged.returncode == 0, ranged.stderr
     assert "1 anomaly rows" in ranged.stdout and "2 injected anomaly labels" in ranged.stdout
+
+    # The SQL job's rows: its z-score rule only, no window detector.
+    sql = run_score(scratch_db, topic, "--engine", "sql")
+    assert sql.returncode == 0, sql.stderr
+    assert sql.stdout.splitlines()[0].startswith("1 anomaly rows of engine sql in database")
+    assert table_of(sql.stdout)["price_zscore"] == ["1", "1.000", "0.500", "0.667", "2500", "1.000", "0.000",
+                                                    "-"]
 
 
 def test_score_counts_the_multivariate_windows_against_labels_and_episodes(stack, kafka_topic, scratch_db):

@@ -12,6 +12,7 @@ from tests.reference import (
     reference_anomalies,
     reference_indicator_alerts,
     reference_indicators,
+    reference_sql_price_zscores,
     reference_windows,
     truncated_ema,
 )
@@ -89,6 +90,34 @@ def test_detector_equals_the_reference(lookback, warmup, volatility):
     for (_, _, got), (_, _, want) in zip(actual, expected, strict=True):
         assert got == pytest.approx(want, rel=1e-9)
 
+
+
+def test_the_sql_rule_reports_a_spike_and_a_jump_once_like_the_detector():
+    """The SQL job's price z-score rule (sql/anomalies.sql, its reference here) and the detector, on 60 quiet
+    trades one tick apart, then a one-trade +10 % spike at the same millisecond as the trade back (a tie,
+    in arrival order), then a lasting -5 % jump: both flag the spike and the jump's first trade, nothing
+    else; and a trade that looks ordinary only against the trade two back is still flagged by the SQL rule
+    after two anomalous trades in a row (its documented difference), where the detector is quiet."""
+    config = DetectorConfig.from_settings(load_settings(environ={}))
+    rule = {key: getattr(config, key) for key in ("lookback", "warmup", "z_threshold", "price_jump_pct",
+                                                  "tick_size", "min_stddev_ticks")}
+    prices = [100.0 + 0.01 * (index % 2) for index in range(60)] + [110.0, 100.0, 100.01, 95.0, 95.01, 95.0]
+    times = [BASE + 100 * index for index in range(len(prices))]
+    times[61] = times[60]  # the way back at the spike's millisecond
+    trades = [Trade(f"T{index}", "AAPL", price, 100, "BUY", at)
+              for index, (price, at) in enumerate(zip(prices, times, strict=True))]
+    detector = AnomalyDetector(config)
+    flagged = {a.trade_id for trade in trades for a in detector.push(trade) if a.rule == "price_zscore"}
+    assert set(reference_sql_price_zscores(trades, **rule)) == flagged == {"T60", "T63"}
+
+    # Two anomalous trades in a row (a spike, then a crash), then back to the old level.
+    twice = trades[:60] + [Trade("U60", "AAPL", 110.0, 100, "BUY", BASE + 6_000),
+                           Trade("U61", "AAPL", 90.0, 100, "BUY", BASE + 6_100),
+                           Trade("U62", "AAPL", 100.01, 100, "BUY", BASE + 6_200)]
+    detector = AnomalyDetector(config)
+    flagged = {a.trade_id for trade in twice for a in detector.push(trade) if a.rule == "price_zscore"}
+    assert flagged == {"U60", "U61"}
+    assert set(reference_sql_price_zscores(twice, **rule)) == {"U60", "U61", "U62"}
 
 # --- indicators (tests/reference.py against the recursive EMA it must equal) ------------------------------
 
