@@ -25,6 +25,14 @@ def lag_reader(settings: Settings) -> LagReader:
                      [settings.kafka.trades_topic, settings.kafka.anomalies_topic], timeout_seconds=2.0)
 
 
+def metrics():
+    """Prometheus /metrics: the dashboard's query times (dashboard.db) and the process's own series."""
+    from flask import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+
 def create_app(settings: Settings | None = None, db: Database | None = None,
                flink: FlinkClient | None = None) -> dash.Dash:
     settings = settings or load_settings()
@@ -36,6 +44,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     app.layout = shell.layout(deps, views)
     app.server.config["MARKETPULSE_DB"] = deps.db
     app.server.config["MARKETPULSE_DEPS"] = deps
+    app.server.add_url_rule("/metrics", "metrics", metrics)
     api.register(app.server, deps.db, flink, lag_reader(settings))
     alerts_strip.register(app, deps.db, settings)
     shell.register(app, deps, views)

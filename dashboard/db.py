@@ -6,6 +6,7 @@ connection is dead, and the next query builds a fresh pool instead of failing on
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 import pandas as pd
 import psycopg2
 import psycopg2.pool
+from prometheus_client import Histogram
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -90,11 +92,16 @@ class Database:
                 pool.putconn(conn)
 
     def _execute(self, sql: str, params) -> tuple[list[str], list[tuple]]:
+        # The query's name on /metrics: the function that called frame() or rows() (dashboard.queries.*).
+        name = sys._getframe(2).f_code.co_name
         for attempt in (1, 2):
+            started = time.perf_counter()
             try:
                 with self.cursor() as cur:
                     cur.execute(sql, params)
-                    return [column.name for column in cur.description], cur.fetchall()
+                    result = [column.name for column in cur.description], cur.fetchall()
+                QUERY_SECONDS.labels(name).observe(time.perf_counter() - started)
+                return result
             except _BrokenConnection:
                 # The pool was dropped; one retry on a fresh connection hides a database restart.
                 if attempt == 2:
@@ -132,6 +139,12 @@ class Database:
             if self._pool is not None:
                 self._pool.closeall()
                 self._pool = None
+
+
+# Prometheus: how long each dashboard query takes (the dashboard's /metrics, marketpulse.metrics).
+QUERY_SECONDS = Histogram("marketpulse_dashboard_query_seconds",
+                          "PostgreSQL query time of the dashboard, per query", ["query"],
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 
 
 def _first_line(err: Exception) -> str:

@@ -119,6 +119,22 @@ class Progress:
 
 # --- the driver ---
 
+def serve_metrics(port: int, live: RunStats, sink: Sink) -> None:
+    """/metrics on `port`: what the run has produced so far (marketpulse.metrics)."""
+    from marketpulse.metrics import ReadingCollector, serve
+
+    serve(port, "generator", ReadingCollector([
+        ("marketpulse_generator_trades", "Messages produced to the trades topic (good and bad records)",
+         "counter", lambda: live.trades),
+        ("marketpulse_generator_bad_records", "Bad records injected (malformed on purpose, labelled)",
+         "counter", lambda: live.bad),
+        ("marketpulse_generator_labels", "Ground-truth labels produced to the injected topic",
+         "counter", lambda: live.labels),
+        ("marketpulse_generator_send_errors", "Messages Kafka did not take", "counter",
+         lambda: getattr(sink, "errors", 0)),
+    ]))
+
+
 _BAD_LABEL = b'{"kind":"bad"'
 
 
@@ -144,10 +160,11 @@ def run(events: Iterable[Event], sink: Sink, *, trades_topic: str, injected_topi
         count: int | None = None, wall_duration_s: float | None = None, progress: Progress | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic, live_from_s: float | None = None,
-        announce: Callable[[str], None] | None = None) -> RunStats:
+        announce: Callable[[str], None] | None = None, stats: RunStats | None = None) -> RunStats:
     """live_from_s: the offset where a history ends (RunPlan.live_from_s); `announce` gets one line when the
-    first live event is due."""
-    stats = RunStats()
+    first live event is due. `stats` (a fresh one if None) is brought up to date at every progress check,
+    which /metrics reads."""
+    stats = stats or RunStats()
     send = sink.send
     started = clock()
     for topic, key, value in reference:
@@ -184,6 +201,7 @@ def run(events: Iterable[Event], sink: Sink, *, trades_topic: str, injected_topi
             # 5 trades/s 256 trades would be 50 s between progress lines) and every 256 trades of an
             # unpaced one (thousands per second: a few milliseconds apart).
             if pacer is not None or not trades & 0xFF:
+                stats.trades, stats.labels, stats.bad = trades, labels, bad
                 if deadline is not None and clock() >= deadline:
                     break
                 if progress is not None and progress.due():
@@ -285,11 +303,14 @@ def execute(args, settings, stop: StopFlag | None = None) -> tuple[int, RunStats
                   while_waiting=heartbeats.tick if heartbeats else None) if plan.speed else None
     progress = None if args.quiet or args.progress_every == 0 else \
         Progress(args.progress_every, total=args.count)
+    live = RunStats()
+    if args.metrics_port:
+        serve_metrics(args.metrics_port, live, sink)
     try:
         stats = run(plan.events, sink, trades_topic=topics.trades, injected_topic=topics.injected,
                     reference=plan.reference, pacer=pacer, count=args.count,
                     wall_duration_s=plan.wall_duration_s, progress=progress, should_stop=stop,
-                    live_from_s=plan.live_from_s, announce=None if args.quiet else say)
+                    live_from_s=plan.live_from_s, announce=None if args.quiet else say, stats=live)
     finally:
         sink.close()
     stats.errors, stats.first_error = sink.errors, sink.first_error

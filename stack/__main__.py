@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from marketpulse.config import ConfigError, load_settings
-from stack import flink, kafka, paths, postgres, sqlgateway
+from stack import flink, kafka, paths, postgres, prometheus, sqlgateway
 from stack.components import COMPONENTS, Component
 from stack.errors import StackError
 from stack.log import say
@@ -204,6 +204,8 @@ def cmd_demo(args, settings) -> int:
 def cmd_flink_daemon(args, settings) -> int:
     if args.daemon == "sqlgateway":
         sqlgateway.run_foreground(settings)
+    if args.daemon == "prometheus":
+        prometheus.run_foreground(settings)
     flink.run_foreground(settings, args.daemon)
     return 0
 
@@ -235,6 +237,8 @@ def print_status(settings) -> None:
          f"{info.get('taskmanagers', 0)} TM, {info.get('slots-available', 0)}/{info.get('slots-total', 0)} "
          f"slots free, {info.get('jobs-running', 0)} jobs running" if info else "web UI + REST"),
         ("SQL Gateway", settings.flink.sql_gateway_url, sqlgateway.healthy(settings), "REST, submits SQL"),
+        ("Prometheus", prometheus.url(settings), prometheus.healthy(settings),
+         "scrapes Flink, generator, alerts, dashboard"),
     ]
     print(f"{'component':<15}{'address':<26}{'health':<9}detail")
     for name, address, ok, detail in rows:
@@ -290,6 +294,7 @@ def cmd_logs(args, settings) -> int:
         "postgres": [postgres.log_hint()],
         "kafka": [kafka.log_hint()],
         "flink": sorted(flink.LOG_DIR.glob("*.log")) if flink.LOG_DIR.exists() else [],
+        "prometheus": [prometheus.log_hint()],
     }
     chosen = [args.component] if args.component else list(files)
     for name in chosen:
@@ -381,12 +386,13 @@ def main(argv: list[str] | None = None) -> int:
                    ).set_defaults(func=cmd_check)
     sub.add_parser("demo", help="the whole system until Ctrl-C: stack, jobs, generator, dashboard"
                    ).set_defaults(func=cmd_demo)
-    p = sub.add_parser("flink-daemon", help="run a Flink daemon in the foreground (containers)")
-    p.add_argument("daemon", choices=("jobmanager", "taskmanager", "sqlgateway"))
+    p = sub.add_parser("flink-daemon",
+                       help="a Flink daemon, the SQL Gateway or Prometheus in the foreground (containers)")
+    p.add_argument("daemon", choices=("jobmanager", "taskmanager", "sqlgateway", "prometheus"))
     p.set_defaults(func=cmd_flink_daemon)
     sub.add_parser("status", help="each component, its address and health").set_defaults(func=cmd_status)
     p = sub.add_parser("logs", help="the last lines of the components' logs")
-    p.add_argument("component", nargs="?", choices=("supervisor", "postgres", "kafka", "flink"))
+    p.add_argument("component", nargs="?", choices=("supervisor", "postgres", "kafka", "flink", "prometheus"))
     p.add_argument("-n", "--lines", type=int, default=40)
     p.set_defaults(func=cmd_logs)
     sub.add_parser("env", help="print exports for running flink / sql-client.sh by hand").set_defaults(

@@ -1,8 +1,8 @@
 """The stack's components in start order (stop order is the reverse), and the interface each one follows.
 
-A component is a module (stack/postgres.py, kafka.py, flink.py, sqlgateway.py) that provides everything
-in `Component` with exactly these signatures; `up`, `down`, `status` and the supervisor use nothing else of
-it generically.
+A component is a module (stack/postgres.py, kafka.py, flink.py, sqlgateway.py, prometheus.py) that provides
+everything in `Component` with exactly these signatures; `up`, `down`, `status` and the supervisor use nothing
+else of it generically.
 tests/unit/test_stack_components.py checks every registered component against the protocol.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from marketpulse.config import Settings
-from stack import flink, kafka, postgres, sqlgateway
+from stack import flink, kafka, postgres, prometheus, sqlgateway
 from stack.proc import Program
 
 
@@ -67,4 +67,4 @@ class Component(Protocol):
         ...
 
 
-COMPONENTS: tuple[Component, ...] = (postgres, kafka, flink, sqlgateway)  # type: ignore[assignment]  # modules
+COMPONENTS: tuple[Component, ...] = (postgres, kafka, flink, sqlgateway, prometheus)  # type: ignore[assignment]  # modules

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from alerts.config import AlertConfig
 from forecaster.config import ForecastConfig
 from marketpulse.config import Settings
-from stack import paths
+from stack import paths, prometheus
 from stack.check import first_window_landed, newest_windows, table_counts
 from stack.errors import StackError
 from stack.jobs import cancel, submit_all
@@ -57,6 +57,7 @@ def run_demo(settings: Settings, up) -> int:
   MarketPulse is running.
     dashboard      {link}
     Flink web UI   {settings.flink.rest_url}
+    Prometheus     {prometheus.url(settings)}   (Flink, generator, alerts, dashboard metrics)
     check data     make check        (rows per table, newest window, running jobs)
     alerts         {paths.shown(LOG_DIR / "alerts.log")}   (webhooks: README, Alerts)
     forecasts      {paths.shown(LOG_DIR / "forecaster.log")}   (symbol view: band ahead of the last candle)
@@ -133,6 +134,11 @@ def _stop_processes(processes) -> None:
             proc.kill()
 
 
+def target_port(target: str) -> int:
+    """The port of a "host:port" scrape target ([metrics]), the one the process itself serves on."""
+    return int(target.rsplit(":", 1)[1])
+
+
 def history_minutes(configured: float, newest_end: datetime | None, now: datetime) -> float:
     """The demo's history: the configured minutes ending now, cut at the newest window already in PostgreSQL.
     A demo run again within the hour then publishes only the gap since the last run's final window, instead
@@ -155,7 +161,8 @@ def _start_processes(settings: Settings) -> tuple[subprocess.Popen, ...]:
             "--late-fraction", str(demo.late_fraction), "--bad-fraction", str(demo.bad_fraction),
             "--surge-rate", str(demo.surge_rate),
             "--history-minutes", str(minutes), "--history-rate", str(demo.history_rate),
-            "--reference-to-postgres", *symbols])
+            "--reference-to-postgres", "--metrics-port", str(target_port(settings.metrics.generator_target)),
+            *symbols])
         if minutes:
             cut = f" (windows in PostgreSQL end {newest:%H:%M:%S})" if minutes < demo.history_minutes else ""
             say(f"generator: {minutes:g} min of history first{cut}: event times up to now, "
@@ -167,12 +174,13 @@ def _start_processes(settings: Settings) -> tuple[subprocess.Popen, ...]:
             f"(log {paths.shown(LOG_DIR)}/generator.log)")
     elif demo.source in ("yahoo", "alphavantage"):
         generator = _spawn("generator", ["-m", "generator", "--source", demo.source, *symbols,
-                                         "--status-to-postgres"])
+                                         "--status-to-postgres"])  # live sources: no /metrics yet
         say(f"generator: live {demo.source} bars of {demo.symbols or 'the default symbols'}, on the "
             f"trading calendar (log {paths.shown(LOG_DIR)}/generator.log)")
     else:
         raise StackError(f"[demo] source = {demo.source!r}: use synthetic, yahoo or alphavantage")
-    alerts = _spawn("alerts", ["-m", "alerts"])
+    alerts = _spawn("alerts", ["-m", "alerts",
+                               "--metrics-port", str(target_port(settings.metrics.alerts_target))])
     cooldown = AlertConfig.from_settings(settings).cooldown_seconds
     say(f"alert service: anomalies -> alerts, cooldown {cooldown:g} s per symbol and rule "
         f"(log {paths.shown(LOG_DIR)}/alerts.log)")

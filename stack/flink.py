@@ -57,6 +57,8 @@ def render_conf(settings: Settings) -> Path:
         "parallelism.default": settings.flink.parallelism,
         "state.checkpoints.dir": f"file://{CHECKPOINT_DIR}",
         "state.savepoints.dir": f"file://{SAVEPOINT_DIR}",
+        # JobManager and TaskManager on one machine: each takes the first free port of the range.
+        "metrics.reporter.prom.port": settings.metrics.flink_reporter_ports,
         "python.executable": str(paths.PYTHON),
         "python.client.executable": str(paths.PYTHON),
         "env.pid.dir": str(PID_DIR),
@@ -79,6 +81,7 @@ def flink_env() -> dict[str, str]:
         "FLINK_CONF_DIR": str(CONF_DIR),
         "FLINK_LIB_DIR": str(paths.FLINK_LIB_DIR),
         "FLINK_OPT_DIR": str(paths.FLINK_OPT_DIR),
+        "FLINK_PLUGINS_DIR": str(paths.FLINK_PLUGINS_DIR),
         "FLINK_LOG_DIR": str(LOG_DIR),
         "FLINK_PID_DIR": str(PID_DIR),
         # `flink run -py` starts the client-side Python from PATH unless told otherwise.

@@ -17,6 +17,7 @@ KAFKA_JARS = DEPS_DIR / "kafka"
 FLINK_CONNECTOR_JARS = DEPS_DIR / "flink-connectors"
 FLINK_LIB_DIR = DEPS_DIR / "flink-lib"
 FLINK_OPT_DIR = DEPS_DIR / "flink-opt"
+FLINK_PLUGINS_DIR = DEPS_DIR / "flink-plugins"  # one folder per plugin: metrics-prometheus/
 
 # The interpreter of the project's venv: Flink's Python workers must use the same one as the client.
 PYTHON = Path(sys.executable)

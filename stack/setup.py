@@ -1,5 +1,5 @@
-"""One-time (and idempotent) machine set-up: JVM jars from Maven Central, PostgreSQL and Chromium from
-Debian's packages. A second run only checks stamps and takes well under a second."""
+"""One-time (and idempotent) machine set-up: JVM jars from Maven Central, PostgreSQL, Prometheus and
+Chromium from Debian's packages. A second run only checks stamps and takes well under a second."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def assemble_flink_dirs() -> None:
     """FLINK_LIB_DIR / FLINK_OPT_DIR for bin/config.sh: pyflink's own jars plus ours, as symlinks, so
     site-packages is never written to. Rebuilt each time: cheap, and follows a re-created venv."""
     home = paths.pyflink_home()
-    for target in (paths.FLINK_LIB_DIR, paths.FLINK_OPT_DIR):
+    for target in (paths.FLINK_LIB_DIR, paths.FLINK_OPT_DIR, paths.FLINK_PLUGINS_DIR):
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
     for jar in sorted((home / "lib").glob("*.jar")):
@@ -131,8 +131,13 @@ def assemble_flink_dirs() -> None:
     for jar in sorted((home / "opt").glob("*.jar")):
         (paths.FLINK_OPT_DIR / jar.name).symlink_to(jar)
     for jar in sorted(paths.FLINK_CONNECTOR_JARS.glob("*.jar")):
-        # The SQL gateway belongs in opt/ (sql-client.sh looks there); connectors and the driver in lib/.
-        folder = paths.FLINK_OPT_DIR if jar.name.startswith("flink-sql-gateway") else paths.FLINK_LIB_DIR
+        # The SQL gateway belongs in opt/ (sql-client.sh looks there), the metrics reporter in a plugin folder
+        # of its own (its class loader); connectors and the driver in lib/.
+        if jar.name.startswith("flink-metrics-"):
+            folder = paths.FLINK_PLUGINS_DIR / jar.name.removeprefix("flink-").rsplit("-", 1)[0]
+            folder.mkdir(exist_ok=True)
+        else:
+            folder = paths.FLINK_OPT_DIR if jar.name.startswith("flink-sql-gateway") else paths.FLINK_LIB_DIR
         (folder / jar.name).symlink_to(jar.resolve())
     if EXT_JAR.exists():
         (paths.FLINK_LIB_DIR / EXT_JAR.name).symlink_to(EXT_JAR)
@@ -152,6 +157,12 @@ def ensure_postgres() -> Path:
     return bin_dir
 
 
+def ensure_prometheus() -> None:
+    """Debian's Prometheus server (stack/prometheus.py runs it; the package's own service is not started)."""
+    if not shutil.which("prometheus") and not Path("/usr/bin/prometheus").exists():
+        _apt_install("prometheus")
+
+
 def ensure_browser() -> None:
     """Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser)."""
     if not Path("/usr/bin/chromium").exists():
@@ -164,5 +175,6 @@ def setup(browser: bool = False) -> None:
     build_flink_ext()
     assemble_flink_dirs()
     ensure_postgres()
+    ensure_prometheus()
     if browser:
         ensure_browser()

@@ -29,7 +29,7 @@ from tests import support
 from tests.chaos import harness
 
 PORT_OFFSETS = {"postgres": 5432, "kafka": 9092, "controller": 9093, "rest": 8081, "rpc": 6123,
-                "gateway": 8083}
+                "gateway": 8083, "prometheus": 9090, "reporter": 9249}
 SLOTS = 8
 READY_TIMEOUT = 120
 
@@ -45,6 +45,8 @@ def chaos_environment(base: int, stack_dir: Path) -> dict[str, str]:
         "MARKETPULSE_FLINK_RPC_PORT": str(ports["rpc"]),
         "MARKETPULSE_FLINK_SQL_GATEWAY_URL": f"http://127.0.0.1:{ports['gateway']}",
         "MARKETPULSE_FLINK_TASKMANAGER_SLOTS": str(SLOTS),
+        "MARKETPULSE_METRICS_PROMETHEUS_PORT": str(ports["prometheus"]),
+        "MARKETPULSE_METRICS_FLINK_REPORTER_PORTS": f"{ports['reporter']}-{ports['reporter'] + 1}",
     }
 
 

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 # MARKETPULSE_LIFECYCLE_PORT_BASE moves the private stack's ports (two checkouts testing at once).
 PORT_BASE = int(os.environ.get("MARKETPULSE_LIFECYCLE_PORT_BASE", "10000"))
 PORTS = {"postgres": PORT_BASE + 5432, "kafka": PORT_BASE + 9092, "controller": PORT_BASE + 9093,
-         "rest": PORT_BASE + 8081, "rpc": PORT_BASE + 6123, "gateway": PORT_BASE + 8083}
+         "rest": PORT_BASE + 8081, "rpc": PORT_BASE + 6123, "gateway": PORT_BASE + 8083,
+         "prometheus": PORT_BASE + 9090, "reporter": PORT_BASE + 9249}
 
 
 @pytest.fixture
@@ -39,6 +40,8 @@ def private_stack():
         "MARKETPULSE_FLINK_RPC_PORT": str(PORTS["rpc"]),
         "MARKETPULSE_FLINK_SQL_GATEWAY_URL": f"http://127.0.0.1:{PORTS['gateway']}",
         "MARKETPULSE_FLINK_TASKMANAGER_SLOTS": "2",
+        "MARKETPULSE_METRICS_PROMETHEUS_PORT": str(PORTS["prometheus"]),
+        "MARKETPULSE_METRICS_FLINK_REPORTER_PORTS": f"{PORTS['reporter']}-{PORTS['reporter'] + 1}",
     })
     yield stack_dir, env
     stack_cli("down", env=env)
@@ -110,16 +113,18 @@ def test_up_up_down_and_the_bad_situations(private_stack):
     started = time.monotonic()
     result = stack_cli("up", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    wall = re.search(r"stack up in ([0-9.]+)s \(started: postgres, kafka, flink, sqlgateway\)", result.stderr)
+    wall = re.search(r"stack up in ([0-9.]+)s \(started: postgres, kafka, flink, sqlgateway, prometheus\)",
+                     result.stderr)
     assert wall, result.stderr
     print(f"\nprivate stack: fresh `up` took {float(wall.group(1)):.1f}s "
           f"({time.monotonic() - started:.1f}s with the CLI)")
     status = stack_cli("status", env=env)
     health, processes = status_tables(status.stdout)
-    assert status.returncode == 0 and list(health.values()) == ["up"] * 4, status.stdout
+    assert status.returncode == 0 and list(health.values()) == ["up"] * 5, status.stdout
     # Each process runs under the supervisor, started once.
     assert {name: (row["state"], row["restarts"]) for name, row in processes.items()} == {
-        name: ("up", "0") for name in ("postgres", "kafka", "jobmanager", "taskmanager", "sqlgateway")}, \
+        name: ("up", "0") for name in ("postgres", "kafka", "jobmanager", "taskmanager", "sqlgateway",
+                                       "prometheus")}, \
         status.stdout
 
     # Again: a no-op that says so.
@@ -130,10 +135,10 @@ def test_up_up_down_and_the_bad_situations(private_stack):
 
     # Down: nothing of ours is left running; status says so and fails.
     down = stack_cli("down", env=env)
-    assert "stopped: sqlgateway, flink, kafka, postgres" in down.stderr, down.stderr
+    assert "stopped: prometheus, sqlgateway, flink, kafka, postgres" in down.stderr, down.stderr
     assert processes_mentioning(stack_dir) == []
     after = stack_cli("status", env=env)
-    assert after.returncode == 1 and after.stdout.count("DOWN") == 4, after.stdout
+    assert after.returncode == 1 and after.stdout.count("DOWN") == 5, after.stdout
     assert "no supervisor running" in after.stderr
 
     # A component that fails to start: the error names it and its log file.

@@ -194,7 +194,7 @@ def exercise(stack_dir, env) -> None:
 
     # 5. Down leaves nothing behind: no supervisor, no child, no helper process.
     result = stack_cli("down", env=env)
-    assert "stopped: sqlgateway, flink, kafka, postgres" in result.stderr, result.stderr
+    assert "stopped: prometheus, sqlgateway, flink, kafka, postgres" in result.stderr, result.stderr
     assert processes_mentioning(stack_dir) == []
     assert supervisor.pid(stack_dir) is None
     print("\nsupervisor figures (s): " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))

@@ -60,21 +60,24 @@ def test_a_module_missing_a_member_is_not_a_component():
 
 
 def test_components_are_distinct_and_own_the_supervisors_programs_in_start_order():
-    assert [c.NAME for c in COMPONENTS] == ["postgres", "kafka", "flink", "sqlgateway"]
-    assert supervisor.PROGRAMS == ("postgres", "kafka", "jobmanager", "taskmanager", "sqlgateway")
+    assert [c.NAME for c in COMPONENTS] == ["postgres", "kafka", "flink", "sqlgateway", "prometheus"]
+    assert supervisor.PROGRAMS == ("postgres", "kafka", "jobmanager", "taskmanager", "sqlgateway",
+                                   "prometheus")
     assert supervisor.COMPONENT == {"postgres": "postgres", "kafka": "kafka", "jobmanager": "flink",
-                                    "taskmanager": "flink", "sqlgateway": "sqlgateway"}
+                                    "taskmanager": "flink", "sqlgateway": "sqlgateway",
+                                    "prometheus": "prometheus"}
 
 
 def test_programs_match_program_names(monkeypatch):
     # programs() builds argv from the configuration and the installed binaries; only names are compared.
     from marketpulse.config import load_settings
-    from stack import flink, kafka, postgres, sqlgateway
+    from stack import flink, kafka, postgres, prometheus, sqlgateway
 
     settings = load_settings()
     monkeypatch.setattr(postgres, "base_dir", lambda: postgres.paths.STACK_DIR / "postgres-test")
     monkeypatch.setattr(postgres, "_bin", lambda name: f"/usr/lib/postgresql/bin/{name}")
     monkeypatch.setattr(kafka, "require_java", lambda: "java")
-    for component in (postgres, kafka, flink, sqlgateway):
+    monkeypatch.setattr(prometheus, "binary", lambda: "/usr/bin/prometheus")
+    for component in (postgres, kafka, flink, sqlgateway, prometheus):
         assert [p.name for p in component.programs(settings)] == list(component.PROGRAMS)
     assert [p.name for p in supervisor.programs(settings)] == list(supervisor.PROGRAMS)

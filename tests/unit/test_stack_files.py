@@ -76,9 +76,45 @@ def test_dockerfile_copies_every_python_package_of_the_project():
 @pytest.mark.parametrize("service", ["alerts", "forecaster"])
 def test_compose_runs_the_python_services_from_the_same_image(compose, service):
     found = compose["services"][service]
-    assert found["command"] == ["python", "-m", service]
+    assert found["command"][:3] == ["python", "-m", service]
     assert found["image"] == compose["x-marketpulse"]["image"]
     assert found["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+
+
+def test_compose_prometheus_targets_are_the_ports_the_services_serve(compose):
+    """Each [metrics] target compose gives Prometheus is the host name of the service and the port it serves
+    /metrics on; Prometheus is published on the local stack's port."""
+    from marketpulse.config import load_settings
+
+    settings = load_settings()
+    env, services = compose["x-marketpulse"]["environment"], compose["services"]
+    for service in ("generator", "alerts"):
+        host, port = env[f"MARKETPULSE_METRICS_{service.upper()}_TARGET"].split(":")
+        command = services[service]["command"]
+        assert host == service and command[command.index("--metrics-port") + 1] == port
+    assert env["MARKETPULSE_METRICS_DASHBOARD_TARGET"] == f"dashboard:{settings.dashboard.port}"
+    reporter = env["MARKETPULSE_METRICS_FLINK_REPORTER_PORTS"]
+    assert env["MARKETPULSE_METRICS_FLINK_TARGETS"].split(",") == [f"jobmanager:{reporter}",
+                                                                   f"taskmanager:{reporter}"]
+    port = settings.metrics.prometheus_port
+    assert services["prometheus"]["ports"] == [f"{port}:{port}"]
+    assert services["prometheus"]["command"] == ["python", "-m", "stack", "flink-daemon", "prometheus"]
+
+
+def test_prometheus_config_renders_every_target(tmp_path):
+    """conf/prometheus/prometheus.yml with the [metrics] settings: valid YAML, one job per source."""
+    import yaml
+
+    from marketpulse.config import load_settings
+    from stack import prometheus
+
+    settings = load_settings()
+    config = yaml.safe_load(prometheus.render_config(settings, tmp_path / "p.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    m = settings.metrics
+    assert targets == {"flink": list(m.flink_targets), "generator": [m.generator_target],
+                       "alerts": [m.alerts_target], "dashboard": [m.dashboard_target]}
+    assert config["global"]["scrape_interval"] == f"{m.scrape_interval_seconds}s"
 
 
 def test_kafka_properties_render_for_this_machine(tmp_path, monkeypatch):
