@@ -246,12 +246,13 @@ def test_detection_quality_scores_the_seeded_anomalies_against_their_labels(page
     """Expected figures worked out by hand from seed.ANOMALIES and seed.LABELS (range All): price_zscore
     flags t0, t3, t5, none injected; price_jump flags t1 and t4, both injected, of the three price labels
     (t1, t4, missed); volume_zscore flags t2, the one volume label; 'any' flags six trades, three injected,
-    of four labels. Detected 1.5 s after the event."""
+    of four labels. Detected 1.5 s after the event. The seed has no scored windows: the multivariate row
+    found nothing, so it has no precision and recall 0 of every injected kind."""
     server, _ = seeded
     page.goto(f"{server.url}/quality?range=all")
     page.wait_for_selector("#view-quality", state="visible", timeout=TIMEOUT_MS)
     # The figures of the whole range (the first render can be of the default range, before the URL's).
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=quality-row]').length === 4 && "
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=quality-row]').length === 5 && "
                            "(document.querySelector('[data-testid=quality-summary]') || {textContent: ''})"
                            ".textContent.startsWith('4 injected anomalies')", timeout=TIMEOUT_MS)
     cells = page.evaluate("() => Array.from(document.querySelectorAll('[data-testid=quality-row]'))"
@@ -261,6 +262,7 @@ def test_detection_quality_scores_the_seeded_anomalies_against_their_labels(page
         ["price_jump", "2", "1.000", "0.667", "0.800", "1,500 ms", "0.500", "1.000", "—"],
         ["volume_zscore", "1", "1.000", "1.000", "1.000", "1,500 ms", "—", "—", "1.000"],
         ["any", "6", "0.500", "0.750", "0.600", "1,500 ms", "0.500", "1.000", "1.000"],
+        ["multivariate", "0", "—", "0.000", "—", "—", "0.000", "0.000", "0.000"],
     ]
     assert page.text_content("[data-testid=quality-summary]").startswith(
         "4 injected anomalies (price_spike 2, price_crash 1, volume_spike 1) · 6 anomaly rows")

@@ -13,6 +13,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from marketpulse.trade import Trade
+from stack import prometheus
 from tests import support
 
 pytestmark = pytest.mark.integration
@@ -154,6 +155,7 @@ def test_status_reports_every_component_up(stack):
         "Kafka (KRaft)": [stack.kafka.bootstrap_servers, "up"],
         "Flink": [stack.flink.rest_url, "up"],
         "SQL Gateway": [stack.flink.sql_gateway_url, "up"],
+        "Prometheus": [prometheus.url(stack), "up"],
     }
 
 
