@@ -38,8 +38,8 @@ def run_demo(settings: Settings, up) -> int:
     # The generator first, the jobs after: each job reads the topic from its committed offsets (the
     # earliest the first time), so nothing produced while they are submitted is lost, and the first
     # windows are not held up by the submission.
-    processes = _start_processes(settings)
-    generator, alerts, forecaster, dashboard = processes
+    generator, dashboard = _start_feed(settings)
+    processes = [generator, dashboard]
     try:
         job_ids = submit_all(settings)
     except BaseException:
@@ -48,6 +48,11 @@ def run_demo(settings: Settings, up) -> int:
     say(f"jobs submitted {time.monotonic() - stack_up_at:.0f}s after the stack was up")
     if job_ids and _wait_running(settings, job_ids, timeout=120, since=stack_up_at):
         say(f"jobs running {time.monotonic() - stack_up_at:.0f}s after the stack was up")
+    # Only now: on two cores their start (Kafka consumer, statsmodels) would slow the submissions, and
+    # neither loses anything by starting later (the alert service reads the anomalies topic from its
+    # committed offsets, the forecaster refits every few minutes on what is in PostgreSQL).
+    alerts, forecaster = _start_services(settings)
+    processes += [alerts, forecaster]
     host, port = settings.dashboard.host, settings.dashboard.port
     # With a history, the link opens on its hour rather than the dashboard's default 15 minutes.
     link = f"http://{host}:{port}" + ("/?range=1h" if settings.demo.history_minutes >= 60 else "")
@@ -149,8 +154,8 @@ def history_minutes(configured: float, newest_end: datetime | None, now: datetim
     return round(max(0.0, min(float(configured), gap)), 2)
 
 
-def _start_processes(settings: Settings) -> tuple[subprocess.Popen, ...]:
-    """The generator (as [demo] says), the alert service, the forecaster and the dashboard."""
+def _start_feed(settings: Settings) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """The generator (as [demo] says) and the dashboard."""
     demo = settings.demo
     symbols = ["--symbols", demo.symbols] if demo.symbols else []
     if demo.source == "synthetic":
@@ -179,6 +184,11 @@ def _start_processes(settings: Settings) -> tuple[subprocess.Popen, ...]:
             f"trading calendar (log {paths.shown(LOG_DIR)}/generator.log)")
     else:
         raise StackError(f"[demo] source = {demo.source!r}: use synthetic, yahoo or alphavantage")
+    return generator, _spawn("dashboard", ["-m", "dashboard"])
+
+
+def _start_services(settings: Settings) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """The alert service and the forecaster."""
     alerts = _spawn("alerts", ["-m", "alerts",
                                "--metrics-port", str(target_port(settings.metrics.alerts_target))])
     cooldown = AlertConfig.from_settings(settings).cooldown_seconds
@@ -189,5 +199,4 @@ def _start_processes(settings: Settings) -> tuple[subprocess.Popen, ...]:
     say(f"forecaster: ARIMA and a linear trend per symbol on {forecast.bar_seconds} s bars every "
         f"{forecast.refit_minutes:g} min, the next {forecast.horizon_bars} bars (log "
         f"{paths.shown(LOG_DIR)}/forecaster.log)")
-    dashboard = _spawn("dashboard", ["-m", "dashboard"])
-    return generator, alerts, forecaster, dashboard
+    return alerts, forecaster
