@@ -38,26 +38,8 @@ CREATE TEMPORARY TABLE window_metrics_sink (
     ${postgres_sink_options}
 );
 
--- Anomalies, one row per (engine, trade, rule) (db/schema/013: the SQL job writes its z-score rule's
--- findings as engine 'sql'); flushed within 100 ms (low latency options), not 1 s.
-CREATE TEMPORARY TABLE anomalies_sink (
-    trade_id     STRING NOT NULL,
-    `rule`       STRING NOT NULL,
-    symbol       STRING,
-    event_time   TIMESTAMP(3),
-    price        DOUBLE,
-    `size`       BIGINT,
-    z_score      DOUBLE,
-    `mean`       DOUBLE,
-    stddev       DOUBLE,
-    detected_at  TIMESTAMP(3),
-    engine       STRING NOT NULL,
-    PRIMARY KEY (engine, trade_id, `rule`) NOT ENFORCED
-) WITH (
-    'connector' = 'marketpulse-jdbc',
-    'table-name' = 'anomalies',
-    ${postgres_low_latency_sink_options}
-);
+-- Anomalies, engine 'datastream'; flushed within 100 ms (low latency options), not 1 s.
+-- include: ../sql/include/anomalies_postgres.sql table=anomalies_sink options=${postgres_low_latency_sink_options}
 
 -- The same anomalies for event consumers (the anomaly message, defined once):
 -- include: ../sql/include/anomalies_kafka.sql table=anomalies_kafka

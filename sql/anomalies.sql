@@ -33,26 +33,8 @@
 
 -- include: include/trades.sql
 
--- Sink: anomalies (db/schema/001_core.sql, 013_anomalies_engine.sql), engine 'sql', upserted by its primary
--- key: a replay rewrites the same rows (detected_at: the wall clock of the write).
-CREATE TABLE anomalies (
-    trade_id     STRING NOT NULL,
-    `rule`       STRING NOT NULL,
-    symbol       STRING,
-    event_time   TIMESTAMP(3),
-    price        DOUBLE,
-    `size`       BIGINT,
-    z_score      DOUBLE,
-    `mean`       DOUBLE,
-    stddev       DOUBLE,
-    detected_at  TIMESTAMP(3),
-    engine       STRING NOT NULL,
-    PRIMARY KEY (engine, trade_id, `rule`) NOT ENFORCED
-) WITH (
-    'connector' = 'marketpulse-jdbc',
-    'table-name' = 'anomalies',
-    ${postgres_sink_options}
-);
+-- Sink: the anomalies table, engine 'sql', flushed every second.
+-- include: include/anomalies_postgres.sql table=anomalies options=${postgres_sink_options}
 
 -- Each on-time trade with the trade before it of its symbol in event-time order: the first of a frame of the
 -- trade and the one before. A ROWS frame takes trades of the same event time one by one, in arrival order;

@@ -59,7 +59,8 @@ def test_the_sink_script_renders_to_six_tables_and_six_inserts():
     assert all("jdbc:postgresql://127.0.0.1:5432/marketpulse" in s for s in postgres_sinks)
     assert "'topic' = 'anomalies'" in statements[2] and "'key.fields' = 'symbol'" in statements[2]
     # Every Postgres sink declares the table's primary key.
-    keys = {s.split()[3]: s[s.index("PRIMARY KEY"):].split(")")[0] for s in creates if "PRIMARY KEY" in s}
+    keys = {s.split("TABLE", 1)[1].split()[0]: s[s.index("PRIMARY KEY"):].split(")")[0]
+            for s in creates if "PRIMARY KEY" in s}
     assert keys == {
         "window_metrics_sink": "PRIMARY KEY (engine, symbol, window_seconds, window_start",
         "anomalies_sink": "PRIMARY KEY (engine, trade_id, `rule`",
