@@ -93,6 +93,7 @@ def _start_supervised(settings, names: list[str]) -> None:
 def _wait_ready(settings, component: Component, since: float) -> None:
     """Waits until the component answers; fails fast, naming its log, if its process exits meanwhile."""
     from stack import supervisor
+    from stack.proc import log_excerpt
 
     timeout = component.READY_TIMEOUT_S
     deadline = time.monotonic() + timeout
@@ -104,6 +105,8 @@ def _wait_ready(settings, component: Component, since: float) -> None:
                 title = {p.name: p for p in supervisor.programs(settings)}[name].title
                 say(f"{title}: {state['last_exit']}; the supervisor retries it with backoff "
                     "(`make down` stops it)")
+                for line in log_excerpt(state["log"]):
+                    say(f"  | {line}")
                 raise StackError(f"{title} exited during start-up; see {state['log']}")
         if supervisor.pid() is None:
             raise StackError(f"the supervisor exited; see {supervisor.home() / 'daemon.out'}")

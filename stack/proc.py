@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stack.errors import StackError
+from stack.log import say
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
@@ -98,6 +99,18 @@ def stop_pid(pid: int, timeout: float = 20.0) -> None:
         pass
 
 
+def log_excerpt(log_file: Path | str | None, lines: int = 5) -> list[str]:
+    """The last error lines of a component's log (or its last lines when none reads as an error): printed
+    with a start-up failure, so a user or a CI log sees the cause without the file."""
+    try:
+        tail = Path(log_file).read_text(errors="replace").splitlines()[-400:] if log_file else []
+    except OSError:
+        return []
+    markers = ("ERROR", "FATAL", "Exception", "error:", "Error:")
+    errors = [line for line in tail if any(marker in line for marker in markers)]
+    return [line[:300] for line in (errors or tail)[-lines:]]
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str, log_file: Path | None = None,
                alive: Callable[[], bool] | None = None, interval: float = 0.3) -> None:
     """Polls check() until true. Fails fast, naming the log, if the process died meanwhile."""
@@ -106,6 +119,8 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, log_file: P
         if check():
             return
         if alive is not None and not alive():
+            for line in log_excerpt(log_file):
+                say(f"  | {line}")
             raise StackError(f"{what} exited during start-up; see {log_file}")
         time.sleep(interval)
     raise StackError(f"{what} did not become ready within {timeout:.0f}s; see {log_file}")

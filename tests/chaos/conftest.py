@@ -1,7 +1,9 @@
 """The chaos tests' private stack: `chaos_stack` starts a whole MarketPulse stack (PostgreSQL, Kafka, Flink,
 the supervisor when the stack has one) of its own, so the shared stack other tests and people use is never
 killed. One stack per test module, in a fresh folder .stack/chaos-<module> (left in place after `down`, for
-its logs), on the ports MARKETPULSE_CHAOS_PORT_BASE (default 40000) + 5432 / 9092 / 9093 / 8081 / 6123.
+its logs), on the ports MARKETPULSE_CHAOS_PORT_BASE (default 20000) + 5432/9092/9093/8081/6123/8083/9090/9249.
+The base keeps every port below Linux's ephemeral range (32768-60999): a listening port in that
+range can be taken by any outgoing connection's local port, and a Kafka broker then fails to bind it.
 
 While the module runs, os.environ points at that stack (MARKETPULSE_STACK_DIR and the ports), so the shared
 helpers that start processes (tests.pipeline.generate/submit_sql/submit_datastream, support.flink_run) and
@@ -67,7 +69,7 @@ def stack_python(code: str) -> str:
 
 @pytest.fixture(scope="module")
 def chaos_stack(request) -> Settings:
-    base = int(os.environ.get("MARKETPULSE_CHAOS_PORT_BASE", "40000"))
+    base = int(os.environ.get("MARKETPULSE_CHAOS_PORT_BASE", "20000"))
     stack_dir = support.REPO / ".stack" / f"chaos-{request.module.__name__.rsplit('.', 1)[-1]}"
     env = chaos_environment(base, stack_dir)
     saved = {key: os.environ.get(key) for key in env}

@@ -81,3 +81,15 @@ def test_programs_match_program_names(monkeypatch):
     for component in (postgres, kafka, flink, sqlgateway, prometheus):
         assert [p.name for p in component.programs(settings)] == list(component.PROGRAMS)
     assert [p.name for p in supervisor.programs(settings)] == list(supervisor.PROGRAMS)
+
+
+def test_a_start_up_failure_shows_the_logs_error_lines_or_else_its_last_lines(tmp_path):
+    from stack.proc import log_excerpt
+
+    log = tmp_path / "server.log"
+    log.write_text("started\n" + "INFO ok\n" * 500
+                   + "[2026-12-05] ERROR [KafkaServer] Fatal error: Address already in use\nshutting down\n")
+    assert log_excerpt(log) == ["[2026-12-05] ERROR [KafkaServer] Fatal error: Address already in use"]
+    log.write_text("one\ntwo\nthree\n")
+    assert log_excerpt(log, lines=2) == ["two", "three"]
+    assert log_excerpt(tmp_path / "missing.log") == [] and log_excerpt(None) == []
