@@ -72,11 +72,16 @@ def precompile_plans(settings: Settings, scripts: list[str]) -> None:
     mode: COMPILE PLAN only plans, no cluster needed; one JVM, ~30 s, once per change of the SQL or its
     settings. A failure is reported and left to the gateway, which then compiles at the first submission."""
     flink.prepare(settings)
+    plans = []
     for script in scripts:
         path = paths.REPO / script
         statements = sqlgateway.statements(render(path, settings).read_text())
         plan = sqlgateway.plan_file(settings, statements)
-        if plan is None or plan.exists():
+        if plan is None:
+            continue
+        plans.append(plan)
+        sqlgateway.pin(plan.parent, plans)
+        if plan.exists():
             continue
         say(f"compiling the plan of {script} for the SQL Gateway (sql-client.sh, once; ~30 s)")
         plan.parent.mkdir(parents=True, exist_ok=True)

@@ -278,7 +278,23 @@ def _planned(settings: Settings, session: str, statements_: list[str], say) -> l
     return PLAN_SETTINGS + [f"EXECUTE PLAN '{plan}'"]
 
 
+PINNED = "pinned.txt"  # in the plan folder: the plans of [jobs] sql_scripts, one file name per line
+
+
+def pin(directory: Path, plans: list[Path]) -> None:
+    """These plans (the configured jobs', compiled by make setup) are never pruned: the tests compile many
+    scratch plans, which would otherwise push the demo's out and cost its first submission a compile."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / PINNED).write_text("".join(f"{plan.name}\n" for plan in plans))
+
+
 def prune(directory: Path, keep: int) -> None:
-    plans = sorted(directory.glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+    """Deletes all but the newest `keep` plans, and the pinned ones."""
+    try:
+        pinned = set((directory / PINNED).read_text().split())
+    except OSError:
+        pinned = set()
+    plans = sorted((path for path in directory.glob("*.json") if path.name not in pinned),
+                   key=lambda path: path.stat().st_mtime, reverse=True)
     for old in plans[keep:]:
         old.unlink(missing_ok=True)

@@ -84,3 +84,13 @@ def test_prune_keeps_the_newest_plans(tmp_path):
         os.utime(plan, (1000 - age, 1000 - age))
     sqlgateway.prune(tmp_path, 2)
     assert sorted(path.stem for path in tmp_path.glob("*.json")) == ["mid", "new"]
+
+
+def test_prune_never_deletes_the_pinned_plans_of_the_configured_jobs(tmp_path):
+    for age, name in enumerate(["new", "mid", "demo", "old"]):
+        plan = tmp_path / f"{name}.json"
+        plan.write_text("{}")
+        os.utime(plan, (1000 - age, 1000 - age))
+    sqlgateway.pin(tmp_path, [tmp_path / "demo.json"])
+    sqlgateway.prune(tmp_path, 1)
+    assert sorted(path.stem for path in tmp_path.glob("*.json")) == ["demo", "new"]
