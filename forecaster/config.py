@@ -17,6 +17,8 @@ DEFAULTS = {
     "max_p": 2,
     "max_d": 1,
     "max_q": 2,
+    "calibration_scores": 200,
+    "calibration_min_scores": 50,
 }
 ENGINES = ("datastream", "sql")
 
@@ -32,6 +34,8 @@ class ForecastConfig:
     max_p: int
     max_d: int
     max_q: int
+    calibration_scores: int      # the last this many scored forecasts per symbol and model calibrate; 0 = off
+    calibration_min_scores: int  # fewer: the symbol's model takes every symbol's scores, fewer still: none
     bar_seconds: int  # windows.size_seconds: the bars are the long windows, not a setting of their own
 
     @property
@@ -43,7 +47,10 @@ class ForecastConfig:
         return (f"ARIMA (d <= {self.max_d} by KPSS, p <= {self.max_p}, q <= {self.max_q} by AIC) and a "
                 f"linear trend on the {self.engine} engine's {self.bar_seconds} s bars: the last "
                 f"{self.history_bars} bars (at least {self.min_bars}), the next {self.horizon_bars} bars "
-                f"with {self.interval_level:.0%} intervals, refitted every {self.refit_minutes:g} min")
+                f"with {self.interval_level:.0%} intervals"
+                + (f" calibrated on the last {self.calibration_scores} scored forecasts"
+                   if self.calibration_scores else "")
+                + f", refitted every {self.refit_minutes:g} min")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ForecastConfig:
@@ -63,7 +70,8 @@ class ForecastConfig:
                   ("history_bars", config.history_bars >= config.min_bars),
                   ("interval_level", 0 < config.interval_level < 1), ("engine", config.engine in ENGINES),
                   ("max_p", 0 <= config.max_p <= 5), ("max_d", 0 <= config.max_d <= 2),
-                  ("max_q", 0 <= config.max_q <= 5)]
+                  ("max_q", 0 <= config.max_q <= 5), ("calibration_scores", config.calibration_scores >= 0),
+                  ("calibration_min_scores", config.calibration_min_scores >= 1)]
         for key, ok in checks:
             if not ok:
                 raise ConfigError(f"forecast.{key} = {getattr(config, key)!r} is out of range"

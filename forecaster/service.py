@@ -10,9 +10,9 @@ from datetime import datetime
 
 from alerts.service import StopFlag
 from forecaster.config import ForecastConfig
-from forecaster.plan import backtest_origins, error_table, fit_at
+from forecaster.plan import Calibration, backtest_origins, error_table, fit_at
 from forecaster.store import ALL_SYMBOLS, DatabaseDown, SchemaMissing, Store, first_line, to_timestamp
-from marketpulse.analytics.forecasting import ARIMA, MODEL_LABELS, ForecastError
+from marketpulse.analytics.forecasting import ARIMA, MODEL_LABELS, MODELS, ForecastError
 from marketpulse.config import Settings, postgres_dsn
 
 # While no symbol can be forecast yet (no bars, too few) or PostgreSQL is down: the next try, in seconds.
@@ -22,6 +22,17 @@ RETRY_SECONDS = 15
 def say(message: str) -> None:
     """One line on stderr, with the wall-clock time: what a person tailing the log reads."""
     print(f"{datetime.now():%Y-%m-%d %H:%M:%S} forecaster: {message}", file=sys.stderr, flush=True)
+
+
+def describe_factors(factors: dict[str, list[float]]) -> str:
+    """'intervals calibrated: ARIMA x1.42, Linear trend x1.31 (median), ...' for the round's log line."""
+    parts = []
+    for model, values in factors.items():
+        calibrated = sorted(value for value in values if value != 1.0)
+        if calibrated:
+            parts.append(f"{MODEL_LABELS[model]} x{calibrated[len(calibrated) // 2]:.2f} (median of "
+                         f"{len(calibrated)} of {len(values)} fits)")
+    return "intervals calibrated: " + ", ".join(parts) if parts else "intervals not calibrated yet"
 
 
 class Forecaster:
@@ -46,6 +57,11 @@ class Forecaster:
             say(f"no {c.bar_seconds} s bars of the {c.engine} engine in window_metrics yet; waiting for them")
         self.waiting_for_bars = not bars
         fits, fitted_symbols, skipped, specs = 0, set(), {}, Counter()
+        # A backtest learns its calibration as it goes (origins in time order, no score from the future);
+        # live, from every forecast scored so far.
+        calibration = Calibration(c, () if backtest_step or not c.calibration_scores
+                                  else self.store.scores(c.bar_seconds, c.calibration_scores))
+        factors: dict[str, list[float]] = {model: [] for model in MODELS}
         started = time.monotonic()
         for series in bars:
             if self.stop:
@@ -59,8 +75,10 @@ class Forecaster:
             else:
                 origins = []  # no new bar since its last forecast
             for index in origins:
+                scales = {model: calibration.scale(series.symbol, model, series.starts_ms[index])
+                          for model in MODELS}
                 try:
-                    fitted = fit_at(series.starts_ms, series.closes, index, c, series.flagged)
+                    fitted = fit_at(series.starts_ms, series.closes, index, c, series.flagged, scales)
                 except ForecastError as err:
                     skipped[series.symbol] = str(err)
                     continue
@@ -68,7 +86,12 @@ class Forecaster:
                     skipped[series.symbol] = f"no fit this round: {type(err).__name__}: {first_line(err)}"
                     continue
                 self.store.write_forecasts(series.symbol, c.bar_seconds, c.engine, fitted.origin_ms,
-                                           fitted.origin_close, fitted.bars_used, fitted.forecasts)
+                                           fitted.origin_close, fitted.bars_used, fitted.forecasts,
+                                           fitted.scales)
+                if backtest_step:
+                    calibration.record(series.symbol, series.starts_ms, series.closes, fitted, series.flagged)
+                for forecast, factor in zip(fitted.forecasts, fitted.scales, strict=True):
+                    factors[forecast.model].append(factor)
                 specs[fitted.forecasts[0].spec] += 1
                 fits += 1
                 fitted_symbols.add(series.symbol)
@@ -77,7 +100,7 @@ class Forecaster:
             orders = ", ".join(f"{spec} x{n}" for spec, n in specs.most_common())
             say(f"{fits} fit{'s' if fits > 1 else ''} ({len(fitted_symbols)} symbols, bars up to "
                 f"{to_timestamp(newest):%Y-%m-%d %H:%M} UTC) in {time.monotonic() - started:.1f} s; "
-                f"{MODEL_LABELS[ARIMA]} orders: {orders}")
+                f"{MODEL_LABELS[ARIMA]} orders: {orders}; {describe_factors(factors)}")
         if skipped:
             say("not forecast yet: " + "; ".join(f"{symbol} ({why})"
                                                  for symbol, why in sorted(skipped.items())))

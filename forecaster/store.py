@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import psycopg2.extras
 
-from marketpulse.analytics.forecasting import MODELS, ErrorSummary, Forecast, error_summary
+from forecaster.plan import Score
+from marketpulse.analytics.forecasting import MODELS, ErrorSummary, Forecast, error_summary, interval_score
 
 DatabaseDown = (psycopg2.OperationalError, psycopg2.InterfaceError)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -137,27 +138,52 @@ class Store:
     # --- writes ------------------------------------------------------------------------------------
 
     def write_forecasts(self, symbol: str, bar_seconds: int, engine: str, origin_ms: int, origin_close: float,
-                        bars_used: int, forecasts: Iterable[Forecast]) -> int:
-        """Upserts one origin's forecasts (key: symbol, bar_seconds, model, origin_start, target_start); the
-        actual close already found for a target stays."""
+                        bars_used: int, forecasts: Iterable[Forecast], scales: Iterable[float] = ()) -> int:
+        """Upserts one origin's forecasts (key: symbol, bar_seconds, model, origin_start, target_start), each
+        with the calibration factor its interval got (`scales`, 1 when not given); the actual close already
+        found for a target stays."""
+        forecasts = list(forecasts)
+        scales = list(scales) or [1.0] * len(forecasts)
         rows = [(symbol, bar_seconds, f.model, to_timestamp(origin_ms),
                  to_timestamp(origin_ms + h * bar_seconds * 1000), h, engine, f.spec, bars_used, origin_close,
-                 f.point[h - 1], f.lower[h - 1], f.upper[h - 1], f.level)
-                for f in forecasts for h in range(1, len(f.point) + 1)]
+                 f.point[h - 1], f.lower[h - 1], f.upper[h - 1], f.level, scale)
+                for f, scale in zip(forecasts, scales, strict=True) for h in range(1, len(f.point) + 1)]
 
         def write(cur):
             psycopg2.extras.execute_values(cur, """
                 INSERT INTO forecasts (symbol, bar_seconds, model, origin_start, target_start, horizon,
-                                       engine, spec, bars_used, origin_close, point, lower, upper, level)
+                                       engine, spec, bars_used, origin_close, point, lower, upper, level,
+                                       interval_scale)
                 VALUES %s
                 ON CONFLICT (symbol, bar_seconds, model, origin_start, target_start) DO UPDATE SET
                     horizon = EXCLUDED.horizon, engine = EXCLUDED.engine, spec = EXCLUDED.spec,
                     bars_used = EXCLUDED.bars_used, origin_close = EXCLUDED.origin_close,
                     point = EXCLUDED.point, lower = EXCLUDED.lower, upper = EXCLUDED.upper,
-                    level = EXCLUDED.level, made_at = now()""", rows)
+                    level = EXCLUDED.level, interval_scale = EXCLUDED.interval_scale,
+                    made_at = now()""", rows)
             return len(rows)
 
         return self.transaction(write)
+
+    def scores(self, bar_seconds: int, per_model: int) -> list[Score]:
+        """The conformity scores of the last `per_model` scored forecasts of each symbol and model (a flagged
+        actual is not scored), for the next round's calibration (forecaster.plan.Calibration)."""
+        def read(cur):
+            cur.execute("""
+                SELECT symbol, model, target_start, point, lower, upper, actual, interval_scale FROM (
+                    SELECT *, row_number() OVER (PARTITION BY symbol, model
+                                                 ORDER BY target_start DESC, origin_start DESC) AS newest
+                    FROM forecasts
+                    WHERE bar_seconds = %s AND actual IS NOT NULL AND NOT coalesce(actual_flagged, false)
+                ) recent WHERE newest <= %s""", (bar_seconds, per_model))
+            found = []
+            for symbol, model, target, point, lower, upper, actual, scale in cur.fetchall():
+                score = interval_score(point, lower, upper, actual, scale)
+                if score is not None:
+                    found.append(Score(symbol, model, to_ms(target), score))
+            return found
+
+        return self.transaction(read)
 
     def fill_actuals(self, engine: str, bar_seconds: int) -> int:
         """Sets `actual` to the target bar's close where that bar is now in window_metrics, and

@@ -22,6 +22,15 @@ Linear baseline: ordinary least squares of the close on the bar number over the 
 its interval is the textbook OLS prediction interval,
     yhat(x0) +- t(n - 2, (1 + level) / 2) * s * sqrt(1 + 1/n + (x0 - mean(x))^2 / Sxx),  s^2 = SSE / (n - 2).
 
+Calibrated intervals (split conformal, on the forecaster's own track record): a model's interval rests on
+its assumptions (Gaussian errors, parameters known, the right order), and on 20 to 120 one-minute bars they
+fail: on the generator's GBM prices ARIMA's 95 % intervals held 79 % of the closes, the linear trend's 82 %.
+So every scored forecast gives a conformity score, how far the actual close fell from the point in units of
+the model's own half-width (interval_score), and the next intervals are that model's half-widths times the
+ceil((n + 1) * level)-th smallest of the last n scores of the symbol (of every symbol while the symbol has
+fewer than the minimum) (conformal_scale): under exchangeability of the scores, at least `level` of the
+next actuals fall inside. Only scores of targets that had happened by the forecast's origin count.
+
 Errors of a forecast whose target bar has happened: e = actual - point; MAE = mean |e| (price units),
 MAPE = 100 * mean(|e| / |actual|) (%), coverage = share of actuals within [lower, upper]: near `level` when
 the intervals are honest. Every horizon 1..K counts alike.
@@ -212,3 +221,32 @@ def error_summary(rows: Iterable[tuple[float, float, float, float]]) -> ErrorSum
     errors = np.abs(actual - point)
     return ErrorSummary(len(rows), float(errors.mean()), float((errors / np.abs(actual)).mean() * 100),
                         float(((lower <= actual) & (actual <= upper)).mean()))
+
+
+def interval_score(point: float, lower: float, upper: float, actual: float,
+                   scale: float = 1.0) -> float | None:
+    """The conformity score of a scored forecast: |actual - point| over the model's own half-width, i.e. the
+    stored interval's half-width divided by the calibration scale it was widened by. None for an interval of
+    no width (a constant series): nothing to calibrate."""
+    half = (upper - lower) / 2 / scale
+    if not half > 0:
+        return None
+    return abs(actual - point) / half
+
+
+def conformal_scale(scores: Sequence[float], level: float, min_scores: int) -> float | None:
+    """The factor to multiply a model's half-widths by so that `level` of the actuals fall inside: the
+    ceil((n + 1) * level)-th smallest of the n scores (split conformal). None with fewer than min_scores
+    scores, or too few for that rank to exist (n < level / (1 - level), 19 at 95 %)."""
+    n = len(scores)
+    rank = math.ceil((n + 1) * level)
+    if n < max(min_scores, 1) or rank > n:
+        return None
+    return float(sorted(scores)[rank - 1])
+
+
+def scaled(forecast: Forecast, scale: float) -> Forecast:
+    """The forecast with its interval's half-widths (each side) multiplied by scale."""
+    lower = tuple(p - scale * (p - lo) for p, lo in zip(forecast.point, forecast.lower, strict=True))
+    upper = tuple(p + scale * (up - p) for p, up in zip(forecast.point, forecast.upper, strict=True))
+    return Forecast(forecast.model, forecast.spec, forecast.point, lower, upper, forecast.level)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from forecaster.config import ForecastConfig
-from forecaster.plan import backtest_origins, error_table, fit_at
+from forecaster.plan import Calibration, Score, backtest_origins, error_table, fit_at
 from forecaster.store import ErrorRow
 from marketpulse.analytics.forecasting import (
     ARIMA,
@@ -20,9 +20,12 @@ from marketpulse.analytics.forecasting import (
     arima_forecast,
     candidate_orders,
     choose_differencing,
+    conformal_scale,
     error_summary,
+    interval_score,
     linear_forecast,
     regular_closes,
+    scaled,
     select_arima_order,
 )
 from marketpulse.config import ConfigError, load_settings
@@ -210,3 +213,74 @@ def test_error_table_has_a_row_per_symbol_and_model():
     lines = error_table(rows).splitlines()
     assert lines[1].split() == ["AAPL", "arima", "ARIMA(0,1,0)", "1", "0.5000", "0.4975", "100.0%", "0"]
     assert lines[2].split() == ["AAPL", "linear", "linear", "trend", "0", "-", "-", "-", "2"]
+
+
+# --- calibrated intervals ------------------------------------------------------------------------------
+
+def test_conformal_scale_is_the_ceil_n_plus_1_times_level_th_smallest_score():
+    scores = [i / 100 for i in range(1, 101)]  # 0.01 .. 1.00, shuffled below
+    shuffled = scores[50:] + scores[:50]
+    # n = 100, level 0.95: rank ceil(101 * 0.95) = 96 -> 0.96
+    assert conformal_scale(shuffled, 0.95, 50) == 0.96
+    assert conformal_scale(shuffled[:40], 0.95, 50) is None          # fewer than the minimum
+    assert conformal_scale(shuffled[:18], 0.95, 1) is None           # rank 19 > n = 18: no such quantile
+    assert conformal_scale(shuffled[:19], 0.95, 1) == max(shuffled[:19])
+
+
+def test_interval_score_is_the_miss_in_the_models_own_half_widths():
+    assert interval_score(100.0, 98.0, 102.0, 103.0) == 1.5
+    # The same stored interval, widened by 2 from the model's: its own half-width was 1, so the miss scores 3.
+    assert interval_score(100.0, 98.0, 102.0, 103.0, scale=2.0) == 3.0
+    assert interval_score(100.0, 100.0, 100.0, 101.0) is None
+
+
+def test_scaled_multiplies_each_side_of_the_interval():
+    linear = linear_forecast([1.0, 2.0, 2.5, 4.0, 5.5], 2, 0.95)
+    wide = scaled(linear, 1.5)
+    assert wide.point == linear.point
+    for p, lo, up, wlo, wup in zip(linear.point, linear.lower, linear.upper, wide.lower, wide.upper,
+                                   strict=True):
+        assert (p - wlo, wup - p) == pytest.approx((1.5 * (p - lo), 1.5 * (up - p)))
+
+
+def test_calibration_uses_only_targets_before_the_origin_and_pools_while_a_symbol_has_too_few():
+    c = config(calibration_scores=4, calibration_min_scores=3, interval_level=0.5)
+    minute = 60_000
+    cal = Calibration(c, [Score("AAPL", ARIMA, t * minute, score) for t, score in
+                          [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0), (10, 100.0)]]
+                      + [Score("MSFT", ARIMA, 2 * minute, 0.5), Score("AAPL", LINEAR, 1 * minute, 9.0)])
+    # Origin at minute 5: AAPL's last 4 scores up to it are 2, 3, 4, 5; rank ceil(5 * 0.5) = 3 -> 4.0.
+    assert cal.scale("AAPL", ARIMA, 5 * minute) == 4.0
+    # Origin at minute 3: AAPL has 3 (1, 2, 3): rank 2 -> 2.0. The score of minute 10 never counts before.
+    assert cal.scale("AAPL", ARIMA, 3 * minute) == 2.0
+    # MSFT has 1 of its own: every symbol's last 4 up to minute 2 (AAPL 1, 2; MSFT 0.5) = 3 -> rank 2: 1.0.
+    assert cal.scale("MSFT", ARIMA, 2 * minute) == 1.0
+    assert cal.scale("MSFT", LINEAR, 2 * minute) is None       # 1 linear score in all: too few
+    assert Calibration(config(calibration_scores=0)).scale("AAPL", ARIMA, 5 * minute) is None
+
+
+def test_a_backtest_records_scores_as_the_bars_come_and_fit_at_applies_the_factor():
+    minute = 60_000
+    closes = list(random_walk(3, 60))
+    starts = [i * minute for i in range(60)]
+    c = config(history_bars=20, min_bars=20, horizon_bars=3, max_p=0, max_q=0, calibration_min_scores=5)
+    cal = Calibration(c)
+    plain = fit_at(starts, closes, 19, c)
+    assert plain.scales == (1.0, 1.0)
+    cal.record("X", starts, closes, plain)
+    # Each model scored its 3 targets (bars 20-22) against the closes there.
+    expected = sorted(interval_score(f.point[h], f.lower[h], f.upper[h], closes[20 + h])
+                      for f in plain.forecasts if f.model == ARIMA for h in range(3))
+    assert sorted(score for _, score in cal._by_key[("X", ARIMA)]) == pytest.approx(expected)
+    assert cal.scale("X", ARIMA, 21 * minute) is None          # 2 scores by minute 21: too few
+    cal.record("X", starts, closes, fit_at(starts, closes, 22, c))
+    factor = cal.scale("X", ARIMA, 25 * minute)                # 6 scores: rank ceil(7 * .95) = 7 > 6
+    assert factor is None
+    wide = fit_at(starts, closes, 25, c, scales={ARIMA: 2.0, LINEAR: None})
+    narrow = fit_at(starts, closes, 25, c)
+    assert wide.scales == (2.0, 1.0)
+    a_wide, a_narrow = wide.forecasts[0], narrow.forecasts[0]
+    assert a_wide.point == a_narrow.point
+    assert [u - lo for u, lo in zip(a_wide.upper, a_wide.lower, strict=True)] == pytest.approx(
+        [2 * (u - lo) for u, lo in zip(a_narrow.upper, a_narrow.lower, strict=True)])
+    assert wide.forecasts[1] == narrow.forecasts[1]
