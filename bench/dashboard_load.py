@@ -17,7 +17,9 @@ demo's load. Steps, each printed:
    (/api/metrics, /api/anomalies, /api/symbols, /api/health) or one refresh tick as the browser sends it:
    the context callback, then the five views' callbacks with the context it returned (the closed views answer
    no_update) and the alert strip: payloads built from the app's /_dash-layout and /_dash-dependencies.
-   --api-share of the requests are API requests. Clients send back to back (closed loop, no think time).
+   --api-share of the requests are API requests. Clients send back to back (closed loop, no think time: the
+   server's saturation), or with --pace 2 as browsers do: a tick every 2 s ([dashboard] refresh_seconds), then
+   the API requests of the share (7 for 0.5), then wait for the next tick.
 4. per server: req/s and p50/p95/p99 per endpoint, per class (api, callback) and overall; then one line per
    server to compare.
 """
@@ -201,10 +203,12 @@ class App:
 
 
 class Client(threading.Thread):
-    def __init__(self, port: int, app: App, plan: load.ClientPlan, api_probability: float, seed: int,
+    def __init__(self, port: int, app: App, plan: load.ClientPlan, api_share: float, pace: float, seed: int,
                  stop_at: float, results: dict):
         super().__init__(daemon=True)
-        self.port, self.app, self.plan, self.api_probability = port, app, plan, api_probability
+        self.port, self.app, self.plan, self.pace = port, app, plan, pace
+        self.api_probability = load.api_probability(api_share)
+        self.api_per_tick = load.api_per_tick(api_share) if pace else 0
         self.rng = random.Random(seed)
         self.stop_at, self.results = stop_at, results
         self.conn: http.client.HTTPConnection | None = None
@@ -253,22 +257,40 @@ class Client(threading.Thread):
             self.callback(output, ["context.data"])
         self.callback(load.ALERT_STRIP, ["alert-strip-tick.n_intervals"])
 
+    def api(self) -> None:
+        path = load.api_paths(self.app.symbols, self.rng)
+        self.request("api " + path.split("?")[0].rsplit("/", 1)[1], "GET", path)
+
     def run(self) -> None:
+        if self.pace:
+            # Browsers are not in step: each starts at its own point of the refresh interval.
+            next_at = time.perf_counter() + self.rng.uniform(0, self.pace)
+            time.sleep(max(0.0, next_at - time.perf_counter()))
         while time.perf_counter() < self.stop_at:
-            if self.rng.random() < self.api_probability:
-                path = load.api_paths(self.app.symbols, self.rng)
-                self.request("api " + path.split("?")[0].rsplit("/", 1)[1], "GET", path)
+            if not self.pace:
+                if self.rng.random() < self.api_probability:
+                    self.api()
+                else:
+                    self.tick()
+                continue
+            self.tick()
+            for _ in range(self.api_per_tick):
+                self.api()
+            next_at += self.pace
+            now = time.perf_counter()
+            if next_at > now:
+                time.sleep(min(next_at, self.stop_at) - now)
             else:
-                self.tick()
+                next_at = now  # behind: the next tick at once, no burst to catch up
         if self.conn is not None:
             self.conn.close()
 
 
-def run_load(port: int, clients: int, seconds: float, api_share: float) -> dict[str, list]:
+def run_load(port: int, clients: int, seconds: float, api_share: float, pace: float) -> dict[str, list]:
     app = App(port)
     results: dict[str, list] = defaultdict(list)
     stop_at = time.perf_counter() + seconds
-    threads = [Client(port, app, plan, load.api_probability(api_share), seed, stop_at, results)
+    threads = [Client(port, app, plan, api_share, pace, seed, stop_at, results)
                for seed, plan in enumerate(load.plans(clients, app.symbols))]
     for thread in threads:
         thread.start()
@@ -298,6 +320,10 @@ def main() -> None:
     parser.add_argument("--servers", default="dev,gunicorn", help="which to start and measure, in order")
     parser.add_argument("--url", help="measure this running dashboard instead of starting servers")
     parser.add_argument("--api-share", type=float, default=0.5, help="share of requests to the JSON API")
+    parser.add_argument("--pace", type=float, default=0.0,
+                        help="seconds between a client's refresh ticks, as a browser ([dashboard] "
+                             "refresh_seconds = 2), each followed by its share of API requests; 0: back to back "
+                             "(closed loop)")
     parser.add_argument("--fill-windows", type=int, default=0, help="window rows to add first (1000000)")
     parser.add_argument("--keep-fill", action="store_true", help="leave the fill in the database")
     parser.add_argument("--cleanup", action="store_true", help="only delete a kept fill")
@@ -325,13 +351,14 @@ def main() -> None:
                 say(f"== {kind} server on port {port}: answering {startup:.2f} s after spawn (log {log})")
             try:
                 if args.warmup:
-                    run_load(port, args.clients, args.warmup, args.api_share)
-                results = run_load(port, args.clients, args.duration, args.api_share)
+                    run_load(port, args.clients, args.warmup, args.api_share, args.pace)
+                results = run_load(port, args.clients, args.duration, args.api_share, args.pace)
             finally:
                 if proc is not None:
                     stop_server(proc)
             rows = summaries(results, args.duration)
-            for line in load.summary_lines(f"{kind}: {args.clients} clients, {args.duration:g} s, "
+            mode = f"a tick every {args.pace:g} s" if args.pace else "back to back"
+            for line in load.summary_lines(f"{kind}: {args.clients} clients ({mode}), {args.duration:g} s, "
                                            f"api share {args.api_share:g}", rows):
                 say(line)
             compared.append((kind, rows[-3:]))

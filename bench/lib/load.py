@@ -108,6 +108,13 @@ def api_probability(api_share: float, tick_requests: int = len(TICK_CALLBACKS)) 
     return tick_requests * api_share / (1 - api_share + tick_requests * api_share)
 
 
+def api_per_tick(api_share: float, tick_requests: int = len(TICK_CALLBACKS)) -> int:
+    """Paced clients: API requests after each tick, so that they are about `api_share` of all. Pure."""
+    if not 0 <= api_share < 1:
+        raise ValueError(f"api share {api_share} is not in [0, 1) (paced clients send ticks)")
+    return round(tick_requests * api_share / (1 - api_share))
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of already sorted values (q in [0, 100]). Pure."""
     if not sorted_values:

@@ -72,6 +72,8 @@ def test_api_probability_gives_the_share_of_requests():
         assert p / (p + (1 - p) * 7) == pytest.approx(share)
     with pytest.raises(ValueError):
         load.api_probability(1.5)
+    assert load.api_per_tick(0.5, tick_requests=7) == 7
+    assert load.api_per_tick(0.0) == 0
     paths = {load.api_paths(["AAPL"], random.Random(seed)).split("?")[0] for seed in range(200)}
     assert paths == {"/api/metrics", "/api/anomalies", "/api/symbols", "/api/health"}
 
