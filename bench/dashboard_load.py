@@ -322,8 +322,8 @@ def main() -> None:
     parser.add_argument("--api-share", type=float, default=0.5, help="share of requests to the JSON API")
     parser.add_argument("--pace", type=float, default=0.0,
                         help="seconds between a client's refresh ticks, as a browser ([dashboard] "
-                             "refresh_seconds = 2), each followed by its share of API requests; 0: back to back "
-                             "(closed loop)")
+                             "refresh_seconds = 2), each followed by its share of API requests; "
+                             "0: back to back (closed loop)")
     parser.add_argument("--fill-windows", type=int, default=0, help="window rows to add first (1000000)")
     parser.add_argument("--keep-fill", action="store_true", help="leave the fill in the database")
     parser.add_argument("--cleanup", action="store_true", help="only delete a kept fill")
