@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dash
 
-from dashboard import alerts_strip, api, shell
+from dashboard import alerts_strip, api, cache, shell
 from dashboard.db import Database
 from dashboard.health import FlinkClient, HealthMonitor
 from dashboard.views import Deps, all_views
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     app.server.config["MARKETPULSE_DB"] = deps.db
     app.server.config["MARKETPULSE_DEPS"] = deps
     app.server.add_url_rule("/metrics", "metrics", metrics)
+    cache.install(app.server, float(settings.dashboard.cache_seconds))
     api.register(app.server, deps.db, flink, lag_reader(settings))
     alerts_strip.register(app, deps.db, settings)
     shell.register(app, deps, views)

@@ -1,10 +1,14 @@
-"""The dashboard load benchmark's pure parts (bench/lib/load.py) and gunicorn's settings (dashboard/serve.py):
-callback payloads built from the real app's layout and callback map are ones Dash accepts, the request mix,
-percentiles, the fill's rows and span."""
+"""The dashboard load benchmark's pure parts (bench/lib/load.py), gunicorn's settings (dashboard/serve.py) and
+the response cache (dashboard/cache.py): callback payloads built from the real app's layout and callback map
+are ones Dash accepts, the request mix, percentiles, the fill's rows and span; cache keys, expiry, single
+flight."""
 
 from __future__ import annotations
 
+import json
 import random
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -112,3 +116,61 @@ def test_gunicorn_options_come_from_the_dashboard_section():
         "127.0.0.1:9999", 3, 6, "gthread")
     with pytest.raises(ValueError, match="at least 1"):
         options(load_settings(environ={"MARKETPULSE_DASHBOARD_WORKERS": "0"}))
+
+
+def test_callback_key_ignores_the_tick_counters_only():
+    from dashboard.cache import callback_key, request_key
+
+    def body(tick, range_key, changed=("tick.n_intervals",)):
+        return json.dumps({"output": "..context.data..", "inputs": [
+            {"id": "tick", "property": "n_intervals", "value": tick},
+            {"id": "range-select", "property": "value", "value": range_key}],
+            "state": [], "changedPropIds": list(changed)}).encode()
+
+    assert callback_key(body(3, "1h")) == callback_key(body(70, "1h"))
+    assert callback_key(body(3, "1h")) != callback_key(body(3, "15m"))
+    assert callback_key(body(3, "1h")) != callback_key(body(3, "1h", changed=("range-select.value",)))
+    assert callback_key(b"not json") is None and callback_key(b"[1]") is None
+    assert request_key("GET", "/api/metrics", b"symbol=AAPL", bytes) == "GET /api/metrics?symbol=AAPL"
+    assert request_key("GET", "/api/health", b"", bytes) is None
+    assert request_key("GET", "/", b"", bytes) is None
+    assert request_key("POST", "/_dash-update-component", b"", lambda: body(1, "5m")) == callback_key(
+        body(9, "5m"))
+
+
+def test_response_cache_expires_and_computes_once():
+    from dashboard.cache import ResponseCache
+
+    now = [0.0]
+    cache = ResponseCache(1.0, max_entries=2, clock=lambda: now[0])
+    assert cache.claim("a") is None  # the caller computes it
+    cache.put("a", "A")
+    assert cache.claim("a") == "A"
+    now[0] = 0.99
+    assert cache.claim("a") == "A"
+    now[0] = 1.0
+    assert cache.claim("a") is None  # expired: computed again
+    cache.put("a", "A2")
+    for key in ("b", "c"):
+        assert cache.claim(key) is None
+        cache.put(key, key.upper())
+    assert cache.claim("a") is None  # the oldest of three went out (max_entries=2)
+    cache.release("a")
+
+    # Single flight: while one thread computes "k", the others wait and get its value.
+    cache = ResponseCache(10.0)
+    assert cache.claim("k") is None
+    results = []
+    waiters = [threading.Thread(target=lambda: results.append(cache.claim("k"))) for _ in range(5)]
+    for thread in waiters:
+        thread.start()
+    time.sleep(0.05)
+    assert results == []
+    cache.put("k", "K")
+    for thread in waiters:
+        thread.join(5)
+    assert results == ["K"] * 5
+    # A computing thread that fails releases the key: the next caller computes it.
+    assert cache.claim("x") is None
+    cache.release("x")
+    assert cache.claim("x") is None
