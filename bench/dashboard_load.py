@@ -11,7 +11,9 @@ demo's load. Steps, each printed:
    the demo's rows are untouched; the range is recorded in the stack directory, and the rows are deleted at
    the end (--keep-fill keeps them, --cleanup only deletes a kept fill).
 2. per server: started on a free port against the same database; its start time (spawn to first answer of
-   /api/symbols); --warmup seconds of load not counted; then --duration seconds of load.
+   /api/symbols); --warmup seconds of load not counted; then --duration seconds of load. --dev-tree runs the
+   dev server from another source tree (the code before a change). Environment variables reach the servers:
+   MARKETPULSE_DASHBOARD_CACHE_SECONDS=0 measures without the response cache.
 3. the load: each client is a browser with one view open (overview, symbol, anomalies, health, quality) and a
    range (15m, 1h, 5m, 1d, all), spread over the clients. An iteration is either one JSON API request
    (/api/metrics, /api/anomalies, /api/symbols, /api/health) or one refresh tick as the browser sends it:
@@ -150,10 +152,12 @@ def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         conn.close()
 
 
-def start_server(kind: str, port: int, log: Path) -> tuple[subprocess.Popen, float]:
+def start_server(kind: str, port: int, log: Path, tree: Path = ROOT) -> tuple[subprocess.Popen, float]:
     env = dict(os.environ, MARKETPULSE_DASHBOARD_HOST="127.0.0.1", MARKETPULSE_DASHBOARD_PORT=str(port))
+    if tree != ROOT:
+        env["PYTHONPATH"] = str(tree)  # its packages before the installed (editable) ones
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *SERVERS[kind]], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, *SERVERS[kind]], cwd=tree, env=env, stdin=subprocess.DEVNULL,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -319,6 +323,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load first, not counted")
     parser.add_argument("--servers", default="dev,gunicorn", help="which to start and measure, in order")
     parser.add_argument("--url", help="measure this running dashboard instead of starting servers")
+    parser.add_argument("--dev-tree", type=Path, default=ROOT,
+                        help="run the dev server from this source tree (`git archive <commit> | tar -x -C "
+                             "DIR`: the code before), for a before/after in one run")
     parser.add_argument("--api-share", type=float, default=0.5, help="share of requests to the JSON API")
     parser.add_argument("--pace", type=float, default=0.0,
                         help="seconds between a client's refresh ticks, as a browser ([dashboard] "
@@ -347,7 +354,7 @@ def main() -> None:
                 port = free_port()
                 log = paths.STACK_DIR / "bench" / f"dashboard_load_{kind}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
-                proc, startup = start_server(kind, port, log)
+                proc, startup = start_server(kind, port, log, args.dev_tree if kind == "dev" else ROOT)
                 say(f"== {kind} server on port {port}: answering {startup:.2f} s after spawn (log {log})")
             try:
                 if args.warmup:
