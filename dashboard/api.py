@@ -23,6 +23,7 @@ from flask import Blueprint, Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 
 from dashboard import queries
+from dashboard.cache import ResponseCache
 from dashboard.db import Database, DatabaseUnavailable
 from dashboard.health import FlinkClient, read_lag
 from marketpulse.kafka_lag import LagReader
@@ -143,6 +144,9 @@ def records(frame: pd.DataFrame, time_columns: tuple[str, ...]) -> list[dict]:
 def create_blueprint(db: Database, flink: FlinkClient, lag: LagReader | None = None) -> Blueprint:
     api = Blueprint("api", __name__, url_prefix="/api")
     lag_lock = threading.Lock()
+    # The Kafka lag as fresh as Flink's answer (FlinkClient caches it cache_seconds): under load every caller
+    # read it anew, one at a time through the lock, and /api/health queued behind Kafka round trips.
+    lag_cache = ResponseCache(flink.cache_seconds)
 
     @api.errorhandler(BadRequest)
     @api.errorhandler(NotFound)
@@ -195,8 +199,15 @@ def create_blueprint(db: Database, flink: FlinkClient, lag: LagReader | None = N
         check_params(())
         cluster = flink.health().as_dict()
         cluster.pop("fetched_at", None)
-        with lag_lock:  # one Kafka admin client, shared by the server's request threads
-            kafka = read_lag(lag).as_dict()
+        kafka = lag_cache.claim("lag")
+        if kafka is None:
+            try:
+                with lag_lock:  # one Kafka admin client, shared by the server's request threads
+                    kafka = read_lag(lag).as_dict()
+            except BaseException:
+                lag_cache.release("lag")
+                raise
+            lag_cache.put("lag", kafka)
         body = {"database": {"ok": True, "error": None}, "flink": cluster, "kafka": kafka, "pipeline": {},
                 "data": []}
         try:
