@@ -22,8 +22,9 @@ demo's load. Steps, each printed:
    --api-share of the requests are API requests. Clients send back to back (closed loop, no think time: the
    server's saturation), or with --pace 2 as browsers do: a tick every 2 s ([dashboard] refresh_seconds), then
    the API requests of the share (7 for 0.5), then wait for the next tick.
-4. per server: req/s and p50/p95/p99 per endpoint, per class (api, callback) and overall; then one line per
-   server to compare.
+4. per server: req/s and p50/p95/p99 per endpoint, per class (api, callback) and overall; the server's CPU
+   time per request (its process and workers, from /proc: on a shared machine the figure that other load
+   changes least) and the load average; then one line per server to compare.
 """
 
 from __future__ import annotations
@@ -181,6 +182,27 @@ def stop_server(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of process `root` and every live descendant (gunicorn's workers), from /proc.
+    A figure the machine's other load does not change much, unlike latencies: CPU per request."""
+    parents, cpu = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total
 
 
 # --- the load --------------------------------------------------------------------------------------------
@@ -359,7 +381,11 @@ def main() -> None:
             try:
                 if args.warmup:
                     run_load(port, args.clients, args.warmup, args.api_share, args.pace)
+                cpu = tree_cpu_seconds(proc.pid) if proc is not None else None
+                load_before = os.getloadavg()[0]
                 results = run_load(port, args.clients, args.duration, args.api_share, args.pace)
+                cpu = tree_cpu_seconds(proc.pid) - cpu if proc is not None else None
+                load_after = os.getloadavg()[0]
             finally:
                 if proc is not None:
                     stop_server(proc)
@@ -368,12 +394,16 @@ def main() -> None:
             for line in load.summary_lines(f"{kind}: {args.clients} clients ({mode}), {args.duration:g} s, "
                                            f"api share {args.api_share:g}", rows):
                 say(line)
-            compared.append((kind, rows[-3:]))
+            served = rows[-1].requests + rows[-1].errors
+            per_request = f"{cpu * 1000 / served:.1f} ms server CPU per request" if cpu and served else ""
+            say(f"  {per_request}; load average {load_before:.1f} -> {load_after:.1f} "
+                f"({os.cpu_count()} cores)")
+            compared.append((kind, rows[-3:], per_request))
         say("summary (req/s, p50 / p95 / p99 ms; errors):")
-        for kind, (api, cb, total) in compared:
+        for kind, (api, cb, total), per_request in compared:
             say(f"  {kind:<10} all {total.rate:6.1f} req/s {total.p50_ms:6.1f} / {total.p95_ms:6.1f} / "
                 f"{total.p99_ms:6.1f}; api {api.p95_ms:.1f} p95; callbacks {cb.p95_ms:.1f} p95; "
-                f"errors {total.errors}")
+                f"errors {total.errors}; {per_request}")
     finally:
         if args.fill_windows and not args.keep_fill:
             cleanup(settings)
