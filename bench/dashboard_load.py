@@ -56,7 +56,10 @@ from marketpulse.config import load_settings, postgres_dsn  # noqa: E402
 from stack import paths  # noqa: E402
 
 FILL_RECORD = paths.STACK_DIR / "bench" / "dashboard_load_fill.json"
-SERVERS = {"dev": ["-m", "dashboard"], "gunicorn": ["-m", "dashboard", "--serve"]}
+# Server kinds: the command, and environment overrides ("-nocache": without the response cache).
+SERVERS = {"dev": (["-m", "dashboard"], {}), "gunicorn": (["-m", "dashboard", "--serve"], {}),
+           "gunicorn-nocache": (["-m", "dashboard", "--serve"], {"MARKETPULSE_DASHBOARD_CACHE_SECONDS": "0"}),
+           "dev-nocache": (["-m", "dashboard"], {"MARKETPULSE_DASHBOARD_CACHE_SECONDS": "0"})}
 
 
 def say(text: str) -> None:
@@ -154,11 +157,13 @@ def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
 
 
 def start_server(kind: str, port: int, log: Path, tree: Path = ROOT) -> tuple[subprocess.Popen, float]:
-    env = dict(os.environ, MARKETPULSE_DASHBOARD_HOST="127.0.0.1", MARKETPULSE_DASHBOARD_PORT=str(port))
+    command, overrides = SERVERS[kind]
+    env = dict(os.environ, MARKETPULSE_DASHBOARD_HOST="127.0.0.1", MARKETPULSE_DASHBOARD_PORT=str(port),
+               **overrides)
     if tree != ROOT:
         env["PYTHONPATH"] = str(tree)  # its packages before the installed (editable) ones
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *SERVERS[kind]], cwd=tree, env=env, stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, *command], cwd=tree, env=env, stdin=subprocess.DEVNULL,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -343,7 +348,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of measured load per server")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load first, not counted")
-    parser.add_argument("--servers", default="dev,gunicorn", help="which to start and measure, in order")
+    parser.add_argument("--servers", default="dev,gunicorn",
+                        help=f"which to start and measure, in order: of {', '.join(SERVERS)}")
     parser.add_argument("--url", help="measure this running dashboard instead of starting servers")
     parser.add_argument("--dev-tree", type=Path, default=ROOT,
                         help="run the dev server from this source tree (`git archive <commit> | tar -x -C "
@@ -376,8 +382,13 @@ def main() -> None:
                 port = free_port()
                 log = paths.STACK_DIR / "bench" / f"dashboard_load_{kind}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
-                proc, startup = start_server(kind, port, log, args.dev_tree if kind == "dev" else ROOT)
-                say(f"== {kind} server on port {port}: answering {startup:.2f} s after spawn (log {log})")
+                tree_root = args.dev_tree if kind.startswith("dev") else ROOT
+                proc, startup = start_server(kind, port, log, tree_root)
+                command, overrides = SERVERS[kind]
+                tree = f" in {args.dev_tree}" if kind.startswith("dev") and args.dev_tree != ROOT else ""
+                say(f"== {kind} server (python {' '.join(command)}{tree} "
+                    f"{' '.join(f'{k}={v}' for k, v in overrides.items())}) on port {port}: answering "
+                    f"{startup:.2f} s after spawn (log {log})")
             try:
                 if args.warmup:
                     run_load(port, args.clients, args.warmup, args.api_share, args.pace)
