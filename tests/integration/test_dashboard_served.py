@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from contextlib import closing
@@ -44,11 +45,17 @@ def http(port: int, path: str, body: dict | None = None) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
-def symbols_queries(port: int) -> float:
-    """The summed count of the symbols query in /metrics (every worker's)."""
+def series(port: int) -> dict[str, float]:
+    """/metrics (every worker's, summed): the symbols query's count, the response cache's hits and misses."""
     text = http(port, "/metrics")[1].decode()
-    found = re.search(r'^marketpulse_dashboard_query_seconds_count\{query="symbols"\} (\S+)$', text, re.M)
-    return float(found.group(1)) if found else 0.0
+    wanted = {"symbols": r'marketpulse_dashboard_query_seconds_count\{query="symbols"\}',
+              "hit": r'marketpulse_dashboard_cache_requests_total\{result="hit"\}',
+              "miss": r'marketpulse_dashboard_cache_requests_total\{result="miss"\}'}
+    values = {}
+    for name, pattern in wanted.items():
+        found = re.search(rf"^{pattern} (\S+)$", text, re.M)
+        values[name] = float(found.group(1)) if found else 0.0
+    return values
 
 
 @pytest.fixture
@@ -123,7 +130,12 @@ def test_gunicorn_serves_the_page_a_callback_and_the_health_api(served):
 
 def test_metrics_sum_every_workers_queries(served):
     port = served
-    before = symbols_queries(port)
+    before = series(port)
+    time.sleep(1.1)  # past [dashboard] cache_seconds: the start-up checks' /api/symbols answers have expired
     for _ in range(12):  # one connection each: they land on either worker, /metrics on either
         assert http(port, "/api/symbols")[0] == 200
-    assert symbols_queries(port) - before == 12
+    after = series(port)
+    delta = {name: after[name] - before[name] for name in before}
+    # Every request went through a worker's response cache; each miss, and only a miss, ran the query.
+    assert delta["hit"] + delta["miss"] == 12
+    assert delta["miss"] >= 1 and delta["symbols"] == delta["miss"]
