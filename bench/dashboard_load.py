@@ -310,7 +310,7 @@ class Client(threading.Thread):
             next_at += self.pace
             now = time.perf_counter()
             if next_at > now:
-                time.sleep(min(next_at, self.stop_at) - now)
+                time.sleep(max(0.0, min(next_at, self.stop_at) - now))
             else:
                 next_at = now  # behind: the next tick at once, no burst to catch up
         if self.conn is not None:
