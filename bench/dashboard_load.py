@@ -86,9 +86,6 @@ def fill(settings, rows: int, symbols: list[str]) -> None:
     frame = load.fill_frame(symbols, "datastream", 60, start, end)
     say(f"  fill: {len(frame):,} window rows, {len(symbols)} symbols x 60 s, {start:%Y-%m-%d %H:%M} -> "
         f"{end:%Y-%m-%d %H:%M} UTC ({(end - start).days} days)")
-    FILL_RECORD.parent.mkdir(parents=True, exist_ok=True)
-    FILL_RECORD.write_text(json.dumps({"engine": "datastream", "window_seconds": 60, "symbols": symbols,
-                                       "start": start.isoformat(), "end": end.isoformat()}))
     started = time.perf_counter()
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, header=False)
@@ -110,6 +107,10 @@ def fill(settings, rows: int, symbols: list[str]) -> None:
             GROUP BY 1, 2, 3, 4""", (symbols, start, end))
         cur.execute("ALTER TABLE window_metrics ENABLE TRIGGER window_metrics_hourly_rows")
         conn.commit()
+    # Recorded once committed (a failed fill rolls back whole, leaving nothing to clean up).
+    FILL_RECORD.parent.mkdir(parents=True, exist_ok=True)
+    FILL_RECORD.write_text(json.dumps({"engine": "datastream", "window_seconds": 60, "symbols": symbols,
+                                       "start": start.isoformat(), "end": end.isoformat()}))
     say(f"    COPY + roll-up: {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
     with closing(connect(settings)) as conn, conn.cursor() as cur:
@@ -127,11 +128,15 @@ def cleanup(settings) -> None:
     with closing(psycopg2.connect(postgres_dsn(settings))) as conn, conn.cursor() as cur:
         cur.execute("ALTER TABLE window_metrics DISABLE TRIGGER window_metrics_hourly_rows")
         where = ("engine = %(engine)s AND window_seconds = %(window_seconds)s AND symbol = ANY(%(symbols)s) "
-                 "AND {column} >= %(start)s AND {column} < %(end)s")
-        cur.execute("DELETE FROM window_metrics WHERE " + where.format(column="window_start"), record)
+                 "AND {column} >= {start} AND {column} < %(end)s")
+        cur.execute("DELETE FROM window_metrics WHERE "
+                    + where.format(column="window_start", start="%(start)s"), record)
         deleted = cur.rowcount
-        # The fill's hours are whole and its own (load.fill_span): their roll-up rows go with it.
-        cur.execute("DELETE FROM window_metrics_hourly WHERE " + where.format(column="hour"), record)
+        # The fill's hours are its own (load.fill_span: it ends at a whole hour before any other row; its
+        # first hour, partly filled, holds nothing else either): their roll-up rows go with it.
+        cur.execute("DELETE FROM window_metrics_hourly WHERE "
+                    + where.format(column="hour", start="date_trunc('hour', %(start)s::timestamptz, 'UTC')"),
+                    record)
         cur.execute("ALTER TABLE window_metrics ENABLE TRIGGER window_metrics_hourly_rows")
         conn.commit()
     FILL_RECORD.unlink()
