@@ -87,8 +87,8 @@ sql: $(STAMP)  ## run a Flink SQL script with sql-client.sh -f: make sql SCRIPT=
 generator: $(STAMP)  ## publish synthetic trades to Kafka (ARGS="--rate 500 --anomaly-rate 0.002")
 	@$(PY) -m generator $(ARGS)
 
-dashboard: $(STAMP)  ## serve the Dash dashboard on :8050
-	@$(PY) -m dashboard
+dashboard: $(STAMP)  ## the Dash dashboard on :8050, development server (ARGS=--serve: gunicorn, as make demo)
+	@$(PY) -m dashboard $(ARGS)
 
 alerts: $(STAMP)  ## run the alert service: anomalies topic -> log/webhook/Slack ([alerts] in conf/pipeline.toml)
 	@$(PY) -m alerts

@@ -16,10 +16,14 @@ import re
 import threading
 from datetime import UTC, datetime
 
+import numpy as np
+import orjson
 import pandas as pd
 from flask import Blueprint, Flask, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 
 from dashboard import queries
+from dashboard.cache import ResponseCache
 from dashboard.db import Database, DatabaseUnavailable
 from dashboard.health import FlinkClient, read_lag
 from marketpulse.kafka_lag import LagReader
@@ -104,26 +108,45 @@ def iso(value) -> str | None:
     return str(value)
 
 
+def iso_column(values: pd.Series) -> list[str | None]:
+    """iso() of every value of a column, vectorized for datetime columns."""
+    if not pd.api.types.is_datetime64_any_dtype(values):
+        return [iso(value) for value in values]
+    utc = values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
+    stamps = utc.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    text = np.datetime_as_string(stamps, unit="s")
+    fraction = stamps.astype("int64") % 1_000_000 != 0  # as isoformat(): microseconds only when not zero
+    if fraction.any():
+        text = np.where(fraction, np.datetime_as_string(stamps, unit="us"), text)
+    missing = np.isnat(stamps).tolist()
+    return [None if gap else f"{value}Z" for value, gap in zip(text.tolist(), missing, strict=True)]
+
+
 def records(frame: pd.DataFrame, time_columns: tuple[str, ...]) -> list[dict]:
-    out = []
-    for row in frame.to_dict("records"):
-        item = {}
-        for key, value in row.items():
-            if key in time_columns:
-                item[key] = iso(value)
-            elif isinstance(value, float) and math.isnan(value):
-                item[key] = None
-            elif hasattr(value, "item"):  # numpy scalar
-                item[key] = value.item()
-            else:
-                item[key] = value
-        out.append(item)
-    return out
+    """The frame's rows as JSON-ready dicts: times as iso(), NaN/NaT as None, numpy scalars as Python's.
+    Column by column (tolist() gives Python scalars): a 1,000-row /api/metrics spent most of its time in a
+    per-value loop."""
+    names = list(frame.columns)
+    columns = []
+    for name in names:
+        column = frame[name]
+        if name in time_columns:
+            columns.append(iso_column(column))
+            continue
+        values = column.tolist()
+        if column.dtype.kind in "fO" and column.isna().any():
+            values = [None if missing else value for value, missing in zip(values, column.isna().tolist(),
+                                                                            strict=True)]
+        columns.append(values)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def create_blueprint(db: Database, flink: FlinkClient, lag: LagReader | None = None) -> Blueprint:
     api = Blueprint("api", __name__, url_prefix="/api")
     lag_lock = threading.Lock()
+    # The Kafka lag as fresh as Flink's answer (FlinkClient caches it cache_seconds): under load every caller
+    # read it anew, one at a time through the lock, and /api/health queued behind Kafka round trips.
+    lag_cache = ResponseCache(flink.cache_seconds)
 
     @api.errorhandler(BadRequest)
     @api.errorhandler(NotFound)
@@ -176,8 +199,15 @@ def create_blueprint(db: Database, flink: FlinkClient, lag: LagReader | None = N
         check_params(())
         cluster = flink.health().as_dict()
         cluster.pop("fetched_at", None)
-        with lag_lock:  # one Kafka admin client, shared by the server's request threads
-            kafka = read_lag(lag).as_dict()
+        kafka = lag_cache.claim("lag")
+        if kafka is None:
+            try:
+                with lag_lock:  # one Kafka admin client, shared by the server's request threads
+                    kafka = read_lag(lag).as_dict()
+            except BaseException:
+                lag_cache.release("lag")
+                raise
+            lag_cache.put("lag", kafka)
         body = {"database": {"ok": True, "error": None}, "flink": cluster, "kafka": kafka, "pipeline": {},
                 "data": []}
         try:
@@ -201,5 +231,19 @@ def create_blueprint(db: Database, flink: FlinkClient, lag: LagReader | None = N
     return api
 
 
+class FastJSON(DefaultJSONProvider):
+    """Flask's JSON with orjson's encoder: the same document (keys sorted; datetimes, dataclasses and what
+    else Flask knows go through Flask's own default), a tenth of the time of a 1,000-row /api/metrics."""
+
+    OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+               | orjson.OPT_PASSTHROUGH_DATACLASS)
+
+    def dumps(self, obj, **kwargs) -> str:
+        if kwargs.get("indent"):  # debug mode's pretty printing
+            return super().dumps(obj, **kwargs)
+        return orjson.dumps(obj, default=self.default, option=self.OPTIONS).decode()
+
+
 def register(server: Flask, db: Database, flink: FlinkClient, lag: LagReader | None = None) -> None:
+    server.json = FastJSON(server)
     server.register_blueprint(create_blueprint(db, flink, lag))

@@ -1,6 +1,7 @@
 """The MarketPulse dashboard (Dash). Reads PostgreSQL, Flink's REST API and Kafka's consumer offsets (lag).
 
-    python -m dashboard            # serves on [dashboard] host:port from conf/pipeline.toml
+    python -m dashboard            # Flask's development server on [dashboard] host:port (conf/pipeline.toml)
+    python -m dashboard --serve    # gunicorn, [dashboard] workers x threads (dashboard.serve): production
 
 The page is assembled here from its parts: dashboard.shell (top bar, controls, tabs, the refresh context and
 the URL routing), one module per view in dashboard/views/, the alert strip and the REST API (/api/...).
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import dash
 
-from dashboard import alerts_strip, api, shell
+from dashboard import alerts_strip, api, cache, shell
 from dashboard.db import Database
 from dashboard.health import FlinkClient, HealthMonitor
 from dashboard.views import Deps, all_views
@@ -26,11 +27,19 @@ def lag_reader(settings: Settings) -> LagReader:
 
 
 def metrics():
-    """Prometheus /metrics: the dashboard's query times (dashboard.db) and the process's own series."""
-    from flask import Response
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    """Prometheus /metrics: the dashboard's query times (dashboard.db) and the process's own series; under
+    gunicorn (dashboard.serve) every worker's, summed from PROMETHEUS_MULTIPROC_DIR."""
+    import os
 
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    from flask import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None,
@@ -45,6 +54,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     app.server.config["MARKETPULSE_DB"] = deps.db
     app.server.config["MARKETPULSE_DEPS"] = deps
     app.server.add_url_rule("/metrics", "metrics", metrics)
+    cache.install(app.server, float(settings.dashboard.cache_seconds))
     api.register(app.server, deps.db, flink, lag_reader(settings))
     alerts_strip.register(app, deps.db, settings)
     shell.register(app, deps, views)

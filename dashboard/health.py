@@ -7,7 +7,8 @@ refreshing every second do not multiply the REST calls.
 The dashboard's callbacks never call Flink themselves: a `HealthMonitor` fetches in a background thread on
 its own interval ([dashboard] health_refresh_seconds) and callbacks read its latest snapshot, so a slow or
 hung REST API (each call may take up to `timeout`) cannot stall a refresh. /api/health asks the client
-directly (`health()`), since an API caller wants an answer that is current, not one interval old."""
+directly (`health()`), since an API caller wants an answer that is current, not one interval old (at most
+`cache_seconds`, 1.5 s, old; its Kafka lag too)."""
 
 from __future__ import annotations
 

@@ -184,7 +184,7 @@ def _start_feed(settings: Settings) -> tuple[subprocess.Popen, subprocess.Popen]
             f"trading calendar (log {paths.shown(LOG_DIR)}/generator.log)")
     else:
         raise StackError(f"[demo] source = {demo.source!r}: use synthetic, yahoo or alphavantage")
-    return generator, _spawn("dashboard", ["-m", "dashboard"])
+    return generator, _spawn("dashboard", ["-m", "dashboard", "--serve"])
 
 
 def _start_services(settings: Settings) -> tuple[subprocess.Popen, subprocess.Popen]:
