@@ -38,14 +38,18 @@ def run_demo(settings: Settings, up) -> int:
     # The generator first, the jobs after: each job reads the topic from its committed offsets (the
     # earliest the first time), so nothing produced while they are submitted is lost, and the first
     # windows are not held up by the submission.
-    generator, dashboard = _start_feed(settings)
-    processes = [generator, dashboard]
+    generator = _start_feed(settings)
+    processes = [generator]
     try:
         job_ids = submit_all(settings)
     except BaseException:
         _stop_processes(processes)
         raise
     say(f"jobs submitted {time.monotonic() - stack_up_at:.0f}s after the stack was up")
+    # The dashboard after the submissions: its gunicorn workers' start (~10 s of CPU) would slow them on two
+    # cores, and it is ready while the jobs' tasks deploy.
+    dashboard = _spawn("dashboard", ["-m", "dashboard", "--serve"])
+    processes.append(dashboard)
     if job_ids and _wait_running(settings, job_ids, timeout=120, since=stack_up_at):
         say(f"jobs running {time.monotonic() - stack_up_at:.0f}s after the stack was up")
     # Only now: on two cores their start (Kafka consumer, statsmodels) would slow the submissions, and
@@ -154,8 +158,8 @@ def history_minutes(configured: float, newest_end: datetime | None, now: datetim
     return round(max(0.0, min(float(configured), gap)), 2)
 
 
-def _start_feed(settings: Settings) -> tuple[subprocess.Popen, subprocess.Popen]:
-    """The generator (as [demo] says) and the dashboard."""
+def _start_feed(settings: Settings) -> subprocess.Popen:
+    """The generator, as [demo] says."""
     demo = settings.demo
     symbols = ["--symbols", demo.symbols] if demo.symbols else []
     if demo.source == "synthetic":
@@ -184,7 +188,7 @@ def _start_feed(settings: Settings) -> tuple[subprocess.Popen, subprocess.Popen]
             f"trading calendar (log {paths.shown(LOG_DIR)}/generator.log)")
     else:
         raise StackError(f"[demo] source = {demo.source!r}: use synthetic, yahoo or alphavantage")
-    return generator, _spawn("dashboard", ["-m", "dashboard", "--serve"])
+    return generator
 
 
 def _start_services(settings: Settings) -> tuple[subprocess.Popen, subprocess.Popen]:
