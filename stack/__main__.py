@@ -21,6 +21,7 @@ def cmd_setup(args, settings) -> int:
     from stack.sql import precompile_plans
 
     setup(browser=args.browser)
+    postgres.ensure_secrets(settings)  # the plans hold the writer's password, so it must be the one `up` uses
     precompile_plans(settings, settings.jobs.sql_scripts)  # so the first `make demo` runs from a plan too
     return 0
 
@@ -201,6 +202,7 @@ def cmd_demo(args, settings) -> int:
     from stack.sql import precompile_plans
 
     setup()
+    postgres.ensure_secrets(settings)
     precompile_plans(settings, settings.jobs.sql_scripts)  # nothing to do after `make setup`
     return run_demo(settings, up=lambda: cmd_up(args, settings))
 

@@ -236,7 +236,8 @@ def test_a_configured_login_guards_the_page_and_the_api_but_not_metrics(scratch_
     bad = {"Authorization": "Basic " + base64.b64encode(b"ops:wrong").decode()}
     for path in ("/", "/api/symbols", "/api/health", "/_dash-layout", "/_dash-dependencies"):
         response = client.get(path)
-        assert (response.status_code, response.headers.get("WWW-Authenticate", "")[:5]) == (401, "Basic"), path
+        challenge = response.headers.get("WWW-Authenticate", "")
+        assert (response.status_code, challenge[:5]) == (401, "Basic"), path
         assert client.get(path, headers=bad).status_code == 401, path
         assert client.get(path, headers=good).status_code == 200, path
     assert client.get("/api/symbols", headers=good).get_json() == {"count": 0, "symbols": []}
