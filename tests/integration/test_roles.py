@@ -18,6 +18,7 @@ from psycopg2 import errors
 from dashboard.db import Database
 from marketpulse.config import postgres_connect_args, postgres_dsn, postgres_user
 from stack import postgres as stack_postgres
+from stack.errors import StackError
 from tests import support
 from tests.integration.test_stack import (
     PROBE_JOB,
@@ -127,6 +128,16 @@ def test_make_up_again_changes_nothing_and_keeps_the_grants(stack):
         f"postgres-{role}.password": 0o600 for role in ("owner", "writer", "reader")}
 
 
+def test_init_on_a_server_it_did_not_start_checks_the_roles_an_owner_may_not_create(stack):
+    """`python -m stack init` (docker-compose, Kubernetes) as an owner that is no superuser, as here."""
+    stack_postgres.ensure_service_roles(stack)  # both roles exist: nothing to do
+    missing = copy.deepcopy(stack)
+    missing.postgres.reader_user = "mp_no_such_reader"
+    with pytest.raises(StackError, match=r"^PostgreSQL role\(s\) mp_no_such_reader missing, and marketpulse "
+                       "may not create roles"):
+        stack_postgres.ensure_service_roles(missing)
+
+
 @pytest.fixture
 def hostile_roles(stack):
     """A scratch database whose writer and reader are new roles with the hostile password, made the way
@@ -161,6 +172,7 @@ def test_a_hostile_password_round_trips(hostile_roles, kafka_topic):
         assert cur.fetchone() == (postgres_user(settings, "writer"),)
     database = Database(postgres_dsn(settings, "reader"))
     assert database.frame("SELECT current_user AS who")["who"].tolist() == [postgres_user(settings, "reader")]
+    database.close()
     wrong = copy.deepcopy(settings)
     wrong.postgres.reader_password = HOSTILE[:-1]
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
