@@ -79,9 +79,9 @@ def test_the_writer_upserts_rows_but_creates_drops_and_deletes_nothing(scratch_d
         # What the JDBC sinks do: INSERT ... ON CONFLICT DO UPDATE (and the hourly roll-up's trigger with it).
         cur.execute(UPSERT_WINDOW, {"start": T0, "close": 100.0})
         cur.execute(UPSERT_WINDOW, {"start": T0, "close": 101.5})
-        cur.execute("INSERT INTO anomalies (trade_id, rule, symbol, event_time, price, size, detected_at, engine) "
-                    "VALUES ('t1', 'price_jump', 'AAPL', %s, 1, 1, %s, 'sql') ON CONFLICT (engine, trade_id, rule) "
-                    "DO UPDATE SET price = EXCLUDED.price", (T0, T0))
+        cur.execute("INSERT INTO anomalies (trade_id, rule, symbol, event_time, price, size, detected_at, "
+                    "engine) VALUES ('t1', 'price_jump', 'AAPL', %s, 1, 1, %s, 'sql') "
+                    "ON CONFLICT (engine, trade_id, rule) DO UPDATE SET price = EXCLUDED.price", (T0, T0))
         cur.execute("SELECT close FROM window_metrics")
         assert cur.fetchall() == [(101.5,)]
         assert refused(cur, "CREATE TABLE x (a INT)") == "permission denied for schema public"
