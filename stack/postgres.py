@@ -228,7 +228,11 @@ def check_role_names(settings: Settings) -> None:
 
 
 def sync_roles(cur, settings: Settings, roles: tuple[str, ...]) -> None:
-    """Creates the roles that are missing and sets every one's password to the settings' (idempotent)."""
+    """Creates the roles that are missing and sets every one's password to the settings' (idempotent); makes
+    the owner a member of the writer and the reader, so that it may end their sessions (DROP DATABASE ... WITH
+    (FORCE) of the tests' scratch databases); it gains no right it lacks, owning every table already."""
+    from psycopg2 import sql
+
     cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
                 ([postgres_user(settings, role) for role in roles],))
     existing = {row[0] for row in cur.fetchall()}
@@ -237,6 +241,10 @@ def sync_roles(cur, settings: Settings, roles: tuple[str, ...]) -> None:
             cur.execute(statement)
     except ConfigError as err:
         raise StackError(str(err)) from None
+    members = [sql.Identifier(postgres_user(settings, role)) for role in roles if role != "owner"]
+    if members:
+        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.SQL(", ").join(members),
+                                                      sql.Identifier(postgres_user(settings, "owner"))))
 
 
 def _ensure_roles_and_database(settings: Settings) -> None:
