@@ -41,15 +41,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve Prometheus /metrics on PORT (anomalies read, alerts delivered, "
                              "suppressed, dead; 0 = off; `make demo` uses [metrics] alerts_target's port)")
     args = parser.parse_args(argv)
+    stop = StopFlag()
     try:
         settings = load_settings()
         config = AlertConfig.from_settings(settings)
+        service = AlertService(settings, config, stop)  # resolves the writer's password
     except ConfigError as err:
         say(f"error: {err}")
         return 2
-    stop = StopFlag()
     stop.install()
-    service = AlertService(settings, config, stop)
     if args.metrics_port:
         serve_metrics(args.metrics_port, service)
     try:

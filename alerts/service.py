@@ -68,7 +68,8 @@ class AlertService:
         self.topic = settings.kafka.anomalies_topic
         self.bootstrap = settings.kafka.bootstrap_servers
         pg = settings.postgres
-        self.store = Store(postgres_dsn(settings), f"{pg.host}:{pg.port}/{pg.database}", say, self.stop.sleep)
+        self.store = Store(postgres_dsn(settings, "writer"), f"{pg.host}:{pg.port}/{pg.database}", say,
+                           self.stop.sleep)
         channels = build_channels(config, say, self.stop.sleep)
         self.http_channels = [c for c in channels if isinstance(c, HttpChannel)]
         self.log_channel = next((c for c in channels if isinstance(c, LogChannel)), None)

@@ -47,7 +47,7 @@ def say(text: str) -> None:
 
 
 def connect(settings):
-    conn = psycopg2.connect(postgres_dsn(settings))
+    conn = psycopg2.connect(postgres_dsn(settings, "owner"))
     conn.autocommit = True
     return conn
 
@@ -192,7 +192,7 @@ def main() -> int:
     try:
         say(f"  schema: {', '.join(apply_schema(scratch))}")
         seed(scratch, args.windows, args.anomalies)
-        db = Database(postgres_dsn(scratch))
+        db = Database(postgres_dsn(scratch, "reader"))
         for engine, seconds in (("datastream", 10), ("datastream", 60)):
             say(f"\n{engine}, {seconds} s windows — p50 / p95 in ms over {args.runs} runs")
             ranges = ("15m", "1h", "1d", "all")

@@ -124,7 +124,7 @@ def first_row(settings, condition: str, value: float, started_wall: float, timeo
     from marketpulse.config import postgres_dsn
 
     deadline = time.monotonic() + timeout
-    with psycopg2.connect(postgres_dsn(settings)) as conn:
+    with psycopg2.connect(postgres_dsn(settings, "reader")) as conn:
         conn.autocommit = True
         while time.monotonic() < deadline:
             with conn.cursor() as cur:

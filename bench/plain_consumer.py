@@ -91,7 +91,7 @@ def write_windows(settings, rows: list[WindowMetrics]) -> None:
 
     values = [(ENGINE, row.symbol, row.window_seconds, stamp(row.window_start), stamp(row.window_end),
                *(getattr(row, c) for c in WINDOW_METRICS_COLUMNS[4:])) for row in rows]
-    with closing(psycopg2.connect(postgres_dsn(settings))) as conn:
+    with closing(psycopg2.connect(postgres_dsn(settings, "writer"))) as conn:
         with conn, conn.cursor() as cur:  # one transaction: commit on leaving
             execute_values(cur, statement, values, page_size=1000)
 

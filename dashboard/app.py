@@ -16,7 +16,7 @@ from dashboard import alerts_strip, api, cache, shell
 from dashboard.db import Database
 from dashboard.health import FlinkClient, HealthMonitor
 from dashboard.views import Deps, all_views
-from marketpulse.config import Settings, load_settings, postgres_dsn
+from marketpulse.config import ConfigError, Settings, load_settings, postgres_dsn, secret_setting
 from marketpulse.kafka_lag import LagReader
 
 
@@ -42,14 +42,51 @@ def metrics():
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
+def login_users(settings: Settings) -> dict[str, str]:
+    """{user: password} when [dashboard] auth_user is set (login required), else {} (no login)."""
+    user = settings.dashboard.auth_user
+    if not user:
+        return {}
+    password = secret_setting(settings, "dashboard", "auth_password")
+    if not password:
+        raise ConfigError("dashboard.auth_user is set but has no password: set "
+                          "MARKETPULSE_DASHBOARD_AUTH_PASSWORD or dashboard.auth_password_file")
+    return {user: password}
+
+
+# Open without a login: Prometheus scrapes /metrics (query latencies and process figures, no market data).
+OPEN_PATHS = frozenset({"/metrics"})
+
+
+def require_login(app: dash.Dash, users: dict[str, str]) -> None:
+    """HTTP basic auth (dash-auth) on every route of the server, the page, Dash's own routes and /api/...,
+    but OPEN_PATHS. Not dash-auth's public_routes: those also open Dash's layout and scripts."""
+    import secrets
+
+    import dash_auth
+    from flask import request
+
+    class Login(dash_auth.BasicAuth):
+        def is_authorized(self):
+            return request.path in OPEN_PATHS or super().is_authorized()
+
+    # dash-auth keeps the user in Flask's session; a key of this process's own is enough for that (the
+    # credentials are checked on every request).
+    app.server.secret_key = app.server.secret_key or secrets.token_hex(32)
+    Login(app, users)
+
+
 def create_app(settings: Settings | None = None, db: Database | None = None,
                flink: FlinkClient | None = None) -> dash.Dash:
     settings = settings or load_settings()
+    users = login_users(settings)
     flink = flink or FlinkClient(settings.flink.rest_url)
-    deps = Deps(settings=settings, db=db or Database(postgres_dsn(settings)), flink=flink,
+    deps = Deps(settings=settings, db=db or Database(postgres_dsn(settings, "reader")), flink=flink,
                 monitor=HealthMonitor(flink, settings.dashboard.health_refresh_seconds, lag_reader(settings)))
     views = all_views()
     app = dash.Dash(__name__, title="MarketPulse", update_title=None, suppress_callback_exceptions=False)
+    if users:
+        require_login(app, users)
     app.layout = shell.layout(deps, views)
     app.server.config["MARKETPULSE_DB"] = deps.db
     app.server.config["MARKETPULSE_DEPS"] = deps
@@ -64,6 +101,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
 
 
 def main() -> None:
-    settings = load_settings()
-    app = create_app(settings)
+    try:
+        settings = load_settings()
+        app = create_app(settings)
+    except ConfigError as err:
+        raise SystemExit(f"dashboard: error: {err}") from None
     app.run(host=settings.dashboard.host, port=settings.dashboard.port, debug=False)

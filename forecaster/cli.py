@@ -29,15 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every is not None and (not args.backtest or args.every < 1):
         parser.error("--every takes a number of bars >= 1, with --backtest")
+    stop = StopFlag()
     try:
         settings = load_settings()
         config = ForecastConfig.from_settings(settings)
+        forecaster = Forecaster(settings, config, stop)  # resolves the writer's password
     except ConfigError as err:
         say(f"error: {err}")
         return 2
-    stop = StopFlag()
     stop.install()
-    forecaster = Forecaster(settings, config, stop)
     try:
         if args.backtest:
             return forecaster.once(backtest_step=args.every or config.refit_bars)

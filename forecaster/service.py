@@ -41,7 +41,7 @@ class Forecaster:
         self.config = config
         self.stop = stop if stop is not None else StopFlag()
         pg = settings.postgres
-        self.store = store or Store(postgres_dsn(settings), f"{pg.host}:{pg.port}/{pg.database}")
+        self.store = store or Store(postgres_dsn(settings, "writer"), f"{pg.host}:{pg.port}/{pg.database}")
         self.db_down_since: float | None = None
         self.waiting_for_bars = False  # said once while window_metrics has no bars to read
 

@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             return execute_live(args, settings, stop, os.environ)
         code, _ = execute(args, settings)
         return code
-    except LiveSourceError as err:
+    except (LiveSourceError, ConfigError) as err:  # ConfigError: e.g. no password for --*-to-postgres
         print(f"generator: error: {err}", file=sys.stderr)
         return 1
     except UsageError as err:

@@ -391,7 +391,7 @@ def execute_live(args, settings, should_stop: Callable[[], bool], environ) -> in
                 sink.send_to_partition(args.topic, partition, value)
             sink.flush()
 
-    status_out = write_status(postgres_dsn(settings), source.name) if args.status_to_postgres else \
+    status_out = write_status(postgres_dsn(settings, "writer"), source.name) if args.status_to_postgres else \
         (lambda status: None)
     say(f"generator: live source {source.name}, {source.interval_s // 60}-minute bars of "
         f"{', '.join(symbols)} -> {args.output or args.topic}")

@@ -263,7 +263,7 @@ def execute(args, settings, stop: StopFlag | None = None) -> tuple[int, RunStats
         import psycopg2
 
         try:
-            conn = psycopg2.connect(postgres_dsn(settings), connect_timeout=10)
+            conn = psycopg2.connect(postgres_dsn(settings, "writer"), connect_timeout=10)
             try:
                 written = write_symbols_to_postgres(conn, plan.owned)
             finally:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import quote
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -38,6 +39,9 @@ RENAMED_SETTINGS = {
     ("windows", "allowed_lateness_seconds"): "grace_seconds",
     # Gated both z-scores; the price z-score has a floor in ticks instead (marketpulse.analytics.detector).
     ("detector", "min_stddev"): "volume_min_stddev",
+    # One role served everything until the owner/writer/reader split (README "Database roles and passwords").
+    ("postgres", "user"): "owner_user",
+    ("postgres", "password"): "owner_password",
 }
 
 
@@ -135,13 +139,102 @@ def load_settings(
     return Settings(**{name: SimpleNamespace(**values) for name, values in data.items()})
 
 
-def postgres_dsn(settings: Settings) -> str:
-    """A libpq connection string (psycopg2)."""
+# The PostgreSQL roles (README "Database roles and passwords"): the owner applies db/schema/ and
+# db/grants.sql; the writer (Flink jobs, generator, alert service, forecaster) reads and upserts rows; the
+# reader (dashboard, make score, make check) only reads.
+POSTGRES_ROLES = ("owner", "writer", "reader")
+
+
+def stack_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the local stack keeps its state (stack/paths.py's STACK_DIR): $MARKETPULSE_STACK_DIR or
+    .stack."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("MARKETPULSE_STACK_DIR") or REPO_ROOT / ".stack")
+
+
+def stack_secret_file(role: str, environ: Mapping[str, str] | None = None) -> Path:
+    """The password `make up` generated for a role that was given none (mode 600)."""
+    return stack_dir(environ) / "secrets" / f"postgres-{role}.password"
+
+
+def _role(role: str) -> str:
+    if role not in POSTGRES_ROLES:
+        raise ValueError(f"unknown PostgreSQL role {role!r} (one of {', '.join(POSTGRES_ROLES)})")
+    return role
+
+
+def postgres_user(settings: Settings, role: str) -> str:
+    return getattr(settings.postgres, f"{_role(role)}_user")
+
+
+def secret_setting(settings: Settings, section: str, key: str) -> str | None:
+    """A secret setting: <key> (from its environment variable; never written in conf/), else the contents of
+    the file <key>_file names (all of it but a final newline), else None."""
+    values = getattr(settings, section)
+    value = getattr(values, key, "")
+    if value:
+        return value
+    file_name = getattr(values, f"{key}_file", "")
+    if not file_name:
+        return None
+    try:
+        # A password may hold any character; only the newline an editor adds at the end is not part of it.
+        value = Path(file_name).expanduser().read_text().removesuffix("\n").removesuffix("\r")
+    except OSError as err:
+        raise ConfigError(f"{section}.{key}_file {file_name}: {err.strerror}") from None
+    if not value:
+        raise ConfigError(f"{section}.{key}_file {file_name} is empty")
+    return value
+
+
+def configured_password(settings: Settings, role: str) -> str | None:
+    """The role's password from the settings ($MARKETPULSE_POSTGRES_<ROLE>_PASSWORD, then
+    <role>_password_file), or None: then the local stack's generated one applies."""
+    return secret_setting(settings, "postgres", f"{_role(role)}_password")
+
+
+def postgres_password(settings: Settings, role: str, environ: Mapping[str, str] | None = None) -> str:
+    """The role's password: configured (configured_password), else the one `make up` generated (in the stack
+    folder of `environ`, by default this process's)."""
+    password = configured_password(settings, role)
+    if password is not None:
+        return password
+    secret = stack_secret_file(role, environ)
+    try:
+        return secret.read_text().strip()
+    except OSError:
+        upper = role.upper()
+        raise ConfigError(f"no password for the PostgreSQL {role} role: set "
+                          f"MARKETPULSE_POSTGRES_{upper}_PASSWORD or postgres.{role}_password_file, or run "
+                          f"`make up`, which generates {secret}") from None
+
+
+def postgres_connect_args(settings: Settings, role: str,
+                          environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """psycopg2.connect(**args) as `role`: keyword arguments, so no value needs quoting."""
     pg = settings.postgres
-    return f"host={pg.host} port={pg.port} dbname={pg.database} user={pg.user} password={pg.password}"
+    return {"host": pg.host, "port": pg.port, "dbname": pg.database, "user": postgres_user(settings, role),
+            "password": postgres_password(settings, role, environ)}
+
+
+def libpq_quote(value: object) -> str:
+    """A value of a libpq connection string: quoted, with \\ and ' escaped, when it is empty or holds a space,
+    a quote or a backslash (as psycopg2.extensions.make_dsn writes it)."""
+    text = str(value)
+    if text and not any(char in text for char in " \t\n\r\f\v'\\"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def postgres_dsn(settings: Settings, role: str) -> str:
+    """A libpq connection string (psycopg2) as `role`, every value quoted as libpq reads it."""
+    args = postgres_connect_args(settings, role)
+    return " ".join(f"{key}={libpq_quote(value)}" for key, value in args.items())
 
 
 def postgres_jdbc_url(settings: Settings) -> str:
-    """The same database as a JDBC URL (Flink's JDBC connector)."""
+    """The same database as a JDBC URL (Flink's JDBC connector); credentials are separate options. The
+    database name is percent-encoded (the driver decodes it); an IPv6 host goes in brackets."""
     pg = settings.postgres
-    return f"jdbc:postgresql://{pg.host}:{pg.port}/{pg.database}"
+    host = f"[{pg.host}]" if ":" in pg.host and not pg.host.startswith("[") else pg.host
+    return f"jdbc:postgresql://{host}:{pg.port}/{quote(pg.database, safe='')}"

@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         topic = args.topic or settings.kafka.injected_topic
         labels = [label for label in read_labels(settings.kafka.bootstrap_servers, topic)
                   if in_range(int(label.get("event_time", -1)), args.start, args.end)]
-        detections = read_detections(postgres_dsn(settings), args.start, args.end, args.engine)
+        detections = read_detections(postgres_dsn(settings, "reader"), args.start, args.end, args.engine)
         # The window detector is the DataStream job's: its row belongs to that engine's score.
-        windows = (read_window_anomalies(postgres_dsn(settings), args.start, args.end)
+        windows = (read_window_anomalies(postgres_dsn(settings, "reader"), args.start, args.end)
                    if args.engine == DETECTOR_ENGINE else None)
     except (ConfigError, ScoreError) as err:
         print(f"score: {err}", file=sys.stderr)

@@ -5,8 +5,9 @@ statements, without the stack (a PyFlink job renders its own sink DDL on the cli
     for statement in split_statements(render(text, variables)):
         t_env.execute_sql(statement)
 
-The names are those of stack/sql.py (settings.flat() plus postgres_jdbc_url, window_size_ms,
-max_out_of_orderness_seconds, postgres_sink_options, postgres_low_latency_sink_options and the indicator
+The names are those of stack/sql.py (settings.flat() but the passwords, plus postgres_jdbc_url,
+postgres_credentials, window_size_ms, max_out_of_orderness_seconds, postgres_sink_options,
+postgres_low_latency_sink_options and the indicator
 frames' indicators_<frame>_preceding), so a script renders the same way in a job and in the SQL client.
 """
 
@@ -18,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from marketpulse import trade
-from marketpulse.config import REPO_ROOT, Settings, postgres_jdbc_url
+from marketpulse.config import REPO_ROOT, Settings, postgres_jdbc_url, postgres_password, postgres_user
 
 PLACEHOLDER = re.compile(r"\$\{([a-z0-9_]+)\}")
 # `-- include: include/trades.sql` or, with parameters, `-- include: include/tumbling.sql window=long ...`.
@@ -48,13 +49,26 @@ POSTGRES_SINK_TUNING = {
 LOW_LATENCY_FLUSH_INTERVAL = "100ms"
 
 
+def sql_string(value: object) -> str:
+    """A Flink SQL string literal: '...' with every ' doubled (a backslash is not an escape there)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def with_options(options: Mapping[str, object]) -> str:
+    """The body of a WITH (...) clause, every key and value a string literal."""
+    return ",\n    ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in options.items())
+
+
+def postgres_credentials(settings: Settings) -> dict[str, str]:
+    """The JDBC sinks' login: the writer role (INSERT/UPDATE, no DDL: db/grants.sql)."""
+    return {"username": postgres_user(settings, "writer"), "password": postgres_password(settings, "writer")}
+
+
 def postgres_sink_options(settings: Settings, flush_interval: str | None = None) -> str:
-    options = {"url": postgres_jdbc_url(settings), "username": settings.postgres.user,
-               "password": settings.postgres.password, **POSTGRES_SINK_TUNING}
+    options = {"url": postgres_jdbc_url(settings), **postgres_credentials(settings), **POSTGRES_SINK_TUNING}
     if flush_interval:
         options["sink.buffer-flush.interval"] = flush_interval
-    quoted = {key: str(value).replace("'", "''") for key, value in options.items()}
-    return ",\n    ".join(f"'{key}' = '{value}'" for key, value in quoted.items())
+    return with_options(options)
 
 
 class TemplateError(ValueError):
@@ -136,8 +150,12 @@ def indicator_variables(settings: Settings) -> dict[str, str]:
 
 
 def sql_variables(settings: Settings) -> dict[str, str]:
-    values = {key: str(value) for key, value in settings.flat().items() if not isinstance(value, list)}
+    # Passwords only ever go into a script quoted, through the options below: no raw ${...password} variable.
+    values = {key: str(value) for key, value in settings.flat().items()
+              if not isinstance(value, list) and not key.endswith(("_password", "_password_file"))}
     values["postgres_jdbc_url"] = postgres_jdbc_url(settings)
+    # 'username' = ..., 'password' = ...: for a script's own JDBC table (the tests' probes).
+    values["postgres_credentials"] = with_options(postgres_credentials(settings))
     values["window_size_ms"] = str(settings.windows.size_seconds * 1000)
     values["max_out_of_orderness_seconds"] = seconds_text(int(settings.windows.max_out_of_orderness_ms))
     values["postgres_sink_options"] = postgres_sink_options(settings)

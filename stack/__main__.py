@@ -21,6 +21,7 @@ def cmd_setup(args, settings) -> int:
     from stack.sql import precompile_plans
 
     setup(browser=args.browser)
+    postgres.ensure_secrets(settings)  # the plans hold the writer's password, so it must be the one `up` uses
     precompile_plans(settings, settings.jobs.sql_scripts)  # so the first `make demo` runs from a plan too
     return 0
 
@@ -119,21 +120,22 @@ def _wait_ready(settings, component: Component, since: float) -> None:
 def _topics_schema_status(settings) -> int:
     # Topics and schema may be new even when the processes were up already.
     kafka.ensure_topics(settings)
-    postgres.apply_schema(settings)
+    postgres.provision(settings)
     print_status(settings)
     print_processes(settings)
     return 0
 
 
 def cmd_init(args, settings) -> int:
-    """Topics and schema on already-running services (docker-compose's one-shot `init` service)."""
+    """Topics, roles and schema on already-running services (docker-compose's one-shot `init` service)."""
     from stack.proc import wait_until
 
     wait_until(lambda: kafka.metadata_ready(settings), 120, f"Kafka at {settings.kafka.bootstrap_servers}")
     kafka.ensure_topics(settings)
     wait_until(lambda: postgres.reachable(settings), 120, f"PostgreSQL at {settings.postgres.host}")
+    postgres.ensure_service_roles(settings)
     postgres.apply_schema(settings)
-    say("topics and schema are in place")
+    say("topics, roles, schema and grants are in place")
     return 0
 
 
@@ -200,6 +202,7 @@ def cmd_demo(args, settings) -> int:
     from stack.sql import precompile_plans
 
     setup()
+    postgres.ensure_secrets(settings)
     precompile_plans(settings, settings.jobs.sql_scripts)  # nothing to do after `make setup`
     return run_demo(settings, up=lambda: cmd_up(args, settings))
 

@@ -15,7 +15,7 @@ def _query(settings: Settings, statements: list[str]) -> list[list[tuple]]:
     import psycopg2
 
     try:
-        conn = psycopg2.connect(postgres_dsn(settings), connect_timeout=3)
+        conn = psycopg2.connect(postgres_dsn(settings, "reader"), connect_timeout=3)
     except psycopg2.OperationalError as err:
         reason = " ".join(str(err).split())  # psycopg2's message spans lines
         raise StackError(f"PostgreSQL is not reachable ({reason}): run `make up`") from None

@@ -52,7 +52,9 @@ def environment_args(environ: Mapping[str, str]) -> list[str]:
 
 def can_submit(environ: Mapping[str, str]) -> bool:
     """False when a password would travel as a program argument (see the module docstring)."""
-    return not any(name.startswith(ENV_PREFIX) and "PASSWORD" in name for name in environ)
+    # A *_PASSWORD_FILE names a file (the JobManager reads it on this machine), which is no secret itself.
+    return not any(name.startswith(ENV_PREFIX) and "PASSWORD" in name and not name.endswith("_FILE")
+                   for name in environ)
 
 
 def _request(settings: Settings, path: str, data: bytes | None, content_type: str | None,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
+from marketpulse.config import stack_dir
+
 REPO = Path(__file__).resolve().parent.parent
-STACK_DIR = Path(os.environ.get("MARKETPULSE_STACK_DIR", REPO / ".stack"))
+STACK_DIR = stack_dir()  # $MARKETPULSE_STACK_DIR or .stack, as this process started
 DEPS_DIR = REPO / ".deps"
 POM = REPO / "deps" / "pom.xml"
 SCHEMA_DIR = REPO / "db" / "schema"

@@ -1,15 +1,32 @@
 """PostgreSQL from Debian's packages, as a private cluster under .stack/postgres (not the system's
-`main` cluster): initdb on first start, a role and database for the app, schema files applied in order."""
+`main` cluster): initdb on first start, the app's three roles (owner, writer, reader: conf/pipeline.toml
+[postgres]) with their passwords and the database, schema files applied in order, then db/grants.sql.
+
+Passwords not given in the settings are generated on first start into .stack/secrets/postgres-<role>.password
+(mode 600), where every component on this machine reads them (marketpulse/config.py, postgres_password); every
+start sets each role's password to the one the settings resolve to, so a changed password, or a .stack made by
+a version with one role, needs no manual step."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import signal
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
-from marketpulse.config import Settings
+from marketpulse.config import (
+    POSTGRES_ROLES,
+    ConfigError,
+    Settings,
+    configured_password,
+    postgres_connect_args,
+    postgres_password,
+    postgres_user,
+    stack_secret_file,
+)
 from stack import paths
 from stack.errors import StackError
 from stack.log import say
@@ -94,8 +111,38 @@ def _psql_admin(settings: Settings, sql: str, db: str = "postgres") -> str:
     return result.stdout.strip()
 
 
+GRANTS_FILE = paths.REPO / "db" / "grants.sql"
+
+
+def ensure_secrets(settings: Settings) -> list[str]:
+    """Generates the password of every role the settings give none (configured_password) into the stack's
+    secret file, once; returns the roles generated now."""
+    made = []
+    for role in POSTGRES_ROLES:
+        try:
+            if configured_password(settings, role) is not None:
+                continue
+        except ConfigError as err:
+            raise StackError(str(err)) from None
+        secret = stack_secret_file(role)
+        if secret.exists():
+            continue
+        secret.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # O_EXCL and mode 600 from the start: never readable by others, never overwritten.
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(24) + "\n")
+        made.append(role)
+    if made:
+        say(f"PostgreSQL: generated the password of the {', '.join(made)} role(s) in "
+            f"{paths.shown(stack_secret_file('owner').parent)}")
+    return made
+
+
 def prepare(settings: Settings) -> None:
-    """Before the supervisor's first start: the cluster's data folder (initdb on first use)."""
+    """Before the supervisor's first start: the roles' passwords and the cluster's data folder (initdb on
+    first use)."""
+    ensure_secrets(settings)
     base_dir()
     _bin("postgres")
     if not (data_dir() / "PG_VERSION").exists():
@@ -137,30 +184,131 @@ def ready(settings: Settings) -> bool:
 
 
 def after_start(settings: Settings) -> None:
-    """Once it answers: the app's role and database, then the schema."""
-    _ensure_app_database(settings)
+    provision(settings)
+
+
+def provision(settings: Settings) -> None:
+    """On the running local server (every `make up`, so a .stack of an older version is brought up to date):
+    the passwords, the app's roles and database, then the schema and the grants."""
+    ensure_secrets(settings)
+    _ensure_roles_and_database(settings)
     apply_schema(settings)
 
 
-def _ensure_app_database(settings: Settings) -> None:
+def _superuser_connect(settings: Settings, dbname: str = "postgres"):
+    """The cluster's superuser over the private Unix socket (trust), as psql in _psql_admin."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=str(base_dir()), port=settings.postgres.port, user="postgres", dbname=dbname)
+    conn.autocommit = True
+    return conn
+
+
+def role_statements(settings: Settings, roles: tuple[str, ...] = POSTGRES_ROLES,
+                    existing: frozenset[str] | set[str] = frozenset()):
+    """CREATE or ALTER ROLE for each role, with its password as a quoted literal (psycopg2.sql): the owner may
+    create databases (the tests' scratch databases), the writer and the reader nothing."""
+    from psycopg2 import sql
+
+    statements = []
+    for role in roles:
+        name = postgres_user(settings, role)
+        attributes = "LOGIN CREATEDB" if role == "owner" else "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+        verb = "ALTER" if name in existing else "CREATE"
+        statements.append(sql.SQL(f"{verb} ROLE {{}} {attributes} PASSWORD {{}}").format(
+            sql.Identifier(name), sql.Literal(postgres_password(settings, role))))
+    return statements
+
+
+def check_role_names(settings: Settings) -> None:
+    names = [postgres_user(settings, role) for role in POSTGRES_ROLES]
+    if len(set(names)) != len(names):
+        raise StackError(f"postgres.owner_user, writer_user and reader_user must differ (got "
+                         f"{', '.join(names)})")
+
+
+def sync_roles(cur, settings: Settings, roles: tuple[str, ...]) -> None:
+    """Creates the roles that are missing and sets every one's password to the settings' (idempotent); makes
+    the owner a member of the writer and the reader, so that it may end their sessions (DROP DATABASE ... WITH
+    (FORCE) of the tests' scratch databases); it gains no right it lacks, owning every table already."""
+    from psycopg2 import sql
+
+    cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                ([postgres_user(settings, role) for role in roles],))
+    existing = {row[0] for row in cur.fetchall()}
+    try:
+        for statement in role_statements(settings, roles, existing):
+            cur.execute(statement)
+    except ConfigError as err:
+        raise StackError(str(err)) from None
+    members = [sql.Identifier(postgres_user(settings, role)) for role in roles if role != "owner"]
+    if members:
+        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.SQL(", ").join(members),
+                                                      sql.Identifier(postgres_user(settings, "owner"))))
+
+
+def _ensure_roles_and_database(settings: Settings) -> None:
+    from psycopg2 import sql
+
+    check_role_names(settings)
     pg = settings.postgres
-    role_exists = _psql_admin(settings, f"SELECT 1 FROM pg_roles WHERE rolname = '{pg.user}'")
-    if not role_exists:
-        # CREATEDB: tests build throw-away databases from the same schema files.
-        _psql_admin(settings, f"CREATE ROLE \"{pg.user}\" LOGIN CREATEDB PASSWORD '{pg.password}'")
-    db_exists = _psql_admin(settings, f"SELECT 1 FROM pg_database WHERE datname = '{pg.database}'")
-    if not db_exists:
-        _psql_admin(settings, f"CREATE DATABASE \"{pg.database}\" OWNER \"{pg.user}\"")
+    with closing(_superuser_connect(settings)) as conn, conn.cursor() as cur:
+        sync_roles(cur, settings, POSTGRES_ROLES)
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (pg.database,))
+        if not cur.fetchone():
+            cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(pg.database), sql.Identifier(postgres_user(settings, "owner"))))
+
+
+def ensure_service_roles(settings: Settings) -> None:
+    """For `python -m stack init` on a server the stack did not start (docker-compose, Kubernetes), as the
+    owner: a superuser owner (docker-compose's postgres image) creates the writer and reader and sets their
+    passwords; any other owner needs them made already (CloudNativePG's managed roles) and says which lack."""
+    check_role_names(settings)
+    with closing(connect(settings, "owner")) as conn:
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if cur.fetchone()[0]:
+            sync_roles(cur, settings, ("writer", "reader"))
+            return
+        names = [postgres_user(settings, role) for role in ("writer", "reader")]
+        cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (names,))
+        missing = sorted(set(names) - {row[0] for row in cur.fetchall()})
+    if missing:
+        raise StackError(f"PostgreSQL role(s) {', '.join(missing)} missing, and "
+                         f"{postgres_user(settings, 'owner')} may not create roles: create them (README, "
+                         "Database roles and passwords)")
+
+
+def connect(settings: Settings, role: str, **kwargs):
+    """psycopg2 connection as `role` (keyword arguments: no value is quoted by hand)."""
+    import psycopg2
+
+    try:
+        args = postgres_connect_args(settings, role)
+    except ConfigError as err:
+        raise StackError(str(err)) from None
+    return psycopg2.connect(**args, **kwargs)
+
+
+def grant_statements(settings: Settings):
+    """db/grants.sql with the database and role names filled in as quoted identifiers."""
+    from psycopg2 import sql
+
+    names = {"database": settings.postgres.database,
+             **{role: postgres_user(settings, role) for role in POSTGRES_ROLES}}
+    identifiers = {key: sql.Identifier(value) for key, value in names.items()}
+    return sql.SQL(GRANTS_FILE.read_text()).format(**identifiers)
 
 
 def apply_schema(settings: Settings) -> list[str]:
-    """Applies db/schema/*.sql not yet recorded in schema_migrations, each in its own transaction."""
+    """As the owner: applies db/schema/*.sql not yet recorded in schema_migrations, each in its own
+    transaction, then db/grants.sql (every time: idempotent)."""
     import psycopg2
 
-    from marketpulse.config import postgres_dsn
-
     applied = []
-    with psycopg2.connect(postgres_dsn(settings)) as conn, conn.cursor() as cur:
+    with closing(connect(settings, "owner")) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                     "(version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
         cur.execute("SELECT version FROM schema_migrations")
@@ -177,6 +325,12 @@ def apply_schema(settings: Settings) -> list[str]:
                 conn.rollback()
                 raise StackError(f"schema file {sql_file.name} failed: {str(err).strip()}") from None
             applied.append(sql_file.name)
+        try:
+            cur.execute(grant_statements(settings))
+            conn.commit()
+        except psycopg2.Error as err:
+            conn.rollback()
+            raise StackError(f"{paths.shown(GRANTS_FILE)} failed: {str(err).strip()}") from None
     if applied:
         say(f"PostgreSQL: applied schema {', '.join(applied)}")
     return applied
@@ -194,10 +348,8 @@ def reachable(settings: Settings) -> bool:
     """The app database accepts a login (whoever runs the server)."""
     import psycopg2
 
-    from marketpulse.config import postgres_dsn
-
     try:
-        psycopg2.connect(postgres_dsn(settings), connect_timeout=2).close()
+        connect(settings, "owner", connect_timeout=2).close()
         return True
     except psycopg2.OperationalError:
         return False

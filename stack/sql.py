@@ -34,6 +34,8 @@ def render(script: Path, settings: Settings, variables: dict[str, str] | None = 
         text = f"SET 'execution.savepoint.path' = '{savepoint}';\n" + text
     RENDERED_DIR.mkdir(parents=True, exist_ok=True)
     rendered = RENDERED_DIR / script.name
+    rendered.touch(mode=0o600)
+    rendered.chmod(0o600)  # it holds the writer role's password (its sinks' options)
     rendered.write_text(text)
     return rendered
 

@@ -100,7 +100,7 @@ def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, by
 
 def pg_connect(settings: Settings):
     """An autocommit connection (use contextlib.closing: psycopg2's `with conn` opens a transaction)."""
-    conn = psycopg2.connect(postgres_dsn(settings))
+    conn = psycopg2.connect(postgres_dsn(settings, "owner"))
     conn.autocommit = True
     return conn
 

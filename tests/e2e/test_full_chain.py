@@ -113,7 +113,7 @@ def test_generator_to_browser(stack, kafka_topic, scratch_db, jobs, page, tmp_pa
                     "FROM anomalies")}
     # Quality on the generator's trades (the flush trades are the test's own).
     generated = {trade.trade_id for trade in stream.valid}
-    rows = read_detections(postgres_dsn(scratch_db), None, None)  # what make score reads
+    rows = read_detections(postgres_dsn(scratch_db, "reader"), None, None)  # what make score reads
     table = score([row for row in rows if row[0] in generated], stream.labels)
     print(f"anomalies: {len(detected)} trades flagged\n{table.render()}")
     flagged = table.rules[ANY]

@@ -312,7 +312,7 @@ def test_dashboard_strip_query_returns_the_newest_delivered_alerts(scratch_db):
                     (trade_id, rule, symbol, event_time, price, size, z_score, decision)
                 VALUES (%s, 'price_jump', 'AAPL', to_timestamp(%s), 100 + %s, 1, 3.5, %s)""",
                 (f"Q{i}", 1_750_000_000 + i, i, decision))
-    db = Database(postgres_dsn(scratch_db))
+    db = Database(postgres_dsn(scratch_db, "reader"))
     try:
         frame = queries.recent_alerts(db, limit=2)
     finally:

@@ -221,3 +221,24 @@ def test_fuzzed_queries_never_give_a_server_error(client):
     print(f"\n{FUZZ_QUERIES:,} fuzzed queries: {counts}; "
           f"server errors {sum(n for code, n in statuses.items() if code >= 500)}")
     assert not failures, f"{len(failures)} bad answers, first ones: {failures[:5]}"
+
+
+def test_a_configured_login_guards_the_page_and_the_api_but_not_metrics(scratch_db, monkeypatch):
+    import base64
+
+    password = "p a'ss\"w\\rd;--%:"  # dash-auth splits user:password at the first colon only
+    settings = copy.deepcopy(scratch_db)
+    settings.dashboard.auth_user = "ops"
+    monkeypatch.setenv("MARKETPULSE_DASHBOARD_AUTH_PASSWORD", password)  # as a deployment gives it
+    settings.dashboard.auth_password = password
+    client = create_app(settings).server.test_client()
+    good = {"Authorization": "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()}
+    bad = {"Authorization": "Basic " + base64.b64encode(b"ops:wrong").decode()}
+    for path in ("/", "/api/symbols", "/api/health", "/_dash-layout", "/_dash-dependencies"):
+        response = client.get(path)
+        challenge = response.headers.get("WWW-Authenticate", "")
+        assert (response.status_code, challenge[:5]) == (401, "Basic"), path
+        assert client.get(path, headers=bad).status_code == 401, path
+        assert client.get(path, headers=good).status_code == 200, path
+    assert client.get("/api/symbols", headers=good).get_json() == {"count": 0, "symbols": []}
+    assert client.get("/metrics").status_code == 200  # Prometheus scrapes without a login

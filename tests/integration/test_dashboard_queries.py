@@ -71,7 +71,7 @@ def db(scratch_db):
             ("datastream", "h1", "{", "invalid JSON", "trades", T0),
             ("datastream", "h2", "{}", "missing field price", "trades", T0),
             ("datastream", "h3", "[", "invalid JSON", "trades", T0)])
-    database = Database(postgres_dsn(scratch_db))
+    database = Database(postgres_dsn(scratch_db, "reader"))
     yield database
     database.close()
 
@@ -235,7 +235,7 @@ def test_pipeline_counts_late_and_dead_records_per_engine(db):
 
 
 def test_unreachable_database_raises_a_clear_error(scratch_db):
-    dead = Database(postgres_dsn(scratch_db).replace(f"port={scratch_db.postgres.port}", "port=1"),
+    dead = Database(postgres_dsn(scratch_db, "reader").replace(f"port={scratch_db.postgres.port}", "port=1"),
                     connect_timeout=1)
     with pytest.raises(DatabaseUnavailable, match="127.0.0.1|refused|connect"):
         queries.series(dead)

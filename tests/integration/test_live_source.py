@@ -192,7 +192,7 @@ def test_the_market_state_reaches_the_dashboard(stack, stub, kafka_topic, scratc
     want = TradingCalendar(stack.live.exchange).status(datetime.now(UTC))
     print("\n" + result.stderr)
     assert want.line() in result.stderr
-    status = queries.market_status(Database(postgres_dsn(scratch_db)))
+    status = queries.market_status(Database(postgres_dsn(scratch_db, "reader")))
     assert list(status["source"]) == ["alphavantage"] and bool(status["is_open"].iloc[0]) == want.is_open
     banner = context.market_banner(status)
     if want.is_open:

@@ -14,6 +14,7 @@ import urllib.request
 import psycopg2
 import pytest
 
+from marketpulse.config import load_settings, postgres_connect_args
 from stack import supervisor
 from tests.integration import test_stack_lifecycle
 from tests.integration.test_stack_lifecycle import (
@@ -53,14 +54,15 @@ def wait_for(check, timeout: float, what: str):
     raise AssertionError(f"not within {timeout:.0f}s: {what}")
 
 
-def pg():
-    return psycopg2.connect(host="127.0.0.1", port=PORTS["postgres"], dbname="marketpulse",
-                            user="marketpulse", password="marketpulse", connect_timeout=2)
+def pg(env: dict):
+    """The private stack's database as its owner (password from that stack's .stack/secrets)."""
+    args = postgres_connect_args(load_settings(environ=env), "owner", env)
+    return psycopg2.connect(**args, connect_timeout=2)
 
 
-def counted() -> int | None:
+def counted(env: dict) -> int | None:
     try:
-        with pg() as conn, conn.cursor() as cur:
+        with pg(env) as conn, conn.cursor() as cur:
             cur.execute("SELECT COALESCE(SUM(n), 0) FROM supervised_counter")
             return int(cur.fetchone()[0])
     except psycopg2.Error:
@@ -115,7 +117,7 @@ def exercise(stack_dir, env) -> None:
     figures["fresh up"] = time.monotonic() - started
 
     # A small streaming job with keyed state, submitted the way a person does (`make sql`): registered.
-    with pg() as conn, conn.cursor() as cur:
+    with pg(env) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE supervised_counter (k INT PRIMARY KEY, n BIGINT NOT NULL)")
     result = stack_cli("sql", COUNTER_SQL, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -144,14 +146,14 @@ def exercise(stack_dir, env) -> None:
     assert table["taskmanager"]["last_exit"].startswith("killed by SIGKILL"), table
 
     # 2. Kafka and PostgreSQL die: both restarted, each alone.
-    before = counted()
+    before = counted(env)
     for name in ("kafka", "postgres"):
         old = supervisor.program_pid(name, stack_dir)
         os.kill(old, signal.SIGKILL)
         killed = time.monotonic()
         supervisor.wait_restarted(name, old, timeout=30, stack_dir=stack_dir)
         figures[f"{name} restarted (new process)"] = time.monotonic() - killed
-    wait_for(lambda: (counted() or 0) > before, 120, "PostgreSQL accepting the job's writes again")
+    wait_for(lambda: (counted(env) or 0) > before, 120, "PostgreSQL accepting the job's writes again")
     wait_for(lambda: stack_cli("status", env=env).returncode == 0, 90, "every component healthy")
     table = processes(env)
     for name in ("kafka", "postgres"):
@@ -170,7 +172,7 @@ def exercise(stack_dir, env) -> None:
     os.kill(jm_pid, signal.SIGKILL)
     killed = time.monotonic()
     expected = newest_complete_checkpoint(stack_dir, job_id)  # no checkpoint completes without a JobManager
-    counted_at_kill = counted()
+    counted_at_kill = counted(env)
     supervisor.wait_restarted("jobmanager", jm_pid, timeout=30, stack_dir=stack_dir)
     figures["JobManager restarted (new process)"] = time.monotonic() - killed
     new_id = wait_for(lambda: (registry_entry(stack_dir)["job_ids"][-1] != job_id
@@ -182,7 +184,7 @@ def exercise(stack_dir, env) -> None:
     assert registry_entry(stack_dir)["restore_path"] == str(expected)
     # The state came back: counts go on from the checkpoint's, they do not start again from zero.
     wait_for(lambda: completed_checkpoints(new_id) >= 1, 60, "a checkpoint of the resubmitted job")
-    assert counted() >= counted_at_kill * 0.5, (counted(), counted_at_kill)
+    assert counted(env) >= counted_at_kill * 0.5, (counted(env), counted_at_kill)
     restarts_after = {name: row["restarts"] for name, row in processes(env).items()}
     assert restarts_after == dict(restarts_before, jobmanager="1"), (restarts_before, restarts_after)
     assert f"'{COUNTER_JOB}' resubmitted as {new_id}" in supervisor.log_file(stack_dir).read_text()

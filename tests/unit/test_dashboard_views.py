@@ -338,3 +338,19 @@ def test_quality_table_and_summary_from_a_score():
         "any 3 0.333 0.500 0.400 250 ms 0.500",
     ]
     assert quality.summary(scores, 3).startswith("2 injected anomalies (price_spike 2) · 3 anomaly rows")
+
+
+def test_login_is_off_by_default_and_needs_a_password_when_a_user_is_set(tmp_path):
+    import pytest
+
+    from dashboard.app import login_users
+    from marketpulse.config import ConfigError, load_settings
+
+    assert login_users(load_settings(environ={})) == {}
+    with pytest.raises(ConfigError, match="dashboard.auth_user is set but has no password"):
+        login_users(load_settings(environ={"MARKETPULSE_DASHBOARD_AUTH_USER": "ops"}))
+    secret = tmp_path / "dashboard.password"
+    secret.write_text("s3cret with space\n")
+    assert login_users(load_settings(environ={"MARKETPULSE_DASHBOARD_AUTH_USER": "ops",
+                                              "MARKETPULSE_DASHBOARD_AUTH_PASSWORD_FILE": str(secret)})) == {
+        "ops": "s3cret with space"}

@@ -26,6 +26,9 @@ def test_the_callers_settings_travel_as_env_arguments_and_nothing_else():
 def test_a_password_is_never_sent_as_a_program_argument():
     assert jarrun.can_submit({"MARKETPULSE_KAFKA_TRADES_TOPIC": "t"})
     assert not jarrun.can_submit({"MARKETPULSE_POSTGRES_PASSWORD": "secret"})
+    assert not jarrun.can_submit({"MARKETPULSE_POSTGRES_WRITER_PASSWORD": "secret"})
+    # A password file's name is no secret: the JobManager reads the file on this machine.
+    assert jarrun.can_submit({"MARKETPULSE_POSTGRES_WRITER_PASSWORD_FILE": "/run/secrets/writer"})
 
 
 def test_the_job_refuses_an_env_argument_that_is_not_a_setting():

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from marketpulse.config import load_settings
+from marketpulse.config import POSTGRES_ROLES, load_settings, postgres_user
 from stack import flink, kafka, kubernetes, paths
 from tests import k8s_schemas
 from tests.kustomize import build, load_documents
@@ -25,6 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy/k8s"
 LOCAL = K8S / "overlays/local"
 SETTINGS = load_settings(environ={})
+# The PostgreSQL role each workload logs in as (conf/pipeline.toml [postgres]), and each role's Secret.
+WORKLOAD_ROLES = {"marketpulse-init": "owner", "marketpulse-dashboard": "reader",
+                  **{name: "writer" for name in ("marketpulse-datastream", "marketpulse-sql",
+                                                 "marketpulse-generator", "marketpulse-alerts",
+                                                 "marketpulse-forecaster")}}
+ROLE_SECRETS = {"owner": "marketpulse-postgres", "writer": "marketpulse-postgres-writer",
+                "reader": "marketpulse-postgres-reader"}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +70,8 @@ def test_the_local_overlay_builds_every_object_once_in_its_namespace(objects):
     assert len(names) == len(set(names))
     assert names == sorted([
         ("Namespace", "marketpulse"), ("ConfigMap", "marketpulse-conf"), ("ConfigMap", "marketpulse-env"),
-        ("Secret", "marketpulse-postgres"), ("Service", "marketpulse-dashboard"),
+        ("Secret", "marketpulse-postgres"), ("Secret", "marketpulse-postgres-writer"),
+        ("Secret", "marketpulse-postgres-reader"), ("Service", "marketpulse-dashboard"),
         ("PersistentVolumeClaim", "flink-state"), ("Deployment", "marketpulse-alerts"),
         ("Deployment", "marketpulse-forecaster"),
         ("Deployment", "marketpulse-dashboard"), ("Deployment", "marketpulse-generator"),
@@ -102,10 +110,11 @@ def test_every_workload_runs_the_one_image_with_conf_settings_and_the_secret(obj
         (container,), volumes = containers(obj)
         assert (image or container["image"]) == compose["x-marketpulse"]["image"], obj["metadata"]["name"]
         assert container["envFrom"] == [{"configMapRef": {"name": "marketpulse-env"}}]
+        # Only the password of the one role the workload logs in as, from that role's Secret.
         secret_env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"]}
-        assert secret_env == {
-            "MARKETPULSE_POSTGRES_USER": {"name": "marketpulse-postgres", "key": "username"},
-            "MARKETPULSE_POSTGRES_PASSWORD": {"name": "marketpulse-postgres", "key": "password"}}
+        role = WORKLOAD_ROLES[obj["metadata"]["name"]]
+        assert secret_env == {f"MARKETPULSE_POSTGRES_{role.upper()}_PASSWORD": {"name": ROLE_SECRETS[role],
+                                                                                "key": "password"}}
         mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
         assert mounts["conf"] == str(kubernetes.CONF_MOUNT)
         assert {"name": "conf", "configMap": {"name": "marketpulse-conf"}} in volumes
@@ -126,14 +135,23 @@ def test_every_marketpulse_variable_is_a_setting_and_names_a_service_of_the_clus
     assert env["MARKETPULSE_DASHBOARD_HOST"] == "0.0.0.0"
 
 
-def test_postgres_cluster_and_secret_have_the_conf_database_and_user(objects):
-    initdb = one(objects, "Cluster", "marketpulse-pg")["spec"]["bootstrap"]["initdb"]
-    assert (initdb["database"], initdb["owner"]) == (SETTINGS.postgres.database, SETTINGS.postgres.user)
-    secret = one(objects, "Secret", initdb["secret"]["name"])
-    assert secret["type"] == "kubernetes.io/basic-auth"  # what CloudNativePG takes for initdb
-    decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-    # The local overlay's password is conf/pipeline.toml's local default, and nothing else.
-    assert decoded == {"username": SETTINGS.postgres.user, "password": SETTINGS.postgres.password}
+def test_postgres_cluster_and_secrets_have_the_conf_database_and_roles(objects):
+    cluster = one(objects, "Cluster", "marketpulse-pg")["spec"]
+    initdb = cluster["bootstrap"]["initdb"]
+    assert (initdb["database"], initdb["owner"]) == (SETTINGS.postgres.database,
+                                                     postgres_user(SETTINGS, "owner"))
+    assert initdb["secret"]["name"] == ROLE_SECRETS["owner"]
+    # The writer and the reader are CloudNativePG managed roles: logins, nothing more (db/grants.sql grants).
+    managed = {role["name"]: role for role in cluster["managed"]["roles"]}
+    assert managed == {postgres_user(SETTINGS, role): {
+        "name": postgres_user(SETTINGS, role), "ensure": "present", "login": True,
+        "passwordSecret": {"name": ROLE_SECRETS[role]}} for role in ("writer", "reader")}
+    for role in POSTGRES_ROLES:
+        secret = one(objects, "Secret", ROLE_SECRETS[role])
+        assert secret["type"] == "kubernetes.io/basic-auth"  # what CloudNativePG takes for initdb and roles
+        decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+        assert decoded["username"] == postgres_user(SETTINGS, role)
+        assert decoded["password"] == f"local-{role}-only"  # the local overlay's, for that cluster alone
     assert "secretGenerator" not in (K8S / "base/kustomization.yaml").read_text()
     compose_pg = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["postgres"]
     assert one(objects, "Cluster", "marketpulse-pg")["spec"]["imageName"].endswith(

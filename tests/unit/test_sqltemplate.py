@@ -107,3 +107,35 @@ def test_the_ema_truncation_is_what_docs_and_config_state():
     assert ema_truncated_weight(37) <= MAX_EMA_TRUNCATED_WEIGHT < ema_truncated_weight(38)
     assert ema_truncated_weight(26) == pytest.approx(5.27e-5, rel=1e-3)
     assert EMA_TERMS == 128
+
+
+# A space, both quotes, a backslash, a statement end, a comment and a placeholder.
+HOSTILE = "p a'ss\"w\\rd;--%${x}"
+
+
+def test_a_hostile_password_stays_one_string_literal_in_every_rendered_script():
+    from pathlib import Path
+
+    from marketpulse.sqltemplate import compose, render, split_statements, sql_variables
+
+    repo = Path(__file__).resolve().parents[2]
+    plain = load_settings(environ={"MARKETPULSE_POSTGRES_WRITER_PASSWORD": "plain"})
+    hostile = load_settings(environ={"MARKETPULSE_POSTGRES_WRITER_PASSWORD": HOSTILE})
+    literal = "'" + HOSTILE.replace("'", "''") + "'"
+    for script in (repo / "sql/pipeline.sql", repo / "jobs/market_metrics_sinks.sql"):
+        expected = split_statements(render(compose(script), sql_variables(plain)))
+        got = split_statements(render(compose(script), sql_variables(hostile)))
+        # The same statements, the password's literal where the plain one was, and nothing else changed.
+        assert [statement.replace(literal, "'plain'") for statement in got] == expected, script.name
+        assert sum(statement.count(f"'password' = {literal}") for statement in got) == \
+            sum(statement.count("'password' = 'plain'") for statement in expected) >= 3
+        assert all("'username' = 'marketpulse_writer'" in s for s in got if "'password'" in s)
+
+
+def test_no_raw_password_placeholder_exists():
+    from marketpulse.sqltemplate import sql_variables
+
+    variables = sql_variables(load_settings(environ={"MARKETPULSE_POSTGRES_WRITER_PASSWORD": HOSTILE}))
+    assert not [name for name in variables if "password" in name]
+    assert variables["postgres_credentials"] == (
+        "'username' = 'marketpulse_writer',\n    'password' = " + "'" + HOSTILE.replace("'", "''") + "'")

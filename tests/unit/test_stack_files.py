@@ -51,8 +51,21 @@ def test_compose_uses_the_same_conf_schema_and_credentials(compose):
     assert "./conf/kafka/server.properties:/etc/marketpulse/server.properties:ro" in mounts
     assert (REPO / "conf/kafka/server.properties").exists()
     pg_env = services["postgres"]["environment"]
-    assert (pg_env["POSTGRES_DB"], pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"]) == (
-        SETTINGS.postgres.database, SETTINGS.postgres.user, SETTINGS.postgres.password)
+    assert (pg_env["POSTGRES_DB"], pg_env["POSTGRES_USER"]) == (SETTINGS.postgres.database,
+                                                                 SETTINGS.postgres.owner_user)
+    # Each service gets the password of the one role it logs in as, from the environment (a local default).
+    owner = pg_env["POSTGRES_PASSWORD"]
+    assert owner == "${MARKETPULSE_POSTGRES_OWNER_PASSWORD:-local-owner-only}"
+    roles = {"init": {"owner", "writer", "reader"}, "dashboard": {"reader"},
+             **{name: {"writer"} for name in ("jobs", "generator", "live-generator", "alerts", "forecaster")}}
+    for name, service in services.items():
+        environment = service.get("environment") or {}
+        passwords = {key: value for key, value in environment.items() if "PASSWORD" in key}
+        if name == "postgres":
+            continue
+        assert passwords == {f"MARKETPULSE_POSTGRES_{role.upper()}_PASSWORD":
+                             f"${{MARKETPULSE_POSTGRES_{role.upper()}_PASSWORD:-local-{role}-only}}"
+                             for role in roles.get(name, ())}, name
     # Topics and schema come from the same code as the local stack: `python -m stack init`.
     assert services["init"]["command"] == ["python", "-m", "stack", "init"]
     assert sorted(p.name for p in (REPO / "db/schema").glob("*.sql"))[0] == "001_core.sql"

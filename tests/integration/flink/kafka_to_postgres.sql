@@ -38,8 +38,7 @@ CREATE TABLE probe_sink (
     'connector' = 'jdbc',
     'url' = '${postgres_jdbc_url}',
     'table-name' = '${table}',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}'
+    ${postgres_credentials}
 );
 
 -- Valid rows only: a malformed record arrives as all-NULL columns.

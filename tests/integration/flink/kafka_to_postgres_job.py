@@ -16,6 +16,7 @@ from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSo
 from pyflink.table import StreamTableEnvironment
 
 from marketpulse.config import load_settings, postgres_jdbc_url
+from marketpulse.sqltemplate import postgres_credentials, with_options
 from marketpulse.trade import InvalidTrade, parse_trade
 
 
@@ -51,15 +52,13 @@ def main() -> None:
               .filter(lambda row: row is not None).uid("probe-filter")
               .map(lambda row: row, row_type).uid("probe-to-row"))
     # (trade_id, symbol, price, size)
-    pg = settings.postgres
+    options = with_options({"connector": "jdbc", "url": postgres_jdbc_url(settings), "table-name": args.table,
+                            **postgres_credentials(settings)})
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE sink (
             trade_id STRING, symbol STRING, price DOUBLE, size BIGINT,
             PRIMARY KEY (trade_id) NOT ENFORCED
-        ) WITH (
-            'connector' = 'jdbc', 'url' = '{postgres_jdbc_url(settings)}', 'table-name' = '{args.table}',
-            'username' = '{pg.user}', 'password' = '{pg.password}'
-        )""")
+        ) WITH ({options})""")
     t_env.from_data_stream(trades).execute_insert("sink").wait()
 
 

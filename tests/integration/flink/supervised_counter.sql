@@ -25,8 +25,7 @@ CREATE TABLE counter_sink (
     'connector' = 'jdbc',
     'url' = '${postgres_jdbc_url}',
     'table-name' = 'supervised_counter',
-    'username' = '${postgres_user}',
-    'password' = '${postgres_password}'
+    ${postgres_credentials}
 );
 
 INSERT INTO counter_sink SELECT k, COUNT(*) AS n FROM counter_source GROUP BY k;
