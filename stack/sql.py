@@ -86,7 +86,7 @@ def precompile_plans(settings: Settings, scripts: list[str]) -> None:
         if plan.exists():
             continue
         say(f"compiling the plan of {script} for the SQL Gateway (sql-client.sh, once; ~30 s)")
-        plan.parent.mkdir(parents=True, exist_ok=True)
+        sqlgateway.private_dir(plan.parent)
         partial = plan.with_suffix(".compiling")
         partial.unlink(missing_ok=True)
         compile_script = RENDERED_DIR / f"{path.stem}.compile.sql"

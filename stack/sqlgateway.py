@@ -267,7 +267,7 @@ def _planned(settings: Settings, session: str, statements_: list[str], say) -> l
     if plan.exists():
         plan.touch()  # the newest are kept
         return [s for s in statements_ if is_set(s)] + PLAN_SETTINGS + [f"EXECUTE PLAN '{plan}'"]
-    PLAN_DIR.mkdir(parents=True, exist_ok=True)
+    private_dir(PLAN_DIR)
     partial = plan.with_suffix(".compiling")
     partial.unlink(missing_ok=True)
     for statement in compile_statements(statements_, partial):
@@ -278,13 +278,20 @@ def _planned(settings: Settings, session: str, statements_: list[str], say) -> l
     return PLAN_SETTINGS + [f"EXECUTE PLAN '{plan}'"]
 
 
+def private_dir(directory: Path) -> None:
+    """The plan folder, readable by this user only: a compiled plan holds its sinks' options, the writer
+    role's password among them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+
+
 PINNED = "pinned.txt"  # in the plan folder: the plans of [jobs] sql_scripts, one file name per line
 
 
 def pin(directory: Path, plans: list[Path]) -> None:
     """These plans (the configured jobs', compiled by make setup) are never pruned: the tests compile many
     scratch plans, which would otherwise push the demo's out and cost its first submission a compile."""
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     (directory / PINNED).write_text("".join(f"{plan.name}\n" for plan in plans))
 
 
