@@ -129,7 +129,8 @@ def last_values(settings: Settings, topic: str, offsets: dict[int, tuple[int, in
 def create_topics(settings: Settings, names: dict[str, int]) -> None:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, client_id="bench-drain")
     try:
-        missing = [NewTopic(name, partitions, 1) for name, partitions in names.items()
+        missing = [NewTopic(name, partitions, int(settings.kafka.replication_factor))
+                   for name, partitions in names.items()
                    if partition_ends(settings, name) is None]
         if missing:
             admin.create_topics(missing)
