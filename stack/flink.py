@@ -1,4 +1,5 @@
-"""A Flink session cluster (one JobManager, [flink] taskmanagers TaskManagers) from the apache-flink pip package.
+"""A Flink session cluster (one JobManager, [flink] taskmanagers TaskManagers) from the apache-flink pip
+package.
 
 Nothing is written into site-packages: bin/config.sh is pointed at project folders through FLINK_CONF_DIR
 (.stack/flink/conf, rendered from conf/flink), FLINK_LIB_DIR / FLINK_OPT_DIR (.deps, pyflink's jars plus
@@ -74,8 +75,8 @@ def check_reporter_ports(settings: Settings) -> None:
     ports = settings.metrics.flink_reporter_ports
     if reporter_port_count(ports) < needed:
         raise StackError(f"metrics.flink_reporter_ports = {ports} has fewer ports than the {needed} Flink "
-                         f"processes (1 JobManager + {needed - 1} TaskManagers): widen the range, and add the "
-                         "new ports to metrics.flink_targets")
+                         f"processes (1 JobManager + {needed - 1} TaskManagers): widen the range, and add "
+                         "the new ports to metrics.flink_targets")
 
 
 def render_conf(settings: Settings) -> Path:
@@ -222,7 +223,7 @@ def prepare(settings: Settings) -> None:
 def program(settings: Settings, daemon: str, name: str | None = None) -> Program:
     """JobManager or a TaskManager as its own foreground program (`<x>.sh start-foreground` execs the JVM, so
     the pid is Java's): the supervisor restarts each alone. Their logs go to Flink's usual files. `name`: a
-    TaskManager after the first (taskmanager-2, ...), under an identity of its own (pid and log file names)."""
+    TaskManager after the first (taskmanager-2, ...), under an identity of its own (pid, log file names)."""
     script = {"jobmanager": "jobmanager.sh", "taskmanager": "taskmanager.sh"}[daemon]
     name = name or daemon
     env = flink_env()

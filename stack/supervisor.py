@@ -448,7 +448,8 @@ def program_names(settings) -> list[str]:
 
 
 def alive_unsupervised() -> list[str]:
-    """Kinds of program running without this stack's supervisor (started by an older, daemonizing `make up`)."""
+    """Kinds of program running without this stack's supervisor (an older, daemonizing `make up` started
+    them)."""
     mine = set(children_pids().values()) if pid() else set()
     found = {name: pids for component in COMPONENTS for name, pids in component.program_pids().items()}
     return [name for name in PROGRAMS if any(p not in mine for p in found[name])]

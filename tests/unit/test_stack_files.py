@@ -217,8 +217,8 @@ def test_each_flink_process_needs_a_reporter_port(monkeypatch):
 def test_the_replication_factor_is_checked_against_the_brokers():
     assert kafka.checked_replication_factor(1, 1, "b:9092") == 1
     assert kafka.checked_replication_factor(3, 5, "b:9092") == 3
-    with pytest.raises(StackError, match=r"^kafka.replication_factor = 3, but the Kafka cluster at b:9092 has "
-                                         r"1 broker: set it between 1 and 1$"):
+    with pytest.raises(StackError, match=r"^kafka.replication_factor = 3, but the Kafka cluster at b:9092 "
+                                         r"has 1 broker: set it between 1 and 1$"):
         kafka.checked_replication_factor(3, 1, "b:9092")
     with pytest.raises(StackError, match="has 3 brokers: set it between 1 and 3"):
         kafka.checked_replication_factor(0, 3, "b:9092")
