@@ -443,8 +443,12 @@ def programs(settings, only: list[str] | None = None) -> list[Program]:
 
 
 def program_names(settings) -> list[str]:
-    """The supervised processes' names in start order: PROGRAMS with every TaskManager of the settings."""
-    return [program.name for program in programs(settings)]
+    """The supervised processes' names in start order: PROGRAMS with every TaskManager of the settings
+    (without building the programs: `status` needs no installed binaries)."""
+    from stack import flink
+
+    return [name for kind_ in PROGRAMS
+            for name in (flink.taskmanager_names(settings) if kind_ == "taskmanager" else [kind_])]
 
 
 def alive_unsupervised() -> list[str]:

@@ -80,7 +80,10 @@ def test_programs_match_program_names(monkeypatch):
     monkeypatch.setattr(prometheus, "binary", lambda: "/usr/bin/prometheus")
     for component in (postgres, kafka, flink, sqlgateway, prometheus):
         assert [p.name for p in component.programs(settings)] == list(component.PROGRAMS)
-    assert [p.name for p in supervisor.programs(settings)] == list(supervisor.PROGRAMS)
+    assert [p.name for p in supervisor.programs(settings)] == list(supervisor.PROGRAMS) \
+        == supervisor.program_names(settings)
+    two = load_settings(environ={"MARKETPULSE_FLINK_TASKMANAGERS": "2"})
+    assert [p.name for p in supervisor.programs(two)] == supervisor.program_names(two)
 
 
 def test_a_start_up_failure_shows_the_logs_error_lines_or_else_its_last_lines(tmp_path):
