@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from stack import jarrun
 from tests import support
 from tests.pipeline import (
     RESULT_TIMEOUT,
@@ -105,10 +106,13 @@ def test_parallelism_1_2_4_on_two_taskmanagers_gives_the_reference_results(two_t
         return f"sql p={SQL_PARALLELISM}", scratch, submit_sql(settings, scratch, topic,
                                                                  "sql/window_metrics.sql", injected)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:  # submissions overlap: mostly waiting on the JobManager
-        futures = [pool.submit(start_datastream, p) for p in DATASTREAM_PARALLELISMS]
-        futures.append(pool.submit(start_sql))
-        runs = [future.result() for future in futures]
+    # The SQL job's planning overlaps the DataStream jobs' submissions, which go one after the other (each
+    # runs PythonDriver inside the JobManager); then all four drain the topic at once.
+    jarrun.uploaded_jar_id(settings, jarrun.python_driver_jar())
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sql_run = pool.submit(start_sql)
+        runs = [start_datastream(parallelism) for parallelism in DATASTREAM_PARALLELISMS]
+        runs.append(sql_run.result())
 
     want_counts = {key: row["trade_count"] for key, row in expected.items()}
     lines = [f"stream: {len(stream.valid):,} valid trades ({len(stream.delayed_ids)} held back <= 2 s), "
