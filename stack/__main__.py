@@ -265,7 +265,9 @@ def print_processes(settings) -> None:
     print(f"\nsupervisor pid {sup}, up {supervisor.format_duration(now - state.get('started_at', now))}; "
           f"events: {supervisor.log_file()}")
     print(f"{'process':<15}{'pid':<9}{'state':<7}{'uptime':<9}{'restarts':<10}last exit")
-    for name in supervisor.program_names(settings):
+    supervised = list(state.get("programs", {}))  # what it runs, e.g. after flink.taskmanagers was changed
+    for name in supervisor.program_names(settings) + [n for n in supervised
+                                                       if n not in supervisor.program_names(settings)]:
         p = state.get("programs", {}).get(name)
         if p is None:  # left to an older `make up`'s daemon
             print(f"{name:<15}{'-':<9}{'-':<7}{'-':<9}{'-':<10}not supervised (an older `up` started it)")
