@@ -55,7 +55,9 @@ GENERATOR_OPTIONS = ("--seed", "20251205", "--count", "12000", "--anomaly-rate",
 
 @pytest.fixture(scope="module")
 def two_taskmanagers():
-    with support.private_stack("parallelism", PORT_BASE, SLOTS, TASKMANAGERS,
+    # No compiled plan for the one SQL submission: COMPILE PLAN, then EXECUTE PLAN, costs more than planning
+    # once.
+    with support.private_stack("parallelism", PORT_BASE, SLOTS, TASKMANAGERS, flink_sql_plan_cache="false",
                                flink_parallelism=str(SQL_PARALLELISM)) as settings:
         yield settings
 
