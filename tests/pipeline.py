@@ -113,7 +113,8 @@ def wait_for_slots(settings: Settings, needed: int, timeout: float = 300) -> Non
 
 
 def submit_sql(settings: Settings, scratch: Settings, topic: str, script: str,
-               injected_topic: str | None = None, anomalies_topic: str | None = None) -> str:
+               injected_topic: str | None = None, anomalies_topic: str | None = None,
+               timeout: float = SUBMIT_TIMEOUT) -> str:
     """Runs `python -m stack sql --gateway SCRIPT` (through the stack's SQL Gateway: no sql-client JVM per
     job) against the scratch database and topic (and ground-truth topic, and the anomalies topic the
     indicators' alert rules go to, when given); returns the job id once the job (found on the REST API by
@@ -128,7 +129,7 @@ def submit_sql(settings: Settings, scratch: Settings, topic: str, script: str,
     before = {job["jid"] for job in support.flink_jobs(settings)}
     result = subprocess.run([sys.executable, "-m", "stack", "sql", "--gateway", script], cwd=support.REPO,
                             env=support.env_for(scratch, **topics),
-                            capture_output=True, text=True, timeout=SUBMIT_TIMEOUT)
+                            capture_output=True, text=True, timeout=timeout)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "[ERROR]" not in output, output[-5000:]
     printed = re.findall(r"Job ID: ([0-9a-f]{32})", output)

@@ -105,8 +105,9 @@ def test_parallelism_1_2_4_on_two_taskmanagers_gives_the_reference_results(two_t
 
     def start_sql() -> tuple[str, object, str]:
         scratch = support.create_scratch_database(settings)
-        return f"sql p={SQL_PARALLELISM}", scratch, submit_sql(settings, scratch, topic,
-                                                                 "sql/window_metrics.sql", injected)
+        # Planned while the DataStream jobs' PythonDrivers run: on a loaded 2-core machine that took > 180 s.
+        job_id = submit_sql(settings, scratch, topic, "sql/window_metrics.sql", injected, timeout=600)
+        return f"sql p={SQL_PARALLELISM}", scratch, job_id
 
     # The SQL job's planning overlaps the DataStream jobs' submissions, which go one after the other (each
     # runs PythonDriver inside the JobManager); then all four drain the topic at once.
