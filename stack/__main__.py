@@ -100,8 +100,8 @@ def _wait_ready(settings, component: Component, since: float) -> None:
     deadline = time.monotonic() + timeout
     while not component.ready(settings):
         programs = supervisor.read_state().get("programs", {})
-        for name in component.PROGRAMS:
-            state = programs.get(name, {})
+        for name in [name for name in programs if supervisor.kind(name) in component.PROGRAMS]:
+            state = programs[name]
             if (state.get("last_exit_at") or 0) > since:
                 title = {p.name: p for p in supervisor.programs(settings)}[name].title
                 say(f"{title}: {state['last_exit']}; the supervisor retries it with backoff "
@@ -219,7 +219,7 @@ def cmd_flink_daemon(args, settings) -> int:
 def cmd_down(args, settings) -> int:
     from stack import supervisor
 
-    owners = {supervisor.COMPONENT[name] for name in supervisor.children_pids()}
+    owners = {supervisor.component_of(name) for name in supervisor.children_pids()}
     was_running = [c.NAME for c in reversed(COMPONENTS) if c.running() or c.NAME in owners]
     stopped_supervisor = supervisor.stop_daemon()  # it stops its children first, in reverse start order
     if stopped_supervisor:
@@ -240,7 +240,8 @@ def print_status(settings) -> None:
         ("Kafka (KRaft)", settings.kafka.bootstrap_servers, kafka.healthy(settings),
          f"controller :{settings.kafka.controller_port}"),
         ("Flink", settings.flink.rest_url, flink.healthy(settings),
-         f"{info.get('taskmanagers', 0)} TM, {info.get('slots-available', 0)}/{info.get('slots-total', 0)} "
+         f"{info.get('taskmanagers', 0)}/{flink.taskmanager_count(settings)} TM, "
+         f"{info.get('slots-available', 0)}/{info.get('slots-total', 0)} "
          f"slots free, {info.get('jobs-running', 0)} jobs running" if info else "web UI + REST"),
         ("SQL Gateway", settings.flink.sql_gateway_url, sqlgateway.healthy(settings), "REST, submits SQL"),
         ("Prometheus", prometheus.url(settings), prometheus.healthy(settings),
@@ -266,11 +267,13 @@ def print_processes(settings) -> None:
     now = time.time()
     print(f"\nsupervisor pid {sup}, up {supervisor.format_duration(now - state.get('started_at', now))}; "
           f"events: {supervisor.log_file()}")
-    print(f"{'process':<13}{'pid':<9}{'state':<7}{'uptime':<9}{'restarts':<10}last exit")
-    for name in supervisor.PROGRAMS:
+    print(f"{'process':<15}{'pid':<9}{'state':<7}{'uptime':<9}{'restarts':<10}last exit")
+    supervised = list(state.get("programs", {}))  # what it runs, e.g. after flink.taskmanagers was changed
+    for name in supervisor.program_names(settings) + [n for n in supervised
+                                                       if n not in supervisor.program_names(settings)]:
         p = state.get("programs", {}).get(name)
         if p is None:  # left to an older `make up`'s daemon
-            print(f"{name:<13}{'-':<9}{'-':<7}{'-':<9}{'-':<10}not supervised (an older `up` started it)")
+            print(f"{name:<15}{'-':<9}{'-':<7}{'-':<9}{'-':<10}not supervised (an older `up` started it)")
             continue
         up = p.get("state") == "up"
         last = p.get("last_exit") or "-"
@@ -278,12 +281,17 @@ def print_processes(settings) -> None:
             last += f" ({supervisor.format_duration(now - p['last_exit_at'])} ago)"
         if not up and p.get("next_start_at"):
             last += f"; restart in {supervisor.format_duration(p['next_start_at'] - now)}"
-        print(f"{name:<13}{p.get('pid') or '-'!s:<9}{'up' if up else 'DOWN':<7}"
+        print(f"{name:<15}{p.get('pid') or '-'!s:<9}{'up' if up else 'DOWN':<7}"
               f"{supervisor.format_duration(now - p['started_at']) if up else '-':<9}"
               f"{p.get('restarts', 0):<10}{last}")
     for done in state.get("resubmissions", [])[-4:]:
         print(f"resubmitted '{done['name']}' as {done.get('job_id')} from {done.get('restored_from')}"
               f" ({supervisor.format_duration(now - done['at'])} ago)")
+    registered = flink.taskmanagers(settings)
+    if registered:  # as the web UI and REST name them (the processes above do not say which is which)
+        print(f"\n{'Flink TaskManager (REST id)':<44}slots free")
+        for tm in sorted(registered, key=lambda tm: tm.get("id", "")):
+            print(f"{tm.get('id', '?'):<44}{tm.get('freeSlots', '?')}/{tm.get('slotsNumber', '?')}")
 
 
 def cmd_status(args, settings) -> int:
@@ -386,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_redeploy)
     p = sub.add_parser("supervise", help="the supervisor daemon (`up` starts it)")
     p.add_argument("stack_dir")
-    p.add_argument("--only", help="comma-separated subset of postgres,kafka,jobmanager,taskmanager")
+    p.add_argument("--only", help="comma-separated subset of postgres,kafka,jobmanager,taskmanager (every "
+                   "TaskManager),sqlgateway,prometheus")
     p.set_defaults(func=cmd_supervise)
     sub.add_parser("check", help="is data flowing? rows per table, newest window, running jobs"
                    ).set_defaults(func=cmd_check)

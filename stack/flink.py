@@ -1,12 +1,19 @@
-"""A Flink session cluster (one JobManager, one TaskManager) from the apache-flink pip package.
+"""A Flink session cluster (one JobManager, [flink] taskmanagers TaskManagers) from the apache-flink pip
+package.
 
 Nothing is written into site-packages: bin/config.sh is pointed at project folders through FLINK_CONF_DIR
 (.stack/flink/conf, rendered from conf/flink), FLINK_LIB_DIR / FLINK_OPT_DIR (.deps, pyflink's jars plus
 the connectors) and FLINK_LOG_DIR / FLINK_PID_DIR (.stack/flink). The same environment serves `flink run`
-and `sql-client.sh`, so the client, the SQL client and the cluster all see the connector jars."""
+and `sql-client.sh`, so the client, the SQL client and the cluster all see the connector jars.
+
+Several TaskManagers are separate processes, as on separate machines: records between subtasks on different
+TaskManagers go over the network (Netty on 127.0.0.1). The first is the program `taskmanager`, the n-th
+`taskmanager-<n>`, which runs under its own FLINK_IDENT_STRING (its own pid and log files); each has
+taskmanager_slots / taskmanagers slots (rounded up) and its own RPC, data and metrics ports."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -21,6 +28,7 @@ from stack.errors import StackError
 from stack.proc import Program, pid_alive, require_java, stop_pid
 
 NAME = "flink"
+# The kinds of program; [flink] taskmanagers > 1 adds taskmanager-2, ... (taskmanager_names).
 PROGRAMS = ("jobmanager", "taskmanager")
 READY_TIMEOUT_S = 120.0
 HOME = paths.STACK_DIR / "flink"
@@ -35,6 +43,40 @@ DAEMONS = ("standalonesession", "taskexecutor")
 def rest_host_port(settings: Settings) -> tuple[str, int]:
     url = urlparse(settings.flink.rest_url)
     return url.hostname or "127.0.0.1", url.port or 8081
+
+
+def taskmanager_count(settings: Settings) -> int:
+    count = int(settings.flink.taskmanagers)
+    if count < 1:
+        raise StackError(f"flink.taskmanagers = {count}: the cluster needs at least one TaskManager")
+    return count
+
+
+def taskmanager_names(settings: Settings) -> list[str]:
+    """The supervisor's TaskManager programs: taskmanager, taskmanager-2, ..."""
+    return ["taskmanager"] + [f"taskmanager-{n}" for n in range(2, taskmanager_count(settings) + 1)]
+
+
+def slots_per_taskmanager(settings: Settings) -> int:
+    """[flink] taskmanager_slots is the local cluster's total, split evenly (rounded up)."""
+    return -(-int(settings.flink.taskmanager_slots) // taskmanager_count(settings))
+
+
+def reporter_port_count(ports: str) -> int:
+    """Ports in a reporter port setting: '9249-9250' -> 2, '9249' -> 1."""
+    first, _, last = str(ports).partition("-")
+    return int(last or first) - int(first) + 1
+
+
+def check_reporter_ports(settings: Settings) -> None:
+    """Each Flink process takes the first free port of metrics.flink_reporter_ports: one per process, or a
+    TaskManager runs without metrics."""
+    needed = 1 + taskmanager_count(settings)
+    ports = settings.metrics.flink_reporter_ports
+    if reporter_port_count(ports) < needed:
+        raise StackError(f"metrics.flink_reporter_ports = {ports} has fewer ports than the {needed} Flink "
+                         f"processes (1 JobManager + {needed - 1} TaskManagers): widen the range, and add "
+                         "the new ports to metrics.flink_targets")
 
 
 def render_conf(settings: Settings) -> Path:
@@ -53,11 +95,11 @@ def render_conf(settings: Settings) -> Path:
         "rest.address": host,
         "rest.bind-address": bind,
         "rest.port": rest_port,
-        "taskmanager.numberOfTaskSlots": settings.flink.taskmanager_slots,
+        "taskmanager.numberOfTaskSlots": slots_per_taskmanager(settings),
         "parallelism.default": settings.flink.parallelism,
         "state.checkpoints.dir": f"file://{CHECKPOINT_DIR}",
         "state.savepoints.dir": f"file://{SAVEPOINT_DIR}",
-        # JobManager and TaskManager on one machine: each takes the first free port of the range.
+        # JobManager and TaskManagers on one machine: each takes the first free port of the range.
         "metrics.reporter.prom.port": settings.metrics.flink_reporter_ports,
         "python.executable": str(paths.PYTHON),
         "python.client.executable": str(paths.PYTHON),
@@ -124,7 +166,8 @@ def pids() -> list[int]:
 
 
 def daemon_pids(daemon: str) -> list[int]:
-    """Live pids of 'jobmanager' or 'taskmanager' from Flink's pid files (whoever started them)."""
+    """Live pids of 'jobmanager' or 'taskmanager' (all TaskManagers) from Flink's pid files (whoever started
+    them)."""
     return service_pids(({"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}[daemon],))
 
 
@@ -167,6 +210,7 @@ def prepare(settings: Settings) -> None:
     if not any(paths.FLINK_LIB_DIR.glob("flink-dist*.jar")):
         raise StackError("Flink lib folder .deps/flink-lib is not assembled: run `make setup`")
     render_conf(settings)
+    check_reporter_ports(settings)
     for folder in (LOG_DIR, PID_DIR, CHECKPOINT_DIR, SAVEPOINT_DIR):
         folder.mkdir(parents=True, exist_ok=True)
     # Only files of dead daemons (of any Flink service, the SQL Gateway's too): a JobManager an older `up`
@@ -176,27 +220,34 @@ def prepare(settings: Settings) -> None:
             pid_file.unlink()
 
 
-def program(settings: Settings, daemon: str) -> Program:
-    """JobManager or TaskManager as its own foreground program (`<x>.sh start-foreground` execs the JVM, so
-    the pid is Java's): the supervisor restarts each alone. Their logs go to Flink's usual files."""
+def program(settings: Settings, daemon: str, name: str | None = None) -> Program:
+    """JobManager or a TaskManager as its own foreground program (`<x>.sh start-foreground` execs the JVM, so
+    the pid is Java's): the supervisor restarts each alone. Their logs go to Flink's usual files. `name`: a
+    TaskManager after the first (taskmanager-2, ...), under an identity of its own (pid, log file names)."""
     script = {"jobmanager": "jobmanager.sh", "taskmanager": "taskmanager.sh"}[daemon]
+    name = name or daemon
     env = flink_env()
     env["STD_REDIRECT_TO_FILE"] = "true"  # stdout/err to log/*.out|.err, no second copy of the log on stdout
-    return Program(name=daemon, title=f"Flink {'JobManager' if daemon == 'jobmanager' else 'TaskManager'}",
-                   argv=[bin_path(script), "start-foreground"], env=env,
-                   log_file=LOG_DIR / f"{daemon}.console", log_hint=LOG_DIR, stop_timeout=30.0,
+    title = "Flink JobManager" if daemon == "jobmanager" else "Flink TaskManager"
+    if name != daemon:
+        env["FLINK_IDENT_STRING"] = f"{env.get('USER') or getpass.getuser()}-{name}"
+        title += f" {name.rsplit('-', 1)[1]}"
+    return Program(name=name, title=title, argv=[bin_path(script), "start-foreground"], env=env,
+                   log_file=LOG_DIR / f"{name}.console", log_hint=LOG_DIR, stop_timeout=30.0,
                    cwd=paths.REPO)
 
 
 def programs(settings: Settings) -> list[Program]:
-    return [program(settings, daemon) for daemon in PROGRAMS]
+    return [program(settings, "jobmanager"),
+            *(program(settings, "taskmanager", name) for name in taskmanager_names(settings))]
 
 
 def ready(settings: Settings) -> bool:
-    """The JobManager answers and the TaskManager has registered all its slots."""
+    """The JobManager answers and every TaskManager has registered all its slots."""
     info = overview(settings)
-    return bool(info) and info.get("taskmanagers", 0) >= 1 and \
-        info.get("slots-total", 0) >= settings.flink.taskmanager_slots
+    count = taskmanager_count(settings)
+    return bool(info) and info.get("taskmanagers", 0) >= count and \
+        info.get("slots-total", 0) >= count * slots_per_taskmanager(settings)
 
 
 def after_start(settings: Settings) -> None:
@@ -223,5 +274,14 @@ def stop(settings: Settings) -> bool:
 
 
 def healthy(settings: Settings) -> bool:
+    """The JobManager answers with a TaskManager (jobs can run; `status` tells how many of them are up)."""
     info = overview(settings)
     return bool(info) and info.get("taskmanagers", 0) >= 1
+
+
+def taskmanagers(settings: Settings) -> list[dict]:
+    """The TaskManagers registered with the JobManager (REST /taskmanagers): id, path, slots; [] if none."""
+    try:
+        return rest(settings, "/taskmanagers", timeout=2).get("taskmanagers", [])
+    except (urllib.error.URLError, OSError, ValueError):
+        return []

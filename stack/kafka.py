@@ -1,6 +1,6 @@
 """Apache Kafka 4.x in KRaft combined mode (broker + controller, one node), run from the Maven Central jars
 in .deps/kafka with conf/kafka/server.properties. Storage is formatted on first start; topics are created
-with the partition counts of conf/pipeline.toml."""
+with the partition counts and the replication factor of conf/pipeline.toml."""
 
 from __future__ import annotations
 
@@ -146,6 +146,14 @@ def wanted_topics(settings: Settings) -> dict[str, int]:
     }
 
 
+def checked_replication_factor(factor: int, brokers: int, servers: str) -> int:
+    """kafka.replication_factor, if the cluster has that many brokers (Kafka's own refusal names neither)."""
+    if not 1 <= factor <= brokers:
+        raise StackError(f"kafka.replication_factor = {factor}, but the Kafka cluster at {servers} has "
+                         f"{brokers} broker{'s' if brokers != 1 else ''}: set it between 1 and {brokers}")
+    return factor
+
+
 def ensure_topics(settings: Settings) -> None:
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -154,15 +162,20 @@ def ensure_topics(settings: Settings) -> None:
     try:
         existing = set(admin.list_topics())
         missing = {name: n for name, n in wanted_topics(settings).items() if name not in existing}
+        if missing:
+            factor = checked_replication_factor(int(settings.kafka.replication_factor),
+                                                len(admin.describe_cluster()["brokers"]),
+                                                settings.kafka.bootstrap_servers)
         for name, partitions in missing.items():
             # symbols is a table of the latest row per key: compact it.
             configs = {"cleanup.policy": "compact"} if name == settings.kafka.reference_topic else {}
             try:
-                admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+                admin.create_topics([NewTopic(name, partitions, factor, topic_configs=configs)])
             except TopicAlreadyExistsError:
                 pass
         if missing:
-            say("Kafka: created topics " + ", ".join(f"{n}({p})" for n, p in missing.items()))
+            say(f"Kafka: created topics (replication factor {factor}) "
+                + ", ".join(f"{n}({p})" for n, p in missing.items()))
         deadline = time.monotonic() + 30
         while set(wanted_topics(settings)) - set(admin.list_topics()):
             if time.monotonic() > deadline:

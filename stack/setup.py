@@ -131,9 +131,10 @@ def assemble_flink_dirs() -> None:
     for jar in sorted((home / "opt").glob("*.jar")):
         (paths.FLINK_OPT_DIR / jar.name).symlink_to(jar)
     for jar in sorted(paths.FLINK_CONNECTOR_JARS.glob("*.jar")):
-        # The SQL gateway belongs in opt/ (sql-client.sh looks there), the metrics reporter in a plugin folder
-        # of its own (its class loader); connectors and the driver in lib/.
-        if jar.name.startswith("flink-metrics-"):
+        # The SQL gateway belongs in opt/ (sql-client.sh looks there), the metrics reporter and a file system
+        # (flink-s3-fs-presto, README "Running on a real cluster") in a plugin folder of its own (its class
+        # loader); connectors and the driver in lib/.
+        if jar.name.startswith(("flink-metrics-", "flink-s3-fs-")):
             folder = paths.FLINK_PLUGINS_DIR / jar.name.removeprefix("flink-").rsplit("-", 1)[0]
             folder.mkdir(exist_ok=True)
         else:

@@ -1,5 +1,5 @@
 """The stack's supervisor: one detached daemon (`python -m stack supervise`, started by `up`) that runs
-PostgreSQL, Kafka, the Flink JobManager and the Flink TaskManager as its own foreground children, and
+PostgreSQL, Kafka, the Flink JobManager and the Flink TaskManager(s) as its own foreground children, and
 restarts whichever dies, alone, after a bounded exponential backoff: systemd's Restart=always, a Kubernetes
 pod's restartPolicy. A TaskManager that dies gets a new TaskManager; the JobManager and its jobs stay.
 
@@ -26,9 +26,19 @@ from stack import paths
 from stack.components import COMPONENTS
 from stack.proc import Program, pid_alive
 
-# The processes it runs, in start order (stop order is the reverse), and the component each belongs to.
+# The kinds of process it runs, in start order (stop order is the reverse), and the component each belongs
+# to. A kind may have several numbered instances: taskmanager, taskmanager-2, ... ([flink] taskmanagers).
 PROGRAMS = tuple(name for component in COMPONENTS for name in component.PROGRAMS)
 COMPONENT = {name: component.NAME for component in COMPONENTS for name in component.PROGRAMS}
+
+
+def kind(name: str) -> str:
+    """The PROGRAMS entry of a program: 'taskmanager-2' -> 'taskmanager'."""
+    return name.split("-", 1)[0]
+
+
+def component_of(name: str) -> str:
+    return COMPONENT[kind(name)]
 
 BACKOFF_INITIAL = 1.0   # seconds before the first restart
 BACKOFF_MAX = 30.0      # the cap of the doubling
@@ -185,11 +195,10 @@ def stop_daemon(timeout: float = 120.0) -> int | None:
 def kill_leftovers(timeout: float = 30.0) -> list[str]:
     """Children a dead supervisor left behind (SIGKILLed supervisor): stopped, so ports are free again."""
     left = children_pids()
-    for name in reversed(PROGRAMS):
-        if name in left:
-            stop_signal = signal.SIGINT if name == "postgres" else signal.SIGTERM
-            _terminate(left[name], stop_signal, timeout, group=True)
-            _kill_group(left[name])
+    for name in reversed(list(left)):  # state.json lists them in start order
+        stop_signal = signal.SIGINT if name == "postgres" else signal.SIGTERM
+        _terminate(left[name], stop_signal, timeout, group=True)
+        _kill_group(left[name])
     return list(left)
 
 
@@ -377,9 +386,9 @@ class Supervisor:
         self.stopping = True
         for child in self.children.values():
             child.next_start = None
-        for name in reversed(PROGRAMS):
-            child = self.children.get(name)
-            if child is None or child.proc is None:
+        for name in reversed(list(self.children)):  # started in this order
+            child = self.children[name]
+            if child.proc is None:
                 continue
             started = time.monotonic()
             _terminate(child.proc.pid, child.program.stop_signal, child.program.stop_timeout, group=True)
@@ -428,12 +437,23 @@ class Supervisor:
 
 
 def programs(settings, only: list[str] | None = None) -> list[Program]:
+    """Every process of the stack in start order; `only`: those of these kinds (PROGRAMS entries)."""
     every = [program for component in COMPONENTS for program in component.programs(settings)]
-    return [program for program in every if only is None or program.name in only]
+    return [program for program in every if only is None or kind(program.name) in only]
+
+
+def program_names(settings) -> list[str]:
+    """The supervised processes' names in start order: PROGRAMS with every TaskManager of the settings
+    (without building the programs: `status` needs no installed binaries)."""
+    from stack import flink
+
+    return [name for kind_ in PROGRAMS
+            for name in (flink.taskmanager_names(settings) if kind_ == "taskmanager" else [kind_])]
 
 
 def alive_unsupervised() -> list[str]:
-    """Programs running without this stack's supervisor (started by an older, daemonizing `make up`)."""
+    """Kinds of program running without this stack's supervisor (an older, daemonizing `make up` started
+    them)."""
     mine = set(children_pids().values()) if pid() else set()
     found = {name: pids for component in COMPONENTS for name, pids in component.program_pids().items()}
     return [name for name in PROGRAMS if any(p not in mine for p in found[name])]

@@ -113,7 +113,8 @@ def wait_for_slots(settings: Settings, needed: int, timeout: float = 300) -> Non
 
 
 def submit_sql(settings: Settings, scratch: Settings, topic: str, script: str,
-               injected_topic: str | None = None, anomalies_topic: str | None = None) -> str:
+               injected_topic: str | None = None, anomalies_topic: str | None = None,
+               timeout: float = SUBMIT_TIMEOUT) -> str:
     """Runs `python -m stack sql --gateway SCRIPT` (through the stack's SQL Gateway: no sql-client JVM per
     job) against the scratch database and topic (and ground-truth topic, and the anomalies topic the
     indicators' alert rules go to, when given); returns the job id once the job (found on the REST API by
@@ -128,7 +129,7 @@ def submit_sql(settings: Settings, scratch: Settings, topic: str, script: str,
     before = {job["jid"] for job in support.flink_jobs(settings)}
     result = subprocess.run([sys.executable, "-m", "stack", "sql", "--gateway", script], cwd=support.REPO,
                             env=support.env_for(scratch, **topics),
-                            capture_output=True, text=True, timeout=SUBMIT_TIMEOUT)
+                            capture_output=True, text=True, timeout=timeout)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "[ERROR]" not in output, output[-5000:]
     printed = re.findall(r"Job ID: ([0-9a-f]{32})", output)
@@ -174,17 +175,40 @@ def reference_for(trades: list[Trade], sizes: tuple[int, ...]) -> dict[tuple, di
             for size in sizes for row in reference_windows(trades, size)}
 
 
-def submit_datastream(settings, scratch, topic: str, anomalies_topic: str, **overrides: str) -> str:
+def submit_datastream(settings, scratch, topic: str, anomalies_topic: str, job_args: tuple[str, ...] = (),
+                      **overrides: str) -> str:
     """The DataStream job from the earliest offset, the way `make demo` submits it: through the REST API
     (stack/jarrun.py, PythonDriver in the JobManager, no client JVM), with `overrides` as settings
-    (section_key=value) passed along as the job's --env arguments."""
+    (section_key=value) passed along as the job's --env arguments, and job_args after its own (a later
+    --group-id wins)."""
     from stack import jarrun
 
     environ = support.env_for(scratch, kafka_trades_topic=topic, kafka_anomalies_topic=anomalies_topic,
                               **overrides)
     job_id = jarrun.run_python_job(settings, DATASTREAM_JOB, ["--start-from", "earliest", "--group-id",
-                                                              f"test-engines-agree.{topic}"], environ=environ)
+                                                              f"test-engines-agree.{topic}", *job_args],
+                                   environ=environ)
     return wait_running(settings, job_id)
+
+
+def reference_anomaly_set(settings: Settings, trades: list[Trade]) -> dict[tuple[str, str], float]:
+    """{(trade_id, rule): statistic} of the reference detector (tests/reference.py) over the trades, each
+    symbol's in the given order (Kafka's: key = symbol, one partition), with the [detector] settings."""
+    from collections import defaultdict
+
+    from marketpulse.analytics import DetectorConfig
+    from tests.reference import reference_anomalies
+
+    config = DetectorConfig.from_settings(settings)
+    by_symbol: dict[str, list[Trade]] = defaultdict(list)
+    for trade in trades:
+        by_symbol[trade.symbol].append(trade)
+    return {(trade_id, rule): statistic for symbol_trades in by_symbol.values()
+            for trade_id, rule, statistic in reference_anomalies(
+                symbol_trades, lookback=config.lookback, warmup=config.warmup, z_threshold=config.z_threshold,
+                price_jump_pct=config.price_jump_pct, volume_z_threshold=config.volume_z_threshold,
+                volume_min_stddev=config.volume_min_stddev, tick_size=config.tick_size,
+                min_stddev_ticks=config.min_stddev_ticks)}
 
 
 def window_differences(got: dict, expected: dict) -> tuple[list, list, list]:

@@ -3,12 +3,14 @@ PyFlink jobs and SQL scripts to the running cluster and waiting on Flink's REST 
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,7 +20,7 @@ import psycopg2
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from marketpulse.config import Settings, postgres_dsn
+from marketpulse.config import Settings, load_settings, postgres_dsn
 from stack import flink as stack_flink
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,6 +157,17 @@ def vertex_metric_sum(settings: Settings, job_id: str, suffix: str, prefix: str 
     return total
 
 
+def job_placement(settings: Settings, job_id: str) -> dict[str, dict[str, int]]:
+    """{vertex name: {TaskManager id: subtasks there}} of a running job."""
+    found = {}
+    for vertex in flink_rest(settings, f"/jobs/{job_id}")["vertices"]:
+        counts: dict[str, int] = {}
+        for subtask in flink_rest(settings, f"/jobs/{job_id}/vertices/{vertex['id']}")["subtasks"]:
+            counts[subtask["taskmanager-id"]] = counts.get(subtask["taskmanager-id"], 0) + 1
+        found[vertex["name"]] = counts
+    return found
+
+
 def job_restarts(settings: Settings, job_id: str) -> int:
     """How often Flink restarted the job (its numRestarts metric)."""
     values = flink_rest(settings, f"/jobs/{job_id}/metrics?get=numRestarts") or []
@@ -222,3 +235,77 @@ def env_for(scratch: Settings, **overrides: str) -> dict[str, str]:
     for key, value in overrides.items():
         env[f"MARKETPULSE_{key.upper()}"] = str(value)
     return env
+
+
+# --- private stacks ------------------------------------------------------------------------------------
+
+# A private stack listens on base + these. Keep every port below Linux's ephemeral range (32768-60999): a
+# listening port in that range can be taken by any outgoing connection's local port, and a Kafka broker then
+# fails to bind it. Flink's reporter takes one port per Flink process from base + 9249 on.
+PRIVATE_PORT_OFFSETS = {"postgres": 5432, "kafka": 9092, "controller": 9093, "rest": 8081, "rpc": 6123,
+                        "gateway": 8083, "prometheus": 9090, "reporter": 9249}
+
+
+def private_stack_environment(base: int, stack_dir: Path, slots: int, taskmanagers: int = 1,
+                              **settings: str) -> dict[str, str]:
+    """MARKETPULSE_* for a whole stack of its own in stack_dir, on base + PRIVATE_PORT_OFFSETS, with
+    `slots` task slots over `taskmanagers` TaskManager processes, and more settings as section_key=value."""
+    ports = {name: base + offset for name, offset in PRIVATE_PORT_OFFSETS.items()}
+    reporters = [ports["reporter"] + n for n in range(taskmanagers + 1)]
+    assert max(ports.values()) + taskmanagers < 32768, f"port base {base} reaches the ephemeral range"
+    env = {
+        "MARKETPULSE_STACK_DIR": str(stack_dir),
+        "MARKETPULSE_POSTGRES_PORT": str(ports["postgres"]),
+        "MARKETPULSE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{ports['kafka']}",
+        "MARKETPULSE_KAFKA_CONTROLLER_PORT": str(ports["controller"]),
+        "MARKETPULSE_FLINK_REST_URL": f"http://127.0.0.1:{ports['rest']}",
+        "MARKETPULSE_FLINK_RPC_PORT": str(ports["rpc"]),
+        "MARKETPULSE_FLINK_SQL_GATEWAY_URL": f"http://127.0.0.1:{ports['gateway']}",
+        "MARKETPULSE_FLINK_TASKMANAGER_SLOTS": str(slots),
+        "MARKETPULSE_FLINK_TASKMANAGERS": str(taskmanagers),
+        "MARKETPULSE_METRICS_PROMETHEUS_PORT": str(ports["prometheus"]),
+        "MARKETPULSE_METRICS_FLINK_REPORTER_PORTS": f"{reporters[0]}-{reporters[-1]}",
+        "MARKETPULSE_METRICS_FLINK_TARGETS": ",".join(f"127.0.0.1:{port}" for port in reporters),
+    }
+    env.update({f"MARKETPULSE_{key.upper()}": str(value) for key, value in settings.items()})
+    return env
+
+
+def stack_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m stack ARGS` on the stack in os.environ."""
+    return subprocess.run([sys.executable, "-m", "stack", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@contextmanager
+def private_stack(name: str, base: int, slots: int, taskmanagers: int = 1,
+                  **settings: str) -> Iterator[Settings]:
+    """A whole stack of its own (PostgreSQL, Kafka, Flink, SQL Gateway, Prometheus under its supervisor) in a
+    fresh folder .stack/<name> (left in place after `down`, for its logs), so the shared stack is never
+    touched. While it runs, os.environ points at it (MARKETPULSE_STACK_DIR and the ports), so the shared
+    helpers that start processes (tests.pipeline.generate/submit_sql/submit_datastream, flink_run) act on it;
+    yields its Settings and restores the environment afterwards."""
+    import pytest
+
+    stack_dir = REPO / ".stack" / name
+    env = private_stack_environment(base, stack_dir, slots, taskmanagers, **settings)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        stack_cli("down")  # a stack a crashed run left behind in this folder
+        shutil.rmtree(stack_dir, ignore_errors=True)
+        started = time.monotonic()
+        result = stack_cli("up")
+        if result.returncode != 0:
+            pytest.fail(f"`python -m stack up` of the private stack {name} failed:\n{result.stderr[-3000:]}",
+                        pytrace=False)
+        print(f"\nprivate stack {name} on port base {base} ({taskmanagers} TaskManager"
+              f"{'s' if taskmanagers > 1 else ''}) up in {time.monotonic() - started:.0f}s")
+        yield load_settings()
+    finally:
+        stack_cli("down")
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -85,6 +85,7 @@ class Run:
     rows: dict[int, int]  # window_seconds -> rows written
     note: str
     windows: dict[tuple, dict]  # its windows of [windows] size_seconds (tests/pipeline.engine_windows)
+    placement: dict[str, dict[str, int]] | None = None  # a job's {vertex name: {TaskManager id: subtasks}}
 
 
 # --- the topic ------------------------------------------------------------------------------------------
@@ -129,7 +130,8 @@ def last_values(settings: Settings, topic: str, offsets: dict[int, tuple[int, in
 def create_topics(settings: Settings, names: dict[str, int]) -> None:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, client_id="bench-drain")
     try:
-        missing = [NewTopic(name, partitions, 1) for name, partitions in names.items()
+        missing = [NewTopic(name, partitions, int(settings.kafka.replication_factor))
+                   for name, partitions in names.items()
                    if partition_ends(settings, name) is None]
         if missing:
             admin.create_topics(missing)
@@ -337,8 +339,11 @@ def drain_datastream(settings: Settings, topic: Topic, args, baseline: Run,
             job_id = support.job_id_from_output(result.stdout)
             how = "flink run"
         say(f"  job {job_id} submitted through the {how}; draining {topic.name}")
-        return follow(settings, scratch, "datastream", job_id, start, topic, baseline, args.timeout,
-                      time.monotonic() - submitting)
+        run = follow(settings, scratch, "datastream", job_id, start, topic, baseline, args.timeout,
+                     time.monotonic() - submitting)
+        if run is not None:
+            run.placement = support.job_placement(settings, job_id)
+        return run
     finally:
         if job_id:
             cancel(settings, job_id)

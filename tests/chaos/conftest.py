@@ -1,13 +1,11 @@
 """The chaos tests' private stack: `chaos_stack` starts a whole MarketPulse stack (PostgreSQL, Kafka, Flink,
-the supervisor when the stack has one) of its own, so the shared stack other tests and people use is never
-killed. One stack per test module, in a fresh folder .stack/chaos-<module> (left in place after `down`, for
-its logs), on the ports MARKETPULSE_CHAOS_PORT_BASE (default 20000) + 5432/9092/9093/8081/6123/8083/9090/9249.
-The base keeps every port below Linux's ephemeral range (32768-60999): a listening port in that
-range can be taken by any outgoing connection's local port, and a Kafka broker then fails to bind it.
+the supervisor when the stack has one) of its own (tests.support.private_stack), so the shared stack other
+tests and people use is never killed. One stack per test module, in a fresh folder .stack/chaos-<module>, on
+the ports MARKETPULSE_CHAOS_PORT_BASE (default 20000) + support.PRIVATE_PORT_OFFSETS: below Linux's ephemeral
+range.
 
-While the module runs, os.environ points at that stack (MARKETPULSE_STACK_DIR and the ports), so the shared
-helpers that start processes (tests.pipeline.generate/submit_sql/submit_datastream, support.flink_run) and
-tests.chaos.harness act on it; the fixture yields its Settings and restores the environment afterwards.
+While the module runs, os.environ points at that stack, so the shared helpers that start processes
+(tests.pipeline.generate/submit_sql/submit_datastream, support.flink_run) and tests.chaos.harness act on it.
 
 The helpers below act on the processes of the stack in os.environ: component_pid(), taskmanager_exits(),
 outage() (kill -9 or stop a component, keep it down, bring it back).
@@ -16,7 +14,6 @@ outage() (kill -9 or stop a component, keep it down, bring it back).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,36 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from marketpulse.config import Settings, load_settings
+from marketpulse.config import Settings
 from tests import support
 from tests.chaos import harness
 
-PORT_OFFSETS = {"postgres": 5432, "kafka": 9092, "controller": 9093, "rest": 8081, "rpc": 6123,
-                "gateway": 8083, "prometheus": 9090, "reporter": 9249}
 SLOTS = 8
 READY_TIMEOUT = 120
 
 
-def chaos_environment(base: int, stack_dir: Path) -> dict[str, str]:
-    ports = {name: base + offset for name, offset in PORT_OFFSETS.items()}
-    return {
-        "MARKETPULSE_STACK_DIR": str(stack_dir),
-        "MARKETPULSE_POSTGRES_PORT": str(ports["postgres"]),
-        "MARKETPULSE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{ports['kafka']}",
-        "MARKETPULSE_KAFKA_CONTROLLER_PORT": str(ports["controller"]),
-        "MARKETPULSE_FLINK_REST_URL": f"http://127.0.0.1:{ports['rest']}",
-        "MARKETPULSE_FLINK_RPC_PORT": str(ports["rpc"]),
-        "MARKETPULSE_FLINK_SQL_GATEWAY_URL": f"http://127.0.0.1:{ports['gateway']}",
-        "MARKETPULSE_FLINK_TASKMANAGER_SLOTS": str(SLOTS),
-        "MARKETPULSE_METRICS_PROMETHEUS_PORT": str(ports["prometheus"]),
-        "MARKETPULSE_METRICS_FLINK_REPORTER_PORTS": f"{ports['reporter']}-{ports['reporter'] + 1}",
-    }
-
-
 def stack_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m stack ARGS` on the stack in os.environ."""
-    return subprocess.run([sys.executable, "-m", "stack", *args], cwd=support.REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return support.stack_cli(*args, timeout=timeout)
 
 
 def stack_python(code: str) -> str:
@@ -70,27 +48,9 @@ def stack_python(code: str) -> str:
 @pytest.fixture(scope="module")
 def chaos_stack(request) -> Settings:
     base = int(os.environ.get("MARKETPULSE_CHAOS_PORT_BASE", "20000"))
-    stack_dir = support.REPO / ".stack" / f"chaos-{request.module.__name__.rsplit('.', 1)[-1]}"
-    env = chaos_environment(base, stack_dir)
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        stack_cli("down")  # a stack a crashed run left behind in this folder
-        shutil.rmtree(stack_dir, ignore_errors=True)
-        started = time.monotonic()
-        result = stack_cli("up")
-        if result.returncode != 0:
-            pytest.fail(f"`python -m stack up` of the chaos stack failed:\n{result.stderr[-3000:]}",
-                        pytrace=False)
-        print(f"\nchaos stack {stack_dir.name} on port base {base} up in {time.monotonic() - started:.0f}s")
-        yield load_settings()
-    finally:
-        stack_cli("down")
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    name = f"chaos-{request.module.__name__.rsplit('.', 1)[-1]}"
+    with support.private_stack(name, base, SLOTS) as settings:
+        yield settings
 
 
 # --- the stack's processes ----------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def status_tables(stdout: str) -> tuple[dict[str, str], dict[str, dict[str, str]
     health = {line[:15].strip(): line[15:].split()[1] for line in lines[1:end]}
     processes = {}
     for line in lines[end + 3:]:  # blank, "supervisor pid ...", header
-        if line.startswith("resubmitted"):
+        if line.startswith("resubmitted") or not line:  # then the TaskManagers as REST lists them
             break
         name, pid, state, uptime, restarts, *last = line.split(maxsplit=5)
         processes[name] = {"pid": pid, "state": state, "uptime": uptime, "restarts": restarts,

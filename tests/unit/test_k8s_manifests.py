@@ -162,6 +162,7 @@ def test_topics_are_the_conf_topics_with_their_partitions(objects):
     topics = {obj["spec"]["topicName"]: obj for obj in of_kind(objects, "KafkaTopic").values()}
     partitions = {name: topic["spec"]["partitions"] for name, topic in topics.items()}
     assert partitions == kafka.wanted_topics(SETTINGS)
+    assert {topic["spec"]["replicas"] for topic in topics.values()} == {SETTINGS.kafka.replication_factor}
     assert topics[SETTINGS.kafka.reference_topic]["spec"]["config"] == {"cleanup.policy": "compact"}
     for topic in topics.values():
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "marketpulse"

@@ -80,7 +80,10 @@ def test_programs_match_program_names(monkeypatch):
     monkeypatch.setattr(prometheus, "binary", lambda: "/usr/bin/prometheus")
     for component in (postgres, kafka, flink, sqlgateway, prometheus):
         assert [p.name for p in component.programs(settings)] == list(component.PROGRAMS)
-    assert [p.name for p in supervisor.programs(settings)] == list(supervisor.PROGRAMS)
+    assert [p.name for p in supervisor.programs(settings)] == list(supervisor.PROGRAMS) \
+        == supervisor.program_names(settings)
+    two = load_settings(environ={"MARKETPULSE_FLINK_TASKMANAGERS": "2"})
+    assert [p.name for p in supervisor.programs(two)] == supervisor.program_names(two)
 
 
 def test_a_start_up_failure_shows_the_logs_error_lines_or_else_its_last_lines(tmp_path):
@@ -93,3 +96,36 @@ def test_a_start_up_failure_shows_the_logs_error_lines_or_else_its_last_lines(tm
     log.write_text("one\ntwo\nthree\n")
     assert log_excerpt(log, lines=2) == ["two", "three"]
     assert log_excerpt(tmp_path / "missing.log") == [] and log_excerpt(None) == []
+
+
+def test_several_taskmanagers_are_numbered_programs_of_their_own(monkeypatch):
+    """[flink] taskmanagers = 3: three TaskManager processes, each its own identity (pid and log files), the
+    supervisor's names in start order, and `only` by kind reaches every one."""
+    from marketpulse.config import load_settings
+    from stack import flink
+
+    settings = load_settings(environ={"MARKETPULSE_FLINK_TASKMANAGERS": "3"})
+    programs = flink.programs(settings)
+    assert [p.name for p in programs] == ["jobmanager", "taskmanager", "taskmanager-2", "taskmanager-3"]
+    assert [p.title for p in programs] == ["Flink JobManager", "Flink TaskManager", "Flink TaskManager 2",
+                                           "Flink TaskManager 3"]
+    idents = [p.env.get("FLINK_IDENT_STRING") for p in programs]
+    assert idents[:2] == [None, None] and idents[2].endswith("-taskmanager-2") \
+        and idents[3].endswith("-taskmanager-3")
+    assert len({p.log_file for p in programs}) == 4
+    names = supervisor.program_names(settings)
+    assert names[names.index("jobmanager"):names.index("sqlgateway")] == \
+        ["jobmanager", "taskmanager", "taskmanager-2", "taskmanager-3"]
+    assert [p.name for p in supervisor.programs(settings, only=["taskmanager"])] == \
+        ["taskmanager", "taskmanager-2", "taskmanager-3"]
+    assert supervisor.kind("taskmanager-3") == "taskmanager" and supervisor.component_of("taskmanager-3") \
+        == "flink"
+
+
+def test_the_default_is_one_taskmanager():
+    from marketpulse.config import load_settings
+    from stack import flink
+
+    settings = load_settings(environ={})
+    assert flink.taskmanager_names(settings) == ["taskmanager"]
+    assert flink.slots_per_taskmanager(settings) == settings.flink.taskmanager_slots

@@ -144,7 +144,7 @@ def test_kafka_properties_render_for_this_machine(tmp_path, monkeypatch):
 def test_flink_conf_has_no_key_twice_and_no_machine_key(tmp_path, monkeypatch):
     monkeypatch.setattr(flink, "CONF_DIR", tmp_path)
     config = yaml.safe_load((flink.render_conf(SETTINGS) / "config.yaml").read_text())
-    assert config["taskmanager.numberOfTaskSlots"] == SETTINGS.flink.taskmanager_slots
+    assert config["taskmanager.numberOfTaskSlots"] == SETTINGS.flink.taskmanager_slots  # one TaskManager
     assert config["rest.port"] == 8081
     # Flink's Python workers run in the project's venv, like the client.
     assert config["python.executable"] == str(paths.PYTHON)
@@ -203,3 +203,35 @@ def test_sql_render_starts_from_a_savepoint_before_any_statement(tmp_path, monke
 def test_paths_are_shown_relative_to_the_repository_only_when_inside_it(tmp_path):
     assert paths.shown(paths.REPO / ".stack" / "sql" / "x.sql") == Path(".stack/sql/x.sql")
     assert paths.shown(tmp_path / "x.sql") == tmp_path / "x.sql"  # MARKETPULSE_STACK_DIR elsewhere
+
+
+@pytest.mark.parametrize(("taskmanagers", "slots", "each"), [(1, 12, 12), (2, 12, 6), (2, 5, 3), (4, 2, 1)])
+def test_the_clusters_slots_are_split_over_its_taskmanagers(tmp_path, monkeypatch, taskmanagers, slots, each):
+    monkeypatch.setattr(flink, "CONF_DIR", tmp_path)
+    settings = load_settings(environ={"MARKETPULSE_FLINK_TASKMANAGERS": str(taskmanagers),
+                                      "MARKETPULSE_FLINK_TASKMANAGER_SLOTS": str(slots)})
+    config = yaml.safe_load((flink.render_conf(settings) / "config.yaml").read_text())
+    assert config["taskmanager.numberOfTaskSlots"] == each
+
+
+def test_each_flink_process_needs_a_reporter_port(monkeypatch):
+    two = {"MARKETPULSE_FLINK_TASKMANAGERS": "2"}
+    with pytest.raises(StackError, match=r"metrics.flink_reporter_ports = 9249-9250 has fewer ports than the "
+                                         r"3 Flink processes \(1 JobManager \+ 2 TaskManagers\)"):
+        flink.check_reporter_ports(load_settings(environ=two))
+    flink.check_reporter_ports(load_settings(environ={**two, "MARKETPULSE_METRICS_FLINK_REPORTER_PORTS":
+                                                      "9249-9251"}))
+    flink.check_reporter_ports(SETTINGS)
+    assert [flink.reporter_port_count(ports) for ports in ("9249", "9249-9250", "30249-30252")] == [1, 2, 4]
+    with pytest.raises(StackError, match="at least one TaskManager"):
+        flink.taskmanager_names(load_settings(environ={"MARKETPULSE_FLINK_TASKMANAGERS": "0"}))
+
+
+def test_the_replication_factor_is_checked_against_the_brokers():
+    assert kafka.checked_replication_factor(1, 1, "b:9092") == 1
+    assert kafka.checked_replication_factor(3, 5, "b:9092") == 3
+    with pytest.raises(StackError, match=r"^kafka.replication_factor = 3, but the Kafka cluster at b:9092 "
+                                         r"has 1 broker: set it between 1 and 1$"):
+        kafka.checked_replication_factor(3, 1, "b:9092")
+    with pytest.raises(StackError, match="has 3 brokers: set it between 1 and 3"):
+        kafka.checked_replication_factor(0, 3, "b:9092")
