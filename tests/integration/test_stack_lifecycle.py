@@ -21,9 +21,7 @@ pytestmark = pytest.mark.integration
 
 # MARKETPULSE_LIFECYCLE_PORT_BASE moves the private stack's ports (two checkouts testing at once).
 PORT_BASE = int(os.environ.get("MARKETPULSE_LIFECYCLE_PORT_BASE", "10000"))
-PORTS = {"postgres": PORT_BASE + 5432, "kafka": PORT_BASE + 9092, "controller": PORT_BASE + 9093,
-         "rest": PORT_BASE + 8081, "rpc": PORT_BASE + 6123, "gateway": PORT_BASE + 8083,
-         "prometheus": PORT_BASE + 9090, "reporter": PORT_BASE + 9249}
+PORTS = {name: PORT_BASE + offset for name, offset in support.PRIVATE_PORT_OFFSETS.items()}
 
 
 @pytest.fixture
@@ -31,18 +29,7 @@ def private_stack():
     """Environment for a stack under .stack/lifecycle-<id> on PORTS; stopped and removed afterwards."""
     stack_dir = support.REPO / ".stack" / f"lifecycle-{uuid.uuid4().hex[:6]}"
     env = dict(os.environ)
-    env.update({
-        "MARKETPULSE_STACK_DIR": str(stack_dir),
-        "MARKETPULSE_POSTGRES_PORT": str(PORTS["postgres"]),
-        "MARKETPULSE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{PORTS['kafka']}",
-        "MARKETPULSE_KAFKA_CONTROLLER_PORT": str(PORTS["controller"]),
-        "MARKETPULSE_FLINK_REST_URL": f"http://127.0.0.1:{PORTS['rest']}",
-        "MARKETPULSE_FLINK_RPC_PORT": str(PORTS["rpc"]),
-        "MARKETPULSE_FLINK_SQL_GATEWAY_URL": f"http://127.0.0.1:{PORTS['gateway']}",
-        "MARKETPULSE_FLINK_TASKMANAGER_SLOTS": "2",
-        "MARKETPULSE_METRICS_PROMETHEUS_PORT": str(PORTS["prometheus"]),
-        "MARKETPULSE_METRICS_FLINK_REPORTER_PORTS": f"{PORTS['reporter']}-{PORTS['reporter'] + 1}",
-    })
+    env.update(support.private_stack_environment(PORT_BASE, stack_dir, slots=2))
     yield stack_dir, env
     stack_cli("down", env=env)
     shutil.rmtree(stack_dir, ignore_errors=True)
