@@ -15,8 +15,8 @@ Checked per engine:
     out-of-orderness + the window sinks' flush interval + 1 s of its end (landed_at, the database's clock at
     INSERT, minus window_end);
   - the windows still open when everything stopped (C), those whose end plus the out-of-orderness bound
-    falls in C included, are written within that bound of trading resuming, and the windows of D within
-    it of their end;
+    plus the silent partition's hold-back falls in C included (in B, S2's event time moves with heartbeats
+    only), are written within that bound of trading resuming, and the windows of D within it of their end;
   - after one flush trade per partition an hour later, every window of both sizes equals the independent
     reference (tests/reference.py): nothing is lost across the silences (no late trade either).
 """
@@ -117,10 +117,12 @@ def test_windows_close_through_a_silent_partition_and_a_silent_market(stack, tmp
                 if size != short or symbol == f"S{SILENT}":
                     continue
                 phase = next((name for name, (a, b) in spans.items() if a <= end < b), None)
-                # When a window could close: at its end, or, if event time had to pass its end by the
-                # out-of-orderness bound only after everything stopped (C), when trading resumed: a window
-                # ending in B's last 2 s waits for D too, since in C nothing moves event time.
-                due = end + windows.max_out_of_orderness_ms / 1000
+                # When a window could close: at its end, or, if event time could have passed its end by the
+                # out-of-orderness bound only after everything stopped (C), when trading resumed. In B the
+                # silent partition's event time moves with heartbeats only, up to held_back behind the
+                # others, so a window ending in B's last (out-of-orderness + held_back) seconds may wait
+                # for D: in C nothing moves event time.
+                due = end + windows.max_out_of_orderness_ms / 1000 + held_back
                 could_close = spans["D"][0] if spans["C"][0] <= due < spans["D"][0] else end
                 if phase in ("A", "B", "C", "D") and end < spans["D"][1] - 1:
                     lag = at - could_close
