@@ -97,6 +97,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     shell.register(app, deps, views)
     for view in views:
         view.register(app, deps)
+    # Dash sets its server up (the registry of its scripts) on the first request, and under gunicorn's threads
+    # the requests arriving meanwhile see an empty registry: the page's scripts answer 500 "not a registered
+    # library" and the page stays blank (plotly/dash#3971; seen in make demo). One request now, before any
+    # thread serves, sets it up.
+    app.server.test_client().get("/")
     return app
 
 

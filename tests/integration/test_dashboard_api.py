@@ -2,6 +2,8 @@
 shared Flink cluster: exact JSON for seeded rows, 4xx with a message for bad input, 503 without a database."""
 
 import copy
+import re
+import threading
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
@@ -167,6 +169,33 @@ def test_without_a_database_every_endpoint_answers_503(scratch_db):
     assert "database unavailable" in client.get("/api/symbols").get_json()["error"]
     body = client.get("/api/health").get_json()
     assert body["status"] == "down" and body["database"]["ok"] is False
+
+
+def test_the_pages_scripts_load_when_they_come_with_the_first_request(scratch_db):
+    """plotly/dash#3971: Dash filled its registry of scripts on the first request, so a script asked for by
+    another thread at the same time (gunicorn's threads, a browser's parallel requests) got 500 "not a
+    registered library" and the page stayed blank. Here one thread asks for the page and 24 for its scripts at
+    once, on a fresh app: every answer is 200."""
+    page = create_app(scratch_db).server.test_client().get("/").get_data(as_text=True)
+    scripts = re.findall(r'src="(/_dash-component-suites/[^"]+)"', page)
+    assert len(scripts) >= 3, page[:500]
+    server = create_app(scratch_db).server
+    urls = ["/"] + [scripts[i % len(scripts)] for i in range(24)]
+    start = threading.Barrier(len(urls))
+    statuses = {}
+
+    def fetch(i, url):
+        client = server.test_client()
+        start.wait()
+        statuses[i] = (url, client.get(url).status_code)
+
+    threads = [threading.Thread(target=fetch, args=(i, url)) for i, url in enumerate(urls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = [(url, status) for url, status in statuses.values() if status != 200]
+    assert len(statuses) == len(urls) and not failed, failed
 
 
 # --- fuzz ----------------------------------------------------------------------------------------------
