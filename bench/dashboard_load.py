@@ -69,7 +69,8 @@ def say(text: str) -> None:
 # --- the fill --------------------------------------------------------------------------------------------
 
 def connect(settings):
-    conn = psycopg2.connect(postgres_dsn(settings))
+    # The schema owner: the fill and its cleanup switch the roll-up trigger off (ALTER TABLE).
+    conn = psycopg2.connect(postgres_dsn(settings, "owner"))
     conn.autocommit = True
     return conn
 
@@ -90,7 +91,7 @@ def fill(settings, rows: int, symbols: list[str]) -> None:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, header=False)
     buffer.seek(0)
-    with closing(psycopg2.connect(postgres_dsn(settings))) as conn, conn.cursor() as cur:
+    with closing(psycopg2.connect(postgres_dsn(settings, "owner"))) as conn, conn.cursor() as cur:
         # One transaction: the roll-up's row trigger is off only inside it (the demo's writers wait on the
         # table lock meanwhile), and the fill's hours are added to window_metrics_hourly in one statement
         # instead of one upsert per row.
@@ -125,7 +126,7 @@ def cleanup(settings) -> None:
         return
     record = json.loads(FILL_RECORD.read_text())
     started = time.perf_counter()
-    with closing(psycopg2.connect(postgres_dsn(settings))) as conn, conn.cursor() as cur:
+    with closing(psycopg2.connect(postgres_dsn(settings, "owner"))) as conn, conn.cursor() as cur:
         cur.execute("ALTER TABLE window_metrics DISABLE TRIGGER window_metrics_hourly_rows")
         where = ("engine = %(engine)s AND window_seconds = %(window_seconds)s AND symbol = ANY(%(symbols)s) "
                  "AND {column} >= {start} AND {column} < %(end)s")
