@@ -146,7 +146,8 @@ def main() -> int:
                         args.flink_args.split())
                for rate in args.rates.split(",")]
     say("\nlatency in ms (this machine's clocks; " + f"{args.seconds}s per rate, "
-        f"python bundle {settings.flink.python_bundle_time_ms} ms, anomalies sink flush 100 ms, "
+        f"python bundle {settings.flink.python_bundle_time_ms} ms, buffer timeout "
+        f"{settings.flink.buffer_timeout_ms} ms, anomalies sink flush 100 ms, "
         f"job options: {args.job_args or 'none'}, flink run options: {args.flink_args or 'none'})")
     for result in results:
         say(f"{result['rate']:>5} trades/s  event -> anomaly on Kafka    {percentiles(result['kafka'])}")

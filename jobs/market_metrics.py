@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
     env = StreamExecutionEnvironment.get_execution_environment(job_config)
     env.set_parallelism(parallelism)
     env.set_max_parallelism(MAX_PARALLELISM)
+    # A network buffer between two operators goes out when full or after this long: at demo rates buffers
+    # never fill, so every hop (source -> parse -> keyed detector -> sinks) adds up to this to an anomaly.
+    env.set_buffer_timeout(int(settings.flink.buffer_timeout_ms))
     env.enable_checkpointing(int(settings.flink.checkpoint_interval_seconds) * 1000)
     t_env = StreamTableEnvironment.create(env)
     # Stable uids for the operators the planner adds (conversions, sinks), like ours: the same node ids
