@@ -60,8 +60,6 @@ def cmd_up(args, settings) -> int:
         say("the supervisor is restarting what is down; waiting for it (make status for details)")
     for component in COMPONENTS:
         _wait_ready(settings, component, started_wall)
-        if component.NAME in started:
-            component.after_start(settings)
     if not started:
         say("stack already up, nothing to do (make status for details)")
     else:
@@ -118,7 +116,8 @@ def _wait_ready(settings, component: Component, since: float) -> None:
 
 
 def _topics_schema_status(settings) -> int:
-    # Topics and schema may be new even when the processes were up already.
+    # Every path of `up` ends here: topics, roles and schema, new or not, whether the processes were started
+    # now or were up already.
     kafka.ensure_topics(settings)
     postgres.provision(settings)
     print_status(settings)
@@ -268,10 +267,11 @@ def print_processes(settings) -> None:
     print(f"\nsupervisor pid {sup}, up {supervisor.format_duration(now - state.get('started_at', now))}; "
           f"events: {supervisor.log_file()}")
     print(f"{'process':<15}{'pid':<9}{'state':<7}{'uptime':<9}{'restarts':<10}last exit")
-    supervised = list(state.get("programs", {}))  # what it runs, e.g. after flink.taskmanagers was changed
-    for name in supervisor.program_names(settings) + [n for n in supervised
-                                                       if n not in supervisor.program_names(settings)]:
-        p = state.get("programs", {}).get(name)
+    programs = state.get("programs", {})
+    configured = supervisor.program_names(settings)
+    # and what it runs beyond them, e.g. after flink.taskmanagers was changed
+    for name in configured + [name for name in programs if name not in configured]:
+        p = programs.get(name)
         if p is None:  # left to an older `make up`'s daemon
             print(f"{name:<15}{'-':<9}{'-':<7}{'-':<9}{'-':<10}not supervised (an older `up` started it)")
             continue

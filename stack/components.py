@@ -38,10 +38,6 @@ class Component(Protocol):
         """Serves requests (not merely: the process is alive)."""
         ...
 
-    def after_start(self, settings: Settings) -> None:
-        """Once ready after a start by `up`: what the stack needs in it (topics, database, schema)."""
-        ...
-
     def healthy(self, settings: Settings) -> bool:
         """A cheap check for `status`: our process runs and answers."""
         ...

@@ -250,9 +250,6 @@ def ready(settings: Settings) -> bool:
         info.get("slots-total", 0) >= count * slots_per_taskmanager(settings)
 
 
-def after_start(settings: Settings) -> None:
-    pass
-
 
 def exec_foreground(settings: Settings, script: str, args: list[str]) -> None:
     """Container entry point: replaces this process by one of Flink's bin/ scripts in the foreground

@@ -107,9 +107,6 @@ def ports(settings: Settings) -> list[tuple[int, str]]:
     return [(broker_port(settings), "Kafka broker"), (settings.kafka.controller_port, "Kafka controller")]
 
 
-def after_start(settings: Settings) -> None:
-    ensure_topics(settings)
-
 
 def ready(settings: Settings) -> bool:
     return metadata_ready(settings)

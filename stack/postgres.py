@@ -183,9 +183,6 @@ def ready(settings: Settings) -> bool:
         return False
 
 
-def after_start(settings: Settings) -> None:
-    provision(settings)
-
 
 def provision(settings: Settings) -> None:
     """On the running local server (every `make up`, so a .stack of an older version is brought up to date):
@@ -227,15 +224,18 @@ def check_role_names(settings: Settings) -> None:
                          f"{', '.join(names)})")
 
 
+def _existing_roles(cur, names: list[str]) -> set[str]:
+    cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (names,))
+    return {row[0] for row in cur.fetchall()}
+
+
 def sync_roles(cur, settings: Settings, roles: tuple[str, ...]) -> None:
     """Creates the roles that are missing and sets every one's password to the settings' (idempotent); makes
     the owner a member of the writer and the reader, so that it may end their sessions (DROP DATABASE ... WITH
     (FORCE) of the tests' scratch databases); it gains no right it lacks, owning every table already."""
     from psycopg2 import sql
 
-    cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                ([postgres_user(settings, role) for role in roles],))
-    existing = {row[0] for row in cur.fetchall()}
+    existing = _existing_roles(cur, [postgres_user(settings, role) for role in roles])
     try:
         for statement in role_statements(settings, roles, existing):
             cur.execute(statement)
@@ -273,8 +273,7 @@ def ensure_service_roles(settings: Settings) -> None:
             sync_roles(cur, settings, ("writer", "reader"))
             return
         names = [postgres_user(settings, role) for role in ("writer", "reader")]
-        cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (names,))
-        missing = sorted(set(names) - {row[0] for row in cur.fetchall()})
+        missing = sorted(set(names) - _existing_roles(cur, names))
     if missing:
         raise StackError(f"PostgreSQL role(s) {', '.join(missing)} missing, and "
                          f"{postgres_user(settings, 'owner')} may not create roles: create them (README, "

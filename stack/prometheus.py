@@ -106,9 +106,6 @@ def ready(settings: Settings) -> bool:
         return False
 
 
-def after_start(settings: Settings) -> None:
-    pass
-
 
 def healthy(settings: Settings) -> bool:
     return running() and port_open(host_port(settings)[1], "127.0.0.1")

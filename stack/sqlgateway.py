@@ -118,9 +118,6 @@ def healthy(settings: Settings) -> bool:
     return running() and ready(settings)
 
 
-def after_start(settings: Settings) -> None:
-    pass
-
 
 def stop(settings: Settings) -> bool:
     return flink.stop_services((SERVICE,))

@@ -28,7 +28,7 @@ def parameters(function) -> list[tuple[str, object, object, object]]:
 
 def test_the_protocol_declares_the_interface_up_down_and_status_use():
     assert set(protocol_members()) == {
-        "NAME", "PROGRAMS", "READY_TIMEOUT_S", "programs", "ports", "prepare", "ready", "after_start",
+        "NAME", "PROGRAMS", "READY_TIMEOUT_S", "programs", "ports", "prepare", "ready",
         "healthy", "program_pids", "pids", "running", "stop", "log_hint"}
 
 
