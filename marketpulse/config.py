@@ -217,19 +217,11 @@ def postgres_connect_args(settings: Settings, role: str,
             "password": postgres_password(settings, role, environ)}
 
 
-def libpq_quote(value: object) -> str:
-    """A value of a libpq connection string: quoted, with \\ and ' escaped, when it is empty or holds a space,
-    a quote or a backslash (as psycopg2.extensions.make_dsn writes it)."""
-    text = str(value)
-    if text and not any(char in text for char in " \t\n\r\f\v'\\"):
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def postgres_dsn(settings: Settings, role: str) -> str:
     """A libpq connection string (psycopg2) as `role`, every value quoted as libpq reads it."""
-    args = postgres_connect_args(settings, role)
-    return " ".join(f"{key}={libpq_quote(value)}" for key, value in args.items())
+    from psycopg2.extensions import make_dsn
+
+    return make_dsn(**postgres_connect_args(settings, role))
 
 
 def postgres_jdbc_url(settings: Settings) -> str:

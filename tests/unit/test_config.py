@@ -9,7 +9,6 @@ from marketpulse.config import (
     ConfigError,
     DeprecatedSetting,
     configured_password,
-    libpq_quote,
     load_settings,
     postgres_dsn,
     postgres_jdbc_url,
@@ -139,10 +138,10 @@ def test_the_connection_string_quotes_what_libpq_would_misread():
     assert parse_dsn(postgres_dsn(settings, "reader")) == {
         "host": "127.0.0.1", "port": "5432", "dbname": "market data", "user": "marketpulse_reader",
         "password": HOSTILE}
-    assert libpq_quote("plain") == "plain"
-    assert libpq_quote("") == "''"
+    assert " user=marketpulse_reader " in postgres_dsn(settings, "reader")  # a plain value stays as it is
     for value in ("a b", "it's", "back\\slash", "tab\there", "\\'", " '"):
-        assert parse_dsn(f"password={libpq_quote(value)}")["password"] == value
+        quoted = load_settings(environ={"MARKETPULSE_POSTGRES_READER_PASSWORD": value})
+        assert parse_dsn(postgres_dsn(quoted, "reader"))["password"] == value
 
 
 def test_the_jdbc_url_encodes_the_database_name():
