@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from forecaster.config import ForecastConfig  # noqa: E402
 from forecaster.plan import Calibration, fit_at  # noqa: E402
 from generator.model import DEFAULT_SYMBOLS, GbmPriceModel, build_universe, derived_rng  # noqa: E402
-from marketpulse.analytics.forecasting import MODEL_LABELS, MODELS, interval_score  # noqa: E402
+from marketpulse.analytics.forecasting import MODEL_LABELS, MODELS  # noqa: E402
 from marketpulse.config import load_settings  # noqa: E402
 
 
@@ -60,17 +60,8 @@ def main() -> int:
             scales = {model: calibration.scale(spec.symbol, model, starts[origin]) for model in MODELS}
             fitted = fit_at(starts, closes, origin, config, scales=scales)
             fits += 1
-            for forecast, factor in zip(fitted.forecasts, fitted.scales, strict=True):
-                for h, (point, lower, upper) in enumerate(zip(forecast.point, forecast.lower, forecast.upper,
-                                                              strict=True), start=1):
-                    if origin + h >= args.bars:
-                        break
-                    actual = closes[origin + h]
-                    score = interval_score(point, lower, upper, actual, factor)
-                    if score is not None:
-                        outcomes[forecast.model].append((score, lower <= actual <= upper,
-                                                         scales[forecast.model]))
-            calibration.record(spec.symbol, starts, closes, fitted)
+            for score, inside in calibration.record(spec.symbol, starts, closes, fitted):
+                outcomes[score.model].append((score.score, inside, scales[score.model]))
         print(f"  {spec.symbol}: {fits} fits so far, {time.monotonic() - started:.0f} s", file=sys.stderr,
               flush=True)
 

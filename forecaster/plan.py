@@ -93,11 +93,13 @@ class Calibration:
         return conformal_scale([score for _, score in own], c.interval_level, c.calibration_min_scores)
 
     def record(self, symbol: str, starts_ms: list[int], closes: list[float], fitted: Fitted,
-               flagged: list[bool] | None = None) -> None:
+               flagged: list[bool] | None = None) -> list[tuple[Score, bool]]:
         """Backtest: the scores of the fit's forecasts whose target bar is among these bars (not a flagged
-        close, which is not scored, as in the forecasts table)."""
+        close, which is not scored, as in the forecasts table); returns each with whether the actual close
+        fell inside the forecast's (calibrated) interval."""
         bar_ms = self.config.bar_seconds * 1000
         index = {start: i for i, start in enumerate(starts_ms)}
+        recorded = []
         for forecast, factor in zip(fitted.forecasts, fitted.scales or (1.0,) * len(fitted.forecasts),
                                     strict=True):
             for h, (point, lower, upper) in enumerate(zip(forecast.point, forecast.lower, forecast.upper,
@@ -108,7 +110,10 @@ class Calibration:
                     continue
                 score = interval_score(point, lower, upper, closes[i], factor)
                 if score is not None:
-                    self.add(Score(symbol, forecast.model, target, score))
+                    entry = Score(symbol, forecast.model, target, score)
+                    self.add(entry)
+                    recorded.append((entry, lower <= closes[i] <= upper))
+        return recorded
 
 
 def backtest_origins(starts_ms: list[int], config: ForecastConfig, step: int | None = None) -> list[int]:
