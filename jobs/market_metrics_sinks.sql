@@ -10,7 +10,8 @@
 -- 'marketpulse-jdbc' is that JDBC connector with a close() that cannot kill the TaskManager (flink-ext/).
 -- The options all Postgres sinks share are written once, in marketpulse/sqltemplate.py (postgres_sink_options).
 
--- Window aggregates, one row per (symbol, window size, window start); final when written.
+-- Window aggregates, one row per (symbol, window size, window start); final when written. Flushed within
+-- 100 ms like the anomalies and the window scores: a window row is due once the watermark passes its end.
 CREATE TEMPORARY TABLE window_metrics_sink (
     engine          STRING NOT NULL,
     symbol          STRING NOT NULL,
@@ -35,7 +36,7 @@ CREATE TEMPORARY TABLE window_metrics_sink (
 ) WITH (
     'connector' = 'marketpulse-jdbc',
     'table-name' = 'window_metrics',
-    ${postgres_sink_options}
+    ${postgres_low_latency_sink_options}
 );
 
 -- Anomalies, engine 'datastream'; flushed within 100 ms (low latency options), not 1 s.
@@ -95,7 +96,7 @@ CREATE TEMPORARY TABLE window_anomalies_sink (
 ) WITH (
     'connector' = 'marketpulse-jdbc',
     'table-name' = 'window_anomalies',
-    ${postgres_sink_options}
+    ${postgres_low_latency_sink_options}
 );
 
 -- Window rows.

@@ -44,8 +44,9 @@ POSTGRES_SINK_TUNING = {
 }
 
 
-# Sinks a person waits on (anomalies) write within this of getting a row; a batch then holds whatever the
-# rate gives, so the cost at high rates is small. Window sinks keep POSTGRES_SINK_TUNING's 1 s.
+# Sinks a person waits on (the DataStream job's anomalies, windows and window scores) write within this of
+# getting a row; a batch then holds whatever the rate gives, so the cost at high rates is small (a drain
+# fills the 500 rows first). The SQL pipeline's sinks keep POSTGRES_SINK_TUNING's 1 s.
 LOW_LATENCY_FLUSH_INTERVAL = "100ms"
 
 

@@ -139,3 +139,31 @@ def test_no_raw_password_placeholder_exists():
     assert not [name for name in variables if "password" in name]
     assert variables["postgres_credentials"] == (
         "'username' = 'marketpulse_writer',\n    'password' = " + "'" + HOSTILE.replace("'", "''") + "'")
+
+
+def test_the_datastream_jobs_anomaly_and_window_sinks_flush_within_the_low_latency_interval():
+    """Rows a person waits on (an anomaly, a closed window and its multivariate score) reach PostgreSQL
+    within LOW_LATENCY_FLUSH_INTERVAL of the sink getting them; the others batch (POSTGRES_SINK_TUNING)."""
+    import re
+    from pathlib import Path
+
+    from marketpulse.sqltemplate import (
+        LOW_LATENCY_FLUSH_INTERVAL,
+        POSTGRES_SINK_TUNING,
+        compose,
+        render,
+        split_statements,
+        sql_variables,
+    )
+
+    script = Path(__file__).resolve().parents[2] / "jobs/market_metrics_sinks.sql"
+    flush = {}
+    for statement in split_statements(render(compose(script), sql_variables(load_settings(environ={})))):
+        table = re.match(r"CREATE (?:TEMPORARY )?TABLE (?:IF NOT EXISTS )?(\w+)", statement)
+        interval = re.search(r"'sink\.buffer-flush\.interval' = '([^']+)'", statement)
+        if table and interval:
+            flush[table.group(1)] = interval.group(1)
+    batched = POSTGRES_SINK_TUNING["sink.buffer-flush.interval"]
+    fast = LOW_LATENCY_FLUSH_INTERVAL
+    assert flush == {"window_metrics_sink": fast, "anomalies_sink": fast, "window_anomalies_sink": fast,
+                     "late_trades_sink": batched, "dead_letters_sink": batched}, flush
