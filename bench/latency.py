@@ -116,7 +116,7 @@ def run_rate(settings, rate: int, seconds: int, warmup: int, anomaly_rate: float
             raise SystemExit(f"job {state}: {support.job_exceptions(settings, job_id)}")
         gauges = {name: support.vertex_metric_sum(settings, job_id, f".{name}")
                   for name in ("eventTimeLagMs", "watermarkLagMs")}
-        # (event or window end in epoch ms, landed - event, detected - event)
+        # each anomaly row: (event_time in epoch ms, landed_at - event_time, detected_at - event_time)
         anomaly_rows = [tuple(map(float, row)) for row in support.query(scratch, """
             SELECT EXTRACT(EPOCH FROM event_time) * 1000, EXTRACT(EPOCH FROM landed_at - event_time) * 1000,
                    EXTRACT(EPOCH FROM detected_at - event_time) * 1000 FROM anomalies""")]
