@@ -1,7 +1,7 @@
 """Drain rate of the DataStream job (jobs/market_metrics.py), beside the plain consumer's on the same topic.
 
     .venv/bin/python bench/datastream_drain.py [--count 1000000] [--topic T [--keep-topic]] [--parallelism N]
-                                               [--source-parallelism N] [--public-api SHORTCUTS]
+                                               [--public-api SHORTCUTS]
                                                [--compare-public-api [--repeat 2]]
 
 bench/drain.py for the DataStream job alone: the topic, then the plain consumer (bench/plain_consumer.py) and

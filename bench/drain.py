@@ -1,7 +1,7 @@
 """Drain rates of the plain consumer, the DataStream job and the SQL job, on one topic in one run.
 
     .venv/bin/python bench/drain.py [--count 1000000] [--topic T [--keep-topic]] [--parallelism N]
-                                    [--source-parallelism N] [--sql-script sql/window_metrics.sql]
+                                    [--sql-script sql/window_metrics.sql]
 
 Makes a topic of --count seeded trades once (closed by a watermark heartbeat per partition), then drains it
 with bench/plain_consumer.py (the seeds' design: one kafka-python consumer, 60 s OHLC/VWAP per symbol in a

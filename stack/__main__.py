@@ -150,7 +150,8 @@ def cmd_submit_all(args, settings) -> int:
 def cmd_submit_datastream(args, settings) -> int:
     from stack.jobs import submit_datastream
 
-    job_id = submit_datastream(settings, savepoint=args.savepoint, args=args.rest, resume=not args.fresh)
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest  # `-- --parallelism 2`: the job's options
+    job_id = submit_datastream(settings, savepoint=args.savepoint, args=rest, resume=not args.fresh)
     if job_id:
         print(job_id)
     return 0

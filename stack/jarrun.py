@@ -115,11 +115,13 @@ def run_python_job(settings: Settings, script: Path, program_args: list[str], sa
                           RUN_TIMEOUT_S)
     except StackError as err:
         if "Python process exits" in str(err) and output and output.exists():
-            # The program's own traceback went to the JobManager's stdout: say its last line.
+            # The program's own traceback went to the JobManager's stdout: say its last line ...
             with output.open("rb") as handle:
                 handle.seek(seen)
                 printed = handle.read().decode(errors="replace")
-            last = re.findall(r"^([\w.]+(?:Error|Exception|Exit): .+)$", printed, re.M)
+            # ... or the program's own message: argparse's, a SystemExit's ("market_metrics: ...").
+            said = rf"^((?:[\w.]+(?:Error|Exception|Exit)|{re.escape(script.stem)}): .+)$"
+            last = re.findall(said, printed, re.M)
             raise StackError(f"{script.name} failed in the JobManager: "
                              f"{last[-1] if last else 'see its output'} (output: {output})") from None
         raise

@@ -261,8 +261,12 @@ def follow(settings: Settings, scratch: Settings, engine: str, job_id: str, star
             return None
         time.sleep(POLL_S)
     # An incomplete output is timed to its last row too, and marked: its rate is not a drain of the topic.
+    landed = last_landed(scratch, engine)
+    if landed is None:
+        say(f"{engine}: the source read everything, and no window row came in {FINAL_S:.0f} s")
+        return None
     label = engine if verdict == "done" else f"{engine}*"
-    figure = Figure.measured(label, topic.records, (last_landed(scratch, engine) - start).total_seconds())
+    figure = Figure.measured(label, topic.records, (landed - start).total_seconds())
     windows = windows_of_size(engine_windows(scratch, engine), size)
     running = f"{running_after:.1f} s" if running_after is not None else "(not sampled)"
     note = (f"submission {submitted_in:.1f} s, all tasks running {running} after it; "
@@ -325,8 +329,6 @@ def drain_datastream(settings: Settings, topic: Topic, args, baseline: Run,
         program = ["--start-from", "earliest", "--group-id", support.unique_name("bench")]
         if args.parallelism:
             program += ["--parallelism", str(args.parallelism)]
-        if args.source_parallelism:
-            program += ["--source-parallelism", str(args.source_parallelism)]
         start, submitting = db_now(scratch), time.monotonic()
         if settings.flink.submit_python_over_rest and jarrun.can_submit(env):
             job_id = jarrun.run_python_job(settings, DATASTREAM_JOB, program, environ=env)
@@ -406,8 +408,6 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings, engines: 
     if "datastream" in engines:
         parser.add_argument("--parallelism", type=int, default=None,
                             help="the DataStream job's --parallelism")
-        parser.add_argument("--source-parallelism", type=int, default=None,
-                            help="the DataStream job's --source-parallelism (default one per partition)")
         parser.add_argument("--public-api", default="", metavar="SHORTCUTS",
                             help="event_time,key_by or all: the DataStream job built with PyFlink's public "
                                  "API instead of those shortcuts (marketpulse/flink/compat.py)")
@@ -425,7 +425,7 @@ def settings_line(settings: Settings, args, engines: tuple[str, ...]) -> str:
              f"checkpoints every {flink.checkpoint_interval_seconds} s"]
     if "datastream" in engines:
         parts.append(f"DataStream parallelism {args.parallelism or flink.parallelism}, "
-                     f"source subtasks {args.source_parallelism or 'one per partition'}"
+                     "source subtasks one per partition"
                      + (f", public API for {args.public_api}" if args.public_api else ""))
     if "sql" in engines:
         parts.append(f"SQL job {args.sql_script}")

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from jobs.market_metrics import parse_start_from, sink_statements
+from jobs.market_metrics import parse_start_from, sink_statements, source_subtasks
 from marketpulse.analytics import AnomalyDetector, DetectorConfig, aggregate_windows
 from marketpulse.config import load_settings
 from marketpulse.flink.book import (
@@ -241,3 +241,13 @@ def test_the_public_api_twins_are_chosen_by_name(monkeypatch):
     monkeypatch.setenv(compat.PUBLIC_API_ENV, "keyby")
     with pytest.raises(ValueError, match="unknown shortcut.*keyby.*known: event_time, key_by"):
         compat.public_api("key_by")
+
+
+# --- source subtasks -----------------------------------------------------------------------------------
+
+def test_the_source_has_one_subtask_per_partition_and_refuses_other_counts():
+    assert source_subtasks(None, "trades", 4) == 4
+    assert source_subtasks(4, "trades", 4) == 4
+    for wrong in (1, 2, 6):  # fewer: a lagging partition's trades turn late; more: event time never moves
+        with pytest.raises(SystemExit, match=f"--source-parallelism {wrong}, but 'trades' has 4 partitions"):
+            source_subtasks(wrong, "trades", 4)
