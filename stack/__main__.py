@@ -150,8 +150,7 @@ def cmd_submit_all(args, settings) -> int:
 def cmd_submit_datastream(args, settings) -> int:
     from stack.jobs import submit_datastream
 
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest  # `-- --parallelism 2`: the job's options
-    job_id = submit_datastream(settings, savepoint=args.savepoint, args=rest, resume=not args.fresh)
+    job_id = submit_datastream(settings, savepoint=args.savepoint, args=args.rest, resume=not args.fresh)
     if job_id:
         print(job_id)
     return 0
@@ -424,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_sql)
     args = parser.parse_args(argv)
+    if getattr(args, "rest", None) and args.rest[0] == "--":  # `... -- --parallelism 2`: the rest passes on
+        args.rest = args.rest[1:]
     try:
         settings = load_settings()
         return args.func(args, settings)

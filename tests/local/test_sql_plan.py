@@ -15,6 +15,7 @@ pytest.importorskip("pyflink")
 
 from pyflink.table import EnvironmentSettings, TableEnvironment  # noqa: E402
 
+from jobs.sql_pipeline import parse_set  # noqa: E402
 from marketpulse.config import load_settings  # noqa: E402
 from marketpulse.sqltemplate import compose, render, sql_variables  # noqa: E402
 from stack import paths  # noqa: E402
@@ -27,25 +28,21 @@ PIPELINE = paths.REPO / "sql" / "pipeline.sql"
 
 
 def execution_plan() -> str:
-    script = statements(render(compose(PIPELINE), sql_variables(load_settings(environ={}))))
+    """The script run as jobs/sql_pipeline.py runs it, its statement set EXPLAINed instead of executed."""
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     jars = sorted(paths.FLINK_CONNECTOR_JARS.glob("*.jar")) + [EXT_JAR]  # kafka, jdbc, marketpulse-jdbc
     t_env.get_config().set("pipeline.jars", ";".join(jar.resolve().as_uri() for jar in jars))
-    statement_set = None
-    for statement in script:
-        if statement.upper().startswith("EXECUTE STATEMENT SET"):
-            statement_set = t_env.create_statement_set()
-            body = statement[statement.upper().index("BEGIN") + len("BEGIN"):statement.upper().rindex("END")]
-            for insert in (part.strip() for part in body.split(";")):
-                if insert:
-                    statement_set.add_insert_sql(insert)
-        elif is_set(statement):
-            key, value = re.match(r"SET\s+'([^']+)'\s*=\s*'(.*)'\s*$", statement, re.S).groups()
-            t_env.get_config().set(key, value)
+    plan = None
+    for statement in statements(render(compose(PIPELINE), sql_variables(load_settings(environ={})))):
+        if is_set(statement):
+            t_env.get_config().set(*parse_set(statement))
+        elif statement.upper().startswith("EXECUTE STATEMENT SET"):
+            with t_env.execute_sql("EXPLAIN" + statement[len("EXECUTE"):]).collect() as rows:
+                plan = "".join(row[0] for row in rows)
         else:
             t_env.execute_sql(statement)
-    assert statement_set is not None, "sql/pipeline.sql has no statement set"
-    return statement_set.explain().split("== Optimized Execution Plan ==")[1]
+    assert plan is not None, "sql/pipeline.sql has no statement set"
+    return plan.split("== Optimized Execution Plan ==")[1]
 
 
 def test_the_trades_views_are_one_operator_that_every_result_reads():
