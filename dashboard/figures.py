@@ -1,16 +1,27 @@
-"""Pure DataFrame -> plotly Figure functions for the dashboard (no database, no Dash).
+"""Pure DataFrame -> figure functions for the dashboard (no database, no Dash).
+
+A figure is a plain dict ({"data": [trace dicts], "layout": {...}}), as dcc.Graph takes it and plotly.js
+draws it. Not plotly's Figure objects: they validate every property on every assignment, which cost a symbol
+view ~60 ms of CPU per render (most of the server's time under 20 browsers). The unit tests load every
+figure into plotly's Figure, so a property plotly does not know still fails there. Times go out as naive UTC
+ISO strings, as plotly's own serialization of a UTC column does.
 
 Every figure uses the same dark template; an empty frame gives an empty chart with a message in its
 middle instead of an error, so a missing table or an empty range never breaks the page."""
 
 from __future__ import annotations
 
+import copy
+import json
 import math
+from functools import lru_cache
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.io.json import to_json_plotly
 from plotly.subplots import make_subplots
 
 from marketpulse.analytics.detector import PRICE_JUMP, PRICE_ZSCORE, VOLUME_ZSCORE
@@ -38,10 +49,10 @@ ZSCORE_MIN_PERIODS = 5
 PRICE_FENCE_IQRS = 3.0
 
 
-def _template() -> go.layout.Template:
-    """plotly_dark with the dashboard's colours, fonts, margins, legend and axes, registered once: a figure
-    names it instead of setting each property (and every axis) again, which plotly would validate on every
-    build. Only the trace kinds the dashboard draws keep plotly_dark's trace defaults."""
+def _template() -> dict:
+    """plotly_dark with the dashboard's colours, fonts, margins, legend and axes, built (and validated) once
+    with plotly, then inlined into every figure as JSON-ready data. Only the trace kinds the dashboard draws
+    keep plotly_dark's trace defaults."""
     dark = pio.templates["plotly_dark"]
     template = go.layout.Template(layout=dark.layout,
                                   data={kind: dark.data[kind] for kind in ("scatter", "bar", "pie")})
@@ -55,26 +66,44 @@ def _template() -> go.layout.Template:
     template.layout.xaxis.update(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, showspikes=True,
                                  spikecolor=MUTED, spikethickness=1, spikedash="dot", spikemode="across")
     template.layout.yaxis.update(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID)
-    return template
+    return json.loads(to_json_plotly(template))
 
 
-TEMPLATE = "marketpulse"
-pio.templates[TEMPLATE] = _template()
+TEMPLATE = _template()
 
 
-def _layout(fig: go.Figure, height: int, **extra) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, height=height, **extra)
-    return fig
+def _figure(data: list[dict], height: int, **layout) -> dict:
+    return {"data": data, "layout": {"template": TEMPLATE, "height": height, **layout}}
 
 
-def empty_figure(message: str = "No data", height: int = 320) -> go.Figure:
-    fig = go.Figure()
-    _layout(fig, height)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font={"size": 15, "color": MUTED})
-    return fig
+def _times(values) -> list[str | None]:
+    """Timestamps (aware or naive UTC) as naive UTC ISO strings; seconds, or milliseconds when any has
+    them; None for a missing one."""
+    stamps = pd.to_datetime(pd.Series(values), utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ms]")
+    whole = (stamps.astype("int64") % 1000 == 0).all()
+    text = np.datetime_as_string(stamps, unit="s" if whole else "ms").tolist()
+    missing = np.isnat(stamps)
+    return [None if gap else value for value, gap in zip(text, missing.tolist(), strict=True)] \
+        if missing.any() else text
+
+
+def _time(value) -> str:
+    return _times([value])[0]
+
+
+def _numbers(values) -> np.ndarray:
+    """A column as floats (NaN: a gap), serialized by Dash as a numpy array."""
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
+
+
+def _annotation(text: str, size: int, color: str) -> dict:
+    return {"text": text, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper", "showarrow": False,
+            "font": {"size": size, "color": color}}
+
+
+def empty_figure(message: str = "No data", height: int = 320) -> dict:
+    return _figure([], height, xaxis={"visible": False}, yaxis={"visible": False},
+                   annotations=[_annotation(message, 15, MUTED)])
 
 
 def rolling_zscore(values: pd.Series, lookback: int = ZSCORE_LOOKBACK) -> pd.Series:
@@ -108,7 +137,7 @@ def robust_price_range(candles: pd.DataFrame, marks: pd.Series | None = None) ->
     return float(low - pad), float(high + pad)
 
 
-def _anomaly_traces(anomalies: pd.DataFrame, price_range: tuple[float, float] | None) -> list[go.Scatter]:
+def _anomaly_traces(anomalies: pd.DataFrame, price_range: tuple[float, float] | None) -> list[dict]:
     """One marker trace per rule at the anomalous trade's price; a price off the axis is drawn at its
     edge (an arrow pointing out) with the real price in the hover text."""
     traces = []
@@ -120,19 +149,25 @@ def _anomaly_traces(anomalies: pd.DataFrame, price_range: tuple[float, float] | 
             y = price.clip(low, high)
             symbols = symbols.mask(price > high, "triangle-up").mask(price < low, "triangle-down")
         off_scale = pd.Series("", index=group.index).mask(y != price, " (off the chart's scale)")
-        traces.append(go.Scatter(
-            x=group["event_time"], y=y, mode="markers", name=f"Anomaly: {rule}", cliponaxis=False,
-            marker={"symbol": list(symbols), "size": 11, "color": RULE_COLORS.get(rule, "#ffffff"),
-                    "line": {"color": BG, "width": 1}},
-            customdata=list(zip(group["size"], group["z_score"], price, off_scale, strict=True)),
-            hovertemplate=(f"{rule}<br>price %{{customdata[2]:.2f}}%{{customdata[3]}}"
-                           "<br>size %{customdata[0]:,.0f}<br>stat %{customdata[1]:.2f}<extra></extra>")))
+        traces.append({
+            "type": "scatter", "x": _times(group["event_time"]), "y": _numbers(y), "mode": "markers",
+            "name": f"Anomaly: {rule}", "cliponaxis": False,
+            "marker": {"symbol": symbols.tolist(), "size": 11, "color": RULE_COLORS.get(rule, "#ffffff"),
+                       "line": {"color": BG, "width": 1}},
+            "customdata": [list(row) for row in zip(_numbers(group["size"]).tolist(),
+                                                    _numbers(group["z_score"]).tolist(), price.tolist(),
+                                                    off_scale.tolist(), strict=True)],
+            "hovertemplate": (f"{rule}<br>price %{{customdata[2]:.2f}}%{{customdata[3]}}"
+                              "<br>size %{customdata[0]:,.0f}<br>stat %{customdata[1]:.2f}<extra></extra>")})
     return traces
 
 
-# Shapes as plain dicts, given to the layout once at the end: plotly's add_vrect/add_hline re-validate every
-# shape already there on each call (16 anomalous windows cost ~0.5 s of CPU per figure that way).
-def _span(start, end, row: int) -> dict:
+def _axes(row: int) -> dict:
+    """The axes of subplot `row` (1: the top), as make_subplots names them."""
+    return {"xaxis": "x" if row == 1 else f"x{row}", "yaxis": "y" if row == 1 else f"y{row}"}
+
+
+def _span(start: str, end: str, row: int) -> dict:
     """A shaded span from x `start` to `end` over the whole height of subplot `row` (as add_vrect)."""
     axis = "" if row == 1 else str(row)
     return {"type": "rect", "xref": f"x{axis}", "yref": f"y{axis} domain", "x0": start, "x1": end,
@@ -147,25 +182,31 @@ def _level(y: float, row: int) -> dict:
             "line": {"color": MUTED, "width": 1, "dash": "dot"}}
 
 
-def _window_anomaly_marks(fig: go.Figure, windows: pd.DataFrame, top: float, bar_seconds: int) -> list[dict]:
+def _window_anomaly_marks(windows: pd.DataFrame, top: float, bar_seconds: int) -> tuple[dict, list[dict]]:
     """Each anomalous window (the multivariate detector) as a shaded span over the price and volume panels
-    (the shapes returned) and a square marker at `top` of the price axis, its score and top features in the
-    hover. A candle is drawn centred on its window's start, so the span is shifted back by half a bar: it
-    covers exactly the candles of the bars inside the window (one 60 s candle, or six 10 s ones)."""
+    and a square marker at `top` of the price axis, its score and top features in the hover: (the markers'
+    trace, the spans). A candle is drawn centred on its window's start, so the span is shifted back by half a
+    bar: it covers exactly the candles of the bars inside the window (one 60 s candle, or six 10 s ones)."""
     half_bar = pd.Timedelta(seconds=bar_seconds / 2)
     starts, ends = windows["window_start"] - half_bar, windows["window_end"] - half_bar
-    spans = [_span(start, end, row) for start, end in zip(starts, ends, strict=True) for row in (1, 2)]
+    spans = [_span(start, end, row) for start, end in zip(_times(starts), _times(ends), strict=True)
+             for row in (1, 2)]
     middle = starts + (ends - starts) / 2
-    fig.add_trace(go.Scatter(
-        x=middle, y=[top] * len(windows), mode="markers", name="Anomalous window (multivariate)",
-        cliponaxis=False, marker={"symbol": "square", "size": 10, "color": WINDOW_ANOMALY_COLOR,
-                                  "line": {"color": BG, "width": 1}},
-        customdata=list(zip(windows["score"], windows["threshold"], windows["top_features"],
-                            windows["window_start"].dt.strftime("%H:%M"),
-                            windows["window_end"].dt.strftime("%H:%M"), strict=True)),
-        hovertemplate=("multivariate window %{customdata[3]}-%{customdata[4]}<br>score %{customdata[0]:.1f} "
-                       "(threshold %{customdata[1]:.4~g})<br>%{customdata[2]}<extra></extra>")), row=1, col=1)
-    return spans
+    trace = {
+        "type": "scatter", **_axes(1), "x": _times(middle), "y": [top] * len(windows), "mode": "markers",
+        "name": "Anomalous window (multivariate)", "cliponaxis": False,
+        "marker": {"symbol": "square", "size": 10, "color": WINDOW_ANOMALY_COLOR,
+                   "line": {"color": BG, "width": 1}},
+        "customdata": [list(row) for row in zip(_numbers(windows["score"]).tolist(),
+                                                _numbers(windows["threshold"]).tolist(),
+                                                windows["top_features"].tolist(),
+                                                windows["window_start"].dt.strftime("%H:%M").tolist(),
+                                                windows["window_end"].dt.strftime("%H:%M").tolist(),
+                                                strict=True)],
+        "hovertemplate": ("multivariate window %{customdata[3]}-%{customdata[4]}<br>"
+                          "score %{customdata[0]:.1f} (threshold %{customdata[1]:.4~g})<br>"
+                          "%{customdata[2]}<extra></extra>")}
+    return trace, spans
 
 
 # Line colours of the SQL job's indicators (the Bollinger bands are grey dots, the MACD histogram bars).
@@ -199,38 +240,47 @@ def _has(frame: pd.DataFrame | None, column: str) -> bool:
     return frame is not None and column in frame.columns and frame[column].notna().any()
 
 
-def _price_overlays(fig: go.Figure, ind: pd.DataFrame | None, averages: pd.DataFrame | None,
-                    names: dict[str, str]) -> None:
+def _has(frame: pd.DataFrame | None, column: str) -> bool:
+    return frame is not None and column in frame.columns and frame[column].notna().any()
+
+
+def _line(x, y, name: str, row: int, line: dict, **extra) -> dict:
+    return {"type": "scatter", **_axes(row), "x": x, "y": _numbers(y), "name": name, "mode": "lines",
+            "line": line, **extra}
+
+
+def _price_overlays(ind: pd.DataFrame | None, averages: pd.DataFrame | None,
+                    names: dict[str, str]) -> list[dict]:
     """Bollinger bands, SMAs and EMAs of the SQL job's bars, and its sliding (HOP) averages, on the price
     panel. A HOP window is drawn at the start of the last slide it covers (window_end - slide): where the
     candle and the bar indicators whose data it ends with are drawn."""
+    traces = []
+    x = _times(ind["window_start"]) if ind is not None else None
     if _has(ind, "bb_upper") and _has(ind, "bb_lower"):
-        fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["bb_upper"], name="Bollinger upper",
-                                 mode="lines", line={"color": "#8d9db6", "width": 1, "dash": "dot"}),
-                      row=1, col=1)
-        fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["bb_lower"], name="Bollinger lower",
-                                 mode="lines", line={"color": "#8d9db6", "width": 1, "dash": "dot"},
-                                 fill="tonexty", fillcolor="rgba(141,157,182,0.08)"), row=1, col=1)
+        band = {"color": "#8d9db6", "width": 1, "dash": "dot"}
+        traces.append(_line(x, ind["bb_upper"], "Bollinger upper", 1, band))
+        traces.append(_line(x, ind["bb_lower"], "Bollinger lower", 1, band, fill="tonexty",
+                            fillcolor="rgba(141,157,182,0.08)"))
     for column in ("sma", "sma_long", "ewma", "ema_fast", "ema_slow"):
         if _has(ind, column):
-            fig.add_trace(go.Scatter(x=ind["window_start"], y=ind[column], name=names[column], mode="lines",
-                                     line={"color": INDICATOR_COLORS[column], "width": 1.1}), row=1, col=1)
+            traces.append(_line(x, ind[column], names[column], 1,
+                                {"color": INDICATOR_COLORS[column], "width": 1.1}))
     if _has(averages, "avg_price"):
-        x = averages["window_end"] - pd.to_timedelta(averages["slide_seconds"], unit="s")
-        fig.add_trace(go.Scatter(x=x, y=averages["avg_price"], name=names["hop_avg"], mode="lines",
-                                 line={"color": INDICATOR_COLORS["hop_avg"], "width": 1, "dash": "dash"}),
-                      row=1, col=1)
+        hop_x = averages["window_end"] - pd.to_timedelta(averages["slide_seconds"], unit="s")
+        traces.append(_line(_times(hop_x), averages["avg_price"], names["hop_avg"], 1,
+                            {"color": INDICATOR_COLORS["hop_avg"], "width": 1, "dash": "dash"}))
+    return traces
 
 
-def _macd_panel(fig: go.Figure, ind: pd.DataFrame, names: dict[str, str], row: int) -> None:
-    histogram = ind["macd_histogram"]
-    fig.add_trace(go.Bar(x=ind["window_start"], y=histogram, name=names["macd_histogram"], showlegend=False,
-                         marker={"color": [UP if v >= 0 else DOWN for v in histogram.fillna(0)]},
-                         opacity=0.7), row=row, col=1)
+def _macd_panel(ind: pd.DataFrame, names: dict[str, str], row: int) -> list[dict]:
+    x, histogram = _times(ind["window_start"]), _numbers(ind["macd_histogram"])
+    traces = [{"type": "bar", **_axes(row), "x": x, "y": histogram, "name": names["macd_histogram"],
+               "showlegend": False, "opacity": 0.7,
+               "marker": {"color": [DOWN if v < 0 else UP for v in histogram.tolist()]}}]
     for column in ("macd", "macd_signal"):
-        fig.add_trace(go.Scatter(x=ind["window_start"], y=ind[column], name=names[column], mode="lines",
-                                 line={"color": INDICATOR_COLORS[column], "width": 1.2}, showlegend=False),
-                      row=row, col=1)
+        traces.append(_line(x, ind[column], names[column], row,
+                            {"color": INDICATOR_COLORS[column], "width": 1.2}, showlegend=False))
+    return traces
 
 
 # The forecaster's models: ARIMA's interval is the shaded band, the linear baseline a dashed line with its
@@ -245,7 +295,7 @@ def forecast_x(frame: pd.DataFrame, column: str, window_seconds: int) -> pd.Seri
     return frame[column] + pd.to_timedelta(frame["bar_seconds"] - window_seconds, unit="s")
 
 
-def _forecast_traces(forecast: pd.DataFrame, window_seconds: int) -> list[go.Scatter]:
+def _forecast_traces(forecast: pd.DataFrame, window_seconds: int) -> list[dict]:
     """Each model's point forecast from the origin bar's close on, and ARIMA's interval as a band (the
     origin is its zero-width start: the close is known there)."""
     traces = []
@@ -254,33 +304,46 @@ def _forecast_traces(forecast: pd.DataFrame, window_seconds: int) -> list[go.Sca
         if rows.empty:
             continue
         origin = rows.iloc[[0]]
-        x = pd.concat([forecast_x(origin, "origin_start", window_seconds),
-                       forecast_x(rows, "target_start", window_seconds)])
+        x = _times(pd.concat([forecast_x(origin, "origin_start", window_seconds),
+                              forecast_x(rows, "target_start", window_seconds)]))
         point = pd.concat([origin["origin_close"], rows["point"]])
-        lower = pd.concat([origin["origin_close"], rows["lower"]])
-        upper = pd.concat([origin["origin_close"], rows["upper"]])
+        lower = _numbers(pd.concat([origin["origin_close"], rows["lower"]]))
+        upper = _numbers(pd.concat([origin["origin_close"], rows["upper"]]))
         level = f"{rows['level'].iloc[0]:.0%}"
         name = f"{MODEL_LABELS[model]} forecast" + (f" {rows['spec'].iloc[0]}" if model == ARIMA else "")
         if model == ARIMA:
-            traces.append(go.Scatter(x=x, y=upper, mode="lines", line={"width": 0}, hoverinfo="skip",
-                                     showlegend=False, name=f"{name} upper"))
-            traces.append(go.Scatter(x=x, y=lower, mode="lines", line={"width": 0}, fill="tonexty",
-                                     fillcolor=FORECAST_BAND, hoverinfo="skip", name=f"{level} interval"))
-        traces.append(go.Scatter(
-            x=x, y=point, mode="lines+markers", name=name, marker={"size": 4},
-            line={"color": FORECAST_COLORS[model], "width": 1.6,
-                  "dash": "solid" if model == ARIMA else "dash"},
-            customdata=list(zip(lower, upper, strict=True)),
+            traces.append(_line(x, upper, f"{name} upper", 1, {"width": 0}, hoverinfo="skip",
+                                showlegend=False))
+            traces.append(_line(x, lower, f"{level} interval", 1, {"width": 0}, fill="tonexty",
+                                fillcolor=FORECAST_BAND, hoverinfo="skip"))
+        traces.append(_line(
+            x, point, name, 1, {"color": FORECAST_COLORS[model], "width": 1.6,
+                                "dash": "solid" if model == ARIMA else "dash"},
+            mode="lines+markers", marker={"size": 4},
+            customdata=[list(pair) for pair in zip(lower.tolist(), upper.tolist(), strict=True)],
             hovertemplate=(f"{MODEL_LABELS[model]} %{{y:.2f}} [%{{customdata[0]:.2f}}, "
                            f"%{{customdata[1]:.2f}}] {level}<extra></extra>")))
     return traces
+
+
+@lru_cache(maxsize=64)
+def _panels(titles: tuple[str | None, ...], heights: tuple[float, ...]) -> dict:
+    """The axes (domains, one shared time axis) and subplot titles of stacked panels, as make_subplots lays
+    them out: computed by plotly once per shape, copied for each figure."""
+    grid = make_subplots(rows=len(titles), cols=1, shared_xaxes=True, vertical_spacing=0.035,
+                         row_heights=list(heights), subplot_titles=list(titles))
+    layout = json.loads(to_json_plotly(grid.layout))
+    layout.pop("template", None)
+    for annotation in layout.get("annotations", []):
+        annotation["font"] = {"size": 11, "color": MUTED}
+    return layout
 
 
 def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = None, *, symbol: str = "",
                        window_seconds: int = 60, indicators: pd.DataFrame | None = None,
                        averages: pd.DataFrame | None = None, periods=None,
                        rsi_levels: tuple[float, float] = (30, 70), forecast: pd.DataFrame | None = None,
-                       height: int = 640, window_anomalies: pd.DataFrame | None = None) -> go.Figure:
+                       height: int = 640, window_anomalies: pd.DataFrame | None = None) -> dict:
     """Price (OHLC candles + VWAP + anomaly markers [+ SQL overlays]), volume, and indicator panels.
 
     `candles`: window_start, open, high, low, close, vwap, volume (one row per window).
@@ -299,7 +362,7 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
         return empty_figure(f"No {window_seconds} s windows for {symbol or 'this symbol'} in this range",
                             height)
     candles = candles.sort_values("window_start")
-    x = candles["window_start"]
+    x = _times(candles["window_start"])
     ind = indicators.sort_values("window_start") if indicators is not None and not indicators.empty else None
     averages = averages if averages is not None and not averages.empty else None
     hop = None if averages is None else (int(averages["window_seconds"].iloc[0]),
@@ -315,130 +378,120 @@ def candlestick_figure(candles: pd.DataFrame, anomalies: pd.DataFrame | None = N
         titles.append(f"{names['volatility']}: stddev of log returns per bar (Flink SQL)")
     extra = len(titles) - 3
     heights = [0.62 - 0.1 * extra, 0.19 - 0.035 * extra, 0.19 - 0.035 * extra] + [0.17] * extra
-    fig = make_subplots(rows=len(titles), cols=1, shared_xaxes=True, vertical_spacing=0.035,
-                        row_heights=heights, subplot_titles=titles)
-    fig.add_trace(go.Candlestick(
-        x=x, open=candles["open"], high=candles["high"], low=candles["low"], close=candles["close"],
-        name="OHLC", increasing={"line": {"color": UP}, "fillcolor": UP},
-        decreasing={"line": {"color": DOWN}, "fillcolor": DOWN}), row=1, col=1)
-    fig.add_trace(go.Scatter(x=x, y=candles["vwap"], name="VWAP", mode="lines",
-                             line={"color": VWAP, "width": 1.4}), row=1, col=1)
-    _price_overlays(fig, ind, averages, names)
+    layout = copy.deepcopy(_panels(tuple(titles), tuple(heights)))
+    opens, closes = _numbers(candles["open"]), _numbers(candles["close"])
+    data = [{"type": "candlestick", **_axes(1), "x": x, "open": opens, "high": _numbers(candles["high"]),
+             "low": _numbers(candles["low"]), "close": closes, "name": "OHLC",
+             "increasing": {"line": {"color": UP}, "fillcolor": UP},
+             "decreasing": {"line": {"color": DOWN}, "fillcolor": DOWN}},
+            _line(x, candles["vwap"], "VWAP", 1, {"color": VWAP, "width": 1.4})]
+    data += _price_overlays(ind, averages, names)
     has_anomalies = anomalies is not None and not anomalies.empty
     has_forecast = forecast is not None and not forecast.empty
     if has_forecast:
-        for trace in _forecast_traces(forecast, window_seconds):
-            fig.add_trace(trace, row=1, col=1)
+        data += _forecast_traces(forecast, window_seconds)
     marks = pd.concat([anomalies["price"] if has_anomalies else pd.Series(dtype=float),
                        *((forecast[c] for c in ("point", "lower", "upper")) if has_forecast else ())])
     price_range = robust_price_range(candles, marks if len(marks) else None)
     if has_anomalies:
-        for trace in _anomaly_traces(anomalies, price_range):
-            fig.add_trace(trace, row=1, col=1)
-    colors = [UP if c >= o else DOWN for o, c in zip(candles["open"], candles["close"], strict=True)]
-    fig.add_trace(go.Bar(x=x, y=candles["volume"], name="Volume", marker={"color": colors},
-                         opacity=0.8, showlegend=False), row=2, col=1)
+        data += [dict(trace, **_axes(1)) for trace in _anomaly_traces(anomalies, price_range)]
+    colors = [UP if c >= o else DOWN for o, c in zip(opens.tolist(), closes.tolist(), strict=True)]
+    data.append({"type": "bar", **_axes(2), "x": x, "y": _numbers(candles["volume"]), "name": "Volume",
+                 "marker": {"color": colors}, "opacity": 0.8, "showlegend": False})
     shapes = []
     if window_anomalies is not None and not window_anomalies.empty:
         top = price_range[1] if price_range is not None else float(candles["high"].max())
-        shapes += _window_anomaly_marks(fig, window_anomalies, top, window_seconds)
+        trace, spans = _window_anomaly_marks(window_anomalies, top, window_seconds)
+        data.append(trace)
+        shapes += spans
+    bottom_line = {"color": ACCENT, "width": 1.3}
     if has_rsi:
-        fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["rsi"], name="RSI", mode="lines",
-                                 line={"color": ACCENT, "width": 1.3}, showlegend=False), row=3, col=1)
+        data.append(_line(_times(ind["window_start"]), ind["rsi"], "RSI", 3, bottom_line, showlegend=False))
         shapes += [_level(level, 3) for level in rsi_levels]
     else:
-        fig.add_trace(go.Scatter(x=x, y=rolling_zscore(candles["close"]), name="z-score", mode="lines",
-                                 line={"color": ACCENT, "width": 1.3}, showlegend=False), row=3, col=1)
+        data.append(_line(x, rolling_zscore(candles["close"]), "z-score", 3, bottom_line, showlegend=False))
         shapes += [_level(level, 3) for level in (-2, 2)]
+    layout["yaxis"]["title"] = {"text": "price"}
+    if price_range is not None:  # a spike's wick runs off the top/bottom; its marker sits on the edge
+        layout["yaxis"]["range"] = list(price_range)
+    layout["yaxis2"]["title"] = {"text": "volume"}
+    layout["yaxis3"]["title"] = {"text": "RSI" if has_rsi else "z"}
     row = 4
     if has_macd:
-        _macd_panel(fig, ind, names, row)
-        fig.update_yaxes(title_text="MACD", row=row, col=1)
+        data += _macd_panel(ind, names, row)
+        layout[f"yaxis{row}"]["title"] = {"text": "MACD"}
         row += 1
     if has_volatility:
-        fig.add_trace(go.Scatter(x=ind["window_start"], y=ind["volatility"], name=names["volatility"],
-                                 mode="lines", line={"color": INDICATOR_COLORS["volatility"], "width": 1.2},
-                                 showlegend=False), row=row, col=1)
-        fig.update_yaxes(title_text="vol", tickformat=".2~p", row=row, col=1)  # 2 significant digits, in %
-    _layout(fig, height)
-    fig.update_layout(xaxis_rangeslider_visible=False, bargap=0.1, margin={"t": 30},
-                      legend={"xanchor": "left", "x": 0}, shapes=shapes)
-    fig.update_yaxes(title_text="price", row=1, col=1)
-    if price_range is not None:  # a spike's wick runs off the top/bottom; its marker sits on the edge
-        fig.update_yaxes(range=list(price_range), row=1, col=1)
-
-    fig.update_yaxes(title_text="volume", row=2, col=1)
-    fig.update_yaxes(title_text="RSI" if has_rsi else "z", row=3, col=1)
-    fig.update_annotations(font={"size": 11, "color": MUTED})
-    return fig
+        data.append(_line(_times(ind["window_start"]), ind["volatility"], names["volatility"], row,
+                          {"color": INDICATOR_COLORS["volatility"], "width": 1.2}, showlegend=False))
+        layout[f"yaxis{row}"].update(title={"text": "vol"}, tickformat=".2~p")  # 2 significant digits, in %
+    layout["xaxis"]["rangeslider"] = {"visible": False}
+    return _figure(data, height, **layout, bargap=0.1, margin={"t": 30}, legend={"xanchor": "left", "x": 0},
+                   shapes=shapes)
 
 
-def volume_share_figure(watchlist: pd.DataFrame, height: int = 300) -> go.Figure:
+def volume_share_figure(watchlist: pd.DataFrame, height: int = 300) -> dict:
     """Each symbol's share of the traded volume in the range (donut)."""
     if watchlist is None or watchlist.empty or pd.to_numeric(watchlist["volume"]).sum() <= 0:
         return empty_figure("No volume in this range", height)
     data = watchlist.sort_values("volume", ascending=False)
-    fig = go.Figure(go.Pie(labels=data["symbol"], values=data["volume"], hole=0.58, sort=False,
-                           marker={"colors": SYMBOL_COLORS[: len(data)] * (1 + len(data) // 12),
-                                   "line": {"color": PANEL, "width": 2}},
-                           textinfo="label+percent", textposition="inside",
-                           insidetextorientation="horizontal",
-                           hovertemplate="%{label}<br>%{value:,.0f} shares<br>%{percent}<extra></extra>"))
-    _layout(fig, height, showlegend=False)
-    fig.update_layout(title={"text": "Volume share", "x": 0.02, "font": {"size": 13}},
-                      margin={"l": 10, "r": 10, "t": 36, "b": 10})
-    fig.add_annotation(text=f"{human(pd.to_numeric(data['volume']).sum())}<br>shares", x=0.5, y=0.5,
-                       xref="paper", yref="paper", showarrow=False, font={"size": 14, "color": TEXT})
-    return fig
+    volume = _numbers(data["volume"])
+    pie = {"type": "pie", "labels": data["symbol"].tolist(), "values": volume, "hole": 0.58, "sort": False,
+           "marker": {"colors": (SYMBOL_COLORS * (1 + len(data) // len(SYMBOL_COLORS)))[: len(data)],
+                      "line": {"color": PANEL, "width": 2}},
+           "textinfo": "label+percent", "textposition": "inside", "insidetextorientation": "horizontal",
+           "hovertemplate": "%{label}<br>%{value:,.0f} shares<br>%{percent}<extra></extra>"}
+    return _figure([pie], height, showlegend=False,
+                   title={"text": "Volume share", "x": 0.02, "font": {"size": 13}},
+                   margin={"l": 10, "r": 10, "t": 36, "b": 10},
+                   annotations=[_annotation(f"{human(volume.sum())}<br>shares", 14, TEXT)])
 
 
 def top_movers_figure(watchlist: pd.DataFrame, n: int = 10, height: int = 300,
-                      title: str = "Top movers (% change over range)") -> go.Figure:
+                      title: str = "Top movers (% change over range)") -> dict:
     """The symbols with the largest absolute % change (`change_pct`), gainers green, losers red."""
     if watchlist is None or watchlist.empty or watchlist["change_pct"].dropna().empty:
         return empty_figure("No price changes in this range", height)
     data = watchlist.dropna(subset=["change_pct"]).copy()
     data["abs"] = data["change_pct"].abs()
     data = data.nlargest(n, "abs").sort_values("change_pct")
-    fig = go.Figure(go.Bar(
-        x=data["change_pct"], y=data["symbol"], orientation="h", name="% change",
-        marker={"color": [UP if v >= 0 else DOWN for v in data["change_pct"]]},
-        text=[f"{v:+.2f}%" for v in data["change_pct"]], textposition="outside", cliponaxis=False,
-        hovertemplate="%{y}: %{x:+.3f}%<extra></extra>"))
-    _layout(fig, height, showlegend=False, hovermode="closest")
-    fig.update_layout(title={"text": title, "x": 0.02, "font": {"size": 13}},
-                      margin={"l": 60, "r": 40, "t": 36, "b": 28})
+    change = _numbers(data["change_pct"]).tolist()
+    bar = {"type": "bar", "x": change, "y": data["symbol"].tolist(), "orientation": "h", "name": "% change",
+           "marker": {"color": [UP if v >= 0 else DOWN for v in change]},
+           "text": [f"{v:+.2f}%" for v in change], "textposition": "outside", "cliponaxis": False,
+           "hovertemplate": "%{y}: %{x:+.3f}%<extra></extra>"}
     # Room for the labels outside the bars: Plotly's autorange ignores them, and a loser's label would
     # otherwise sit on top of the symbol names.
-    low, high = min(0.0, data["change_pct"].min()), max(0.0, data["change_pct"].max())
+    low, high = min(0.0, min(change)), max(0.0, max(change))
     pad = 0.3 * ((high - low) or 1.0)
-    fig.update_xaxes(ticksuffix="%", zeroline=True, zerolinecolor=MUTED, showspikes=False,
-                     range=[low - pad if low < 0 else 0.0, high + pad if high > 0 else 0.0])
-    fig.update_yaxes(showspikes=False)
-    return fig
+    return _figure([bar], height, showlegend=False, hovermode="closest",
+                   title={"text": title, "x": 0.02, "font": {"size": 13}},
+                   margin={"l": 60, "r": 40, "t": 36, "b": 28},
+                   xaxis={"ticksuffix": "%", "zeroline": True, "zerolinecolor": MUTED, "showspikes": False,
+                          "range": [low - pad if low < 0 else 0.0, high + pad if high > 0 else 0.0]},
+                   yaxis={"showspikes": False})
 
 
 def anomaly_timeline_figure(timeline: pd.DataFrame, step_seconds: int | None = None, x_range=None,
-                            height: int = 260) -> go.Figure:
+                            height: int = 260) -> dict:
     """Anomaly counts per time bucket (`bucket` = bucket start), stacked by rule; with `step_seconds`
     each bar spans its bucket, and `x_range` pins the axis to the selected range."""
     if timeline is None or timeline.empty:
         return empty_figure("No anomalies in this range", height)
-    fig = go.Figure()
+    bars = []
     for rule, group in timeline.groupby("rule", sort=True):
-        x = group["bucket"]
+        x = pd.to_datetime(group["bucket"], utc=True)
         extra = {}
         if step_seconds:
-            x = pd.to_datetime(group["bucket"]) + pd.Timedelta(seconds=step_seconds / 2)
+            x = x + pd.Timedelta(seconds=step_seconds / 2)
             extra["width"] = step_seconds * 1000 * 0.9
-        fig.add_trace(go.Bar(x=x, y=group["anomalies"], name=rule,
-                             marker={"color": RULE_COLORS.get(rule, ACCENT)}, **extra))
-    _layout(fig, height, barmode="stack", hovermode="x unified", margin={"l": 56, "r": 16, "t": 36, "b": 44})
-    fig.update_layout(title={"text": "Anomalies over time", "x": 0.01, "font": {"size": 13}})
-    fig.update_yaxes(title_text="count", rangemode="tozero")
-    if x_range is not None:
-        fig.update_xaxes(range=list(x_range))
-    return fig
+        bars.append({"type": "bar", "x": _times(x), "y": _numbers(group["anomalies"]), "name": rule,
+                     "marker": {"color": RULE_COLORS.get(rule, ACCENT)}, **extra})
+    xaxis = {"range": [_time(x_range[0]), _time(x_range[1])]} if x_range is not None else {}
+    return _figure(bars, height, barmode="stack", hovermode="x unified",
+                   margin={"l": 56, "r": 16, "t": 36, "b": 44},
+                   title={"text": "Anomalies over time", "x": 0.01, "font": {"size": 13}},
+                   xaxis=xaxis, yaxis={"title": {"text": "count"}, "rangemode": "tozero"})
 
 
 def sparkline_svg(values: list[float], width: int = 110, height: int = 28) -> str:

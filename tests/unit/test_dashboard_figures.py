@@ -5,12 +5,32 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 
 from dashboard import figures
 from marketpulse.config import load_settings
 
 T0 = datetime(2025, 3, 14, 14, 30, tzinfo=UTC)
+
+
+def validated(build):
+    """The figures are plain dicts: plotly's Figure loads each one here, checking every property (an
+    unknown or ill-typed one raises), and the tests read it through plotly's attributes."""
+    def wrapper(*args, **kwargs):
+        return go.Figure(build(*args, **kwargs))
+    return wrapper
+
+
+candlestick_figure = validated(figures.candlestick_figure)
+volume_share_figure = validated(figures.volume_share_figure)
+top_movers_figure = validated(figures.top_movers_figure)
+anomaly_timeline_figure = validated(figures.anomaly_timeline_figure)
+
+
+def naive(value) -> datetime:
+    """A time of a figure (naive UTC text, as plotly's own serialization writes it) as an aware datetime."""
+    return pd.Timestamp(value).tz_localize(UTC).to_pydatetime()
 
 
 def candles_frame(closes, opens=None, seconds=60):
@@ -40,7 +60,7 @@ def by_name(fig, name):
 
 def test_candlestick_has_one_candle_per_window_with_vwap_volume_and_zscore_panels():
     candles = candles_frame([10.0, 11.0, 10.5, 12.0, 11.5])
-    fig = figures.candlestick_figure(candles, symbol="AAPL", window_seconds=60)
+    fig = candlestick_figure(candles, symbol="AAPL", window_seconds=60)
     [ohlc] = traces(fig, "candlestick")
     assert len(ohlc.x) == 5
     assert list(ohlc.close) == [10.0, 11.0, 10.5, 12.0, 11.5]
@@ -67,7 +87,7 @@ def test_anomaly_markers_one_trace_per_rule_at_the_trade_price():
         (T0 + timedelta(seconds=70), "price_jump", 11.8, 20, 3.4),
         (T0 + timedelta(seconds=130), "price_zscore", 9.7, 700, -5.5),
     ])
-    fig = figures.candlestick_figure(candles, marks, symbol="AAPL")
+    fig = candlestick_figure(candles, marks, symbol="AAPL")
     markers = [t for t in fig.data if t.name and t.name.startswith("Anomaly: ")]
     assert sorted(t.name for t in markers) == ["Anomaly: price_jump", "Anomaly: price_zscore"]
     assert sum(len(t.x) for t in markers) == 3
@@ -87,7 +107,7 @@ def test_a_fifty_percent_spike_does_not_flatten_the_chart_and_sits_on_its_edge()
     candles.loc[30, "high"] = 150.0
     marks = anomalies_frame([(T0 + timedelta(seconds=30 * 60 + 5), "price_jump", 150.0, 40, 0.5),
                              (T0 + timedelta(seconds=10 * 60 + 5), "volume_zscore", 100.05, 9000, 7.0)])
-    fig = figures.candlestick_figure(candles, marks, symbol="AAPL")
+    fig = candlestick_figure(candles, marks, symbol="AAPL")
     low, high = fig.layout.yaxis.range
     assert 98.5 < low < 99.5 and 100.5 < high < 101.5  # the calm candles' lows/highs (+-0.5) plus 5 %
     jump = by_name(fig, "Anomaly: price_jump")
@@ -127,7 +147,7 @@ def test_sql_indicators_overlay_sma_and_bollinger_and_switch_the_bottom_panel_to
     indicators = pd.DataFrame({"window_start": candles["window_start"], "sma": [10.0, 10.5, 10.5],
                                "bb_upper": [11.0, 11.5, 11.6], "bb_lower": [9.0, 9.5, 9.4],
                                "rsi": [50.0, 60.0, 55.0]})
-    fig = figures.candlestick_figure(candles, indicators=indicators)
+    fig = candlestick_figure(candles, indicators=indicators)
     names = [t.name for t in fig.data]
     assert {"SMA", "Bollinger upper", "Bollinger lower", "RSI"} <= set(names)
     assert "z-score" not in names
@@ -149,7 +169,7 @@ def test_macd_and_volatility_panels_emas_and_the_hop_average_with_their_periods(
     averages = pd.DataFrame({"window_end": starts + timedelta(seconds=10), "window_seconds": 60,
                              "slide_seconds": 10, "avg_price": [10.0, 10.4, 10.5, 10.6]})
     periods = load_settings(environ={}).indicators
-    fig = figures.candlestick_figure(candles, indicators=indicators, averages=averages, periods=periods,
+    fig = candlestick_figure(candles, indicators=indicators, averages=averages, periods=periods,
                                      rsi_levels=(25, 75), window_seconds=10)
     names = {t.name for t in fig.data}
     assert {"EWMA(10)", "EMA(12)", "EMA(26)", "SMA(20)", "HOP avg 60 s / 10 s", "RSI",
@@ -174,12 +194,12 @@ def test_anomalous_windows_are_shaded_spans_with_a_marker_carrying_score_and_fea
                             "score": [64.6, 31.0], "threshold": [30.0, 30.0],
                             "top_features": ["volume +6.05, imbalance +5.16, return +1.18",
                                              "imbalance -4.91, volume +3.39, return -0.83"]})
-    fig = figures.candlestick_figure(candles_frame(closes), window_anomalies=windows)
+    fig = candlestick_figure(candles_frame(closes), window_anomalies=windows)
     spans = [shape for shape in fig.layout.shapes if shape.type == "rect"]
     # One span per window on the price and on the volume panel, over the window's own candle (drawn centred
     # on its start): the minute shifted back by half a 60 s bar.
     half = timedelta(seconds=30)
-    assert [(shape.x0, shape.x1, shape.yref) for shape in spans] == [
+    assert [(naive(shape.x0), naive(shape.x1), shape.yref) for shape in spans] == [
         (T0 + timedelta(minutes=3) - half, T0 + timedelta(minutes=4) - half, "y domain"),
         (T0 + timedelta(minutes=3) - half, T0 + timedelta(minutes=4) - half, "y2 domain"),
         (T0 + timedelta(minutes=7) - half, T0 + timedelta(minutes=8) - half, "y domain"),
@@ -195,7 +215,7 @@ def test_anomalous_windows_are_shaded_spans_with_a_marker_carrying_score_and_fea
 
 
 def test_empty_candles_give_an_empty_chart_with_a_message():
-    fig = figures.candlestick_figure(pd.DataFrame(), symbol="MSFT", window_seconds=10)
+    fig = candlestick_figure(pd.DataFrame(), symbol="MSFT", window_seconds=10)
     assert len(fig.data) == 0
     assert fig.layout.annotations[0].text == "No 10 s windows for MSFT in this range"
 
@@ -210,7 +230,7 @@ def test_rolling_zscore_against_the_previous_windows_only():
 
 def test_volume_share_donut_sorted_by_volume():
     watch = pd.DataFrame({"symbol": ["AAPL", "MSFT", "TSLA"], "volume": [100, 300, 200]})
-    fig = figures.volume_share_figure(watch)
+    fig = volume_share_figure(watch)
     [pie] = fig.data
     assert list(pie.labels) == ["MSFT", "TSLA", "AAPL"]
     assert list(pie.values) == [300, 200, 100]
@@ -220,7 +240,7 @@ def test_volume_share_donut_sorted_by_volume():
 
 def test_top_movers_largest_absolute_changes_green_up_red_down():
     watch = pd.DataFrame({"symbol": ["A", "B", "C", "D"], "change_pct": [1.5, -3.0, 0.2, float("nan")]})
-    fig = figures.top_movers_figure(watch, n=2)
+    fig = top_movers_figure(watch, n=2)
     [bar] = fig.data
     assert list(bar.y) == ["B", "A"]  # D has no change, C is not in the top 2
     assert list(bar.x) == [-3.0, 1.5]
@@ -228,23 +248,23 @@ def test_top_movers_largest_absolute_changes_green_up_red_down():
     assert list(bar.text) == ["-3.00%", "+1.50%"]
     # the axis leaves 30 % of the span beyond each bar for its label outside it
     assert list(fig.layout.xaxis.range) == pytest.approx([-3.0 - 1.35, 1.5 + 1.35])
-    assert figures.top_movers_figure(watch.iloc[3:]).layout.annotations[0].text == \
+    assert top_movers_figure(watch.iloc[3:]).layout.annotations[0].text == \
         "No price changes in this range"
 
 
 def test_anomaly_timeline_stacks_rules():
     timeline = pd.DataFrame({"bucket": [T0, T0, T0 + timedelta(minutes=1)],
                              "rule": ["price_zscore", "price_jump", "price_zscore"], "anomalies": [2, 1, 4]})
-    fig = figures.anomaly_timeline_figure(timeline)
+    fig = anomaly_timeline_figure(timeline)
     assert fig.layout.barmode == "stack"
     assert [t.name for t in fig.data] == ["price_jump", "price_zscore"]
     assert list(by_name(fig, "price_zscore").y) == [2, 4]
     span = (T0, T0 + timedelta(minutes=5))
-    sized = figures.anomaly_timeline_figure(timeline, step_seconds=60, x_range=span)
+    sized = anomaly_timeline_figure(timeline, step_seconds=60, x_range=span)
     assert by_name(sized, "price_jump").width == 54_000  # 90 % of a 60 s bucket, in ms
     assert pd.Timestamp(by_name(sized, "price_jump").x[0]) == pd.Timestamp("2025-03-14 14:30:30")  # UTC
-    assert list(sized.layout.xaxis.range) == [T0, T0 + timedelta(minutes=5)]
-    assert figures.anomaly_timeline_figure(pd.DataFrame()).layout.annotations[0].text == \
+    assert [naive(x) for x in sized.layout.xaxis.range] == [T0, T0 + timedelta(minutes=5)]
+    assert anomaly_timeline_figure(pd.DataFrame()).layout.annotations[0].text == \
         "No anomalies in this range"
 
 
@@ -288,7 +308,7 @@ def xs(trace) -> list:
 def test_the_forecast_band_starts_at_the_last_candle_close_and_runs_ahead():
     candles = candles_frame([100.0 + 0.1 * i for i in range(20)])
     forecast = forecast_frame(19, [102.0, 102.1], half=0.5, origin_close=101.9)
-    fig = figures.candlestick_figure(candles, symbol="AAPL", forecast=forecast)
+    fig = candlestick_figure(candles, symbol="AAPL", forecast=forecast)
     upper, lower = by_name(fig, "ARIMA forecast ARIMA(0,1,0) upper"), by_name(fig, "95% interval")
     arima, linear = by_name(fig, "ARIMA forecast ARIMA(0,1,0)"), by_name(fig, "Linear trend forecast")
     last = T0.replace(tzinfo=None) + timedelta(minutes=19)
@@ -303,7 +323,7 @@ def test_the_forecast_band_starts_at_the_last_candle_close_and_runs_ahead():
 def test_a_one_minute_forecast_on_ten_second_candles_sits_on_the_candle_that_closes_each_minute():
     candles = candles_frame([100.0] * 12, seconds=10)
     forecast = forecast_frame(0, [100.0], half=0.1)
-    fig = figures.candlestick_figure(candles, symbol="AAPL", window_seconds=10, forecast=forecast)
+    fig = candlestick_figure(candles, symbol="AAPL", window_seconds=10, forecast=forecast)
     start = T0.replace(tzinfo=None)
     assert xs(by_name(fig, "ARIMA forecast ARIMA(0,1,0)")) == [start + timedelta(seconds=50),
                                                                start + timedelta(seconds=110)]
@@ -312,7 +332,7 @@ def test_a_one_minute_forecast_on_ten_second_candles_sits_on_the_candle_that_clo
 def test_the_price_axis_takes_in_a_modest_band_and_fences_out_a_wild_one():
     candles = candles_frame([100.0] * 20 + [100.5] + [100.0] * 20)
     candles.loc[5, "high"] = 150.0  # something outside the fence, so the axis is set explicitly
-    modest = figures.candlestick_figure(candles, forecast=forecast_frame(40, [100.2], half=1.2))
+    modest = candlestick_figure(candles, forecast=forecast_frame(40, [100.2], half=1.2))
     assert modest.layout.yaxis.range[1] > 101.4  # the band's top, 100.2 + 1 + 1.2 (linear), inside
-    wild = figures.candlestick_figure(candles, forecast=forecast_frame(40, [100.0], half=60))
+    wild = candlestick_figure(candles, forecast=forecast_frame(40, [100.0], half=60))
     assert wild.layout.yaxis.range[1] < 102  # a 60-wide band is cut at the edge, the candles stay readable
