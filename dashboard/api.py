@@ -174,12 +174,11 @@ def create_blueprint(db: Database, flink: FlinkClient, lag: LagReader | None = N
         window = parse_int("window", args.get("window"), 60, 1, 86_400)
         engine = parse_choice("engine", args.get("engine"), queries.ENGINES, "datastream")
         limit = parse_int("limit", args.get("limit"), 1000, 1, MAX_LIMIT)
-        frame, truncated = queries.candles(db, engine, window, symbol, start, end, limit=limit)
-        if frame.empty and not queries.symbol_known(db, symbol):
+        rows, truncated = queries.candle_records(db, engine, window, symbol, start, end, limit=limit)
+        if not rows and not queries.symbol_known(db, symbol):
             raise NotFound(f"unknown symbol {symbol!r}")
         return jsonify(symbol=symbol, engine=engine, window_seconds=window, **{"from": iso(start)},
-                       to=iso(end), count=len(frame), truncated=truncated,
-                       metrics=records(frame, ("window_start", "window_end")))
+                       to=iso(end), count=len(rows), truncated=truncated, metrics=rows)
 
     @api.get("/anomalies")
     def anomalies():
@@ -190,9 +189,8 @@ def create_blueprint(db: Database, flink: FlinkClient, lag: LagReader | None = N
         start, end = parse_time("from", args.get("from")), parse_time("to", args.get("to"))
         check_order(start, end)
         limit = parse_int("limit", args.get("limit"), 100, 1, MAX_LIMIT)
-        frame = queries.anomalies(db, symbol=symbol, rule=rule, start=start, end=end, limit=limit)
-        return jsonify(count=len(frame), limit=limit,
-                       anomalies=records(frame, ("event_time", "detected_at")))
+        rows = queries.anomaly_records(db, symbol, rule, start, end, limit)
+        return jsonify(count=len(rows), limit=limit, anomalies=rows)
 
     @api.get("/health")
     def health():

@@ -92,8 +92,9 @@ class Database:
                 pool.putconn(conn)
 
     def _execute(self, sql: str, params) -> tuple[list[str], list[tuple]]:
-        # The query's name on /metrics: the function that called frame() or rows() (dashboard.queries.*).
-        name = sys._getframe(2).f_code.co_name
+        # The query's name on /metrics: the function that called frame(), rows() or query()
+        # (dashboard.queries.*; a private helper is named as the public functions that share it).
+        name = sys._getframe(2).f_code.co_name.lstrip("_")
         for attempt in (1, 2):
             started = time.perf_counter()
             try:
@@ -111,6 +112,10 @@ class Database:
     def frame(self, sql: str, params: dict | tuple | None = None) -> pd.DataFrame:
         columns, rows = self._execute(sql, params)
         return pd.DataFrame.from_records(rows, columns=columns)
+
+    def query(self, sql: str, params: dict | tuple | None = None) -> tuple[list[str], list[tuple]]:
+        """(column names, rows)."""
+        return self._execute(sql, params)
 
     def rows(self, sql: str, params: dict | tuple | None = None) -> list[tuple]:
         return self._execute(sql, params)[1]

@@ -2,7 +2,7 @@
 the exact values each query must return."""
 
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -292,3 +292,17 @@ def test_hourly_rollup_stays_exact_and_long_ranges_match_the_raw_windows(db, scr
     tsla_raw = raw.watchlist.set_index("symbol").loc["TSLA"]
     assert tsla_rollup["vwap"] == pytest.approx(tsla_raw["vwap"])
     assert tsla_rollup["change_pct"] == pytest.approx(tsla_raw["change_pct"])
+
+
+@pytest.mark.parametrize("value", [
+    T0, T0 + timedelta(milliseconds=250), T0 + timedelta(microseconds=7),
+    datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2025, 6, 2, 15, 30, tzinfo=timezone(timedelta(hours=2))),  # an offset: the same instant in UTC
+])
+def test_the_api_times_postgresql_writes_are_the_apis_iso(db, value):
+    """/api/metrics and /api/anomalies take their times as text from PostgreSQL (queries.iso_text); every
+    other time of the API is api.iso. The two must write the same text."""
+    from dashboard.api import iso
+
+    [(text,)] = db.rows(f"SELECT {queries.iso_text('%(t)s::timestamptz')}", {"t": value})
+    assert text == iso(value)
