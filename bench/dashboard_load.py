@@ -12,7 +12,8 @@ demo's load. Steps, each printed:
    the end (--keep-fill keeps them, --cleanup only deletes a kept fill).
 2. per server: started on a free port against the same database; its start time (spawn to first answer of
    /api/symbols); --warmup seconds of load not counted; then --duration seconds of load. --dev-tree runs the
-   dev server from another source tree (the code before a change). Environment variables reach the servers:
+   dev server, and any server named KIND@before (gunicorn@before), from another source tree (the code
+   before a change). Environment variables reach the servers:
    MARKETPULSE_DASHBOARD_CACHE_SECONDS=0 measures without the response cache.
 3. the load: each client is a browser with one view open (overview, symbol, anomalies, health, quality) and a
    range (15m, 1h, 5m, 1d, all), spread over the clients. An iteration is either one JSON API request
@@ -386,12 +387,14 @@ def main() -> None:
             proc = None
             if port is None:
                 port = free_port()
-                log = paths.STACK_DIR / "bench" / f"dashboard_load_{kind}.log"
+                # "kind@before": the server of --dev-tree (the code before a change), any kind.
+                server, before = kind.removesuffix("@before"), kind.endswith("@before")
+                tree_root = args.dev_tree if before or server.startswith("dev") else ROOT
+                log = paths.STACK_DIR / "bench" / f"dashboard_load_{kind.replace('@', '_')}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
-                tree_root = args.dev_tree if kind.startswith("dev") else ROOT
-                proc, startup = start_server(kind, port, log, tree_root)
-                command, overrides = SERVERS[kind]
-                tree = f" in {args.dev_tree}" if kind.startswith("dev") and args.dev_tree != ROOT else ""
+                proc, startup = start_server(server, port, log, tree_root)
+                command, overrides = SERVERS[server]
+                tree = f" in {tree_root}" if tree_root != ROOT else ""
                 say(f"== {kind} server (python {' '.join(command)}{tree} "
                     f"{' '.join(f'{k}={v}' for k, v in overrides.items())}) on port {port}: answering "
                     f"{startup:.2f} s after spawn (log {log})")
