@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-import threading
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -23,13 +23,12 @@ from flask import Blueprint, Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 
 from dashboard import queries
-from dashboard.cache import ResponseCache
 from dashboard.db import Database, DatabaseUnavailable
-from dashboard.health import FlinkClient, read_lag
-from marketpulse.kafka_lag import LagReader
+from dashboard.health import ClusterHealth, ConsumerLag, HealthMonitor
 
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$")
 MAX_LIMIT = 10_000
+FIRST_ANSWER_SECONDS = 10.0  # /api/health's first call waits this long for the monitor's first fetch
 
 
 class BadRequest(ValueError):
@@ -141,12 +140,8 @@ def records(frame: pd.DataFrame, time_columns: tuple[str, ...]) -> list[dict]:
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
-def create_blueprint(db: Database, flink: FlinkClient, lag: LagReader | None = None) -> Blueprint:
+def create_blueprint(db: Database, monitor: HealthMonitor) -> Blueprint:
     api = Blueprint("api", __name__, url_prefix="/api")
-    lag_lock = threading.Lock()
-    # The Kafka lag as fresh as Flink's answer (FlinkClient caches it cache_seconds): under load every caller
-    # read it anew, one at a time through the lock, and /api/health queued behind Kafka round trips.
-    lag_cache = ResponseCache(flink.cache_seconds)
 
     @api.errorhandler(BadRequest)
     @api.errorhandler(NotFound)
@@ -195,17 +190,15 @@ def create_blueprint(db: Database, flink: FlinkClient, lag: LagReader | None = N
     @api.get("/health")
     def health():
         check_params(())
-        cluster = flink.health().as_dict()
-        cluster.pop("fetched_at", None)
-        kafka = lag_cache.claim("lag")
-        if kafka is None:
-            try:
-                with lag_lock:  # one Kafka admin client, shared by the server's request threads
-                    kafka = read_lag(lag).as_dict()
-            except BaseException:
-                lag_cache.release("lag")
-                raise
-            lag_cache.put("lag", kafka)
+        # Flink's and Kafka's state as the background monitor last fetched it (about [dashboard]
+        # health_refresh_seconds old at most, `age_seconds`): a request that fetched them itself waited on
+        # Flink's REST API, hundreds of ms under load. Only a server's very first answer waits for one.
+        snapshot = monitor.latest() or monitor.wait_first(FIRST_ANSWER_SECONDS)
+        cluster = (snapshot or ClusterHealth(ok=False, error="Flink has not answered yet")).as_dict()
+        fetched_at = cluster.pop("fetched_at")  # time.monotonic(): only this process can read it
+        cluster["age_seconds"] = round(time.monotonic() - fetched_at, 1) if snapshot else None
+        lag = monitor.latest_lag()
+        kafka = (lag or ConsumerLag(ok=False, error="Kafka has not answered yet")).as_dict()
         body = {"database": {"ok": True, "error": None}, "flink": cluster, "kafka": kafka, "pipeline": {},
                 "data": []}
         try:
@@ -242,6 +235,6 @@ class FastJSON(DefaultJSONProvider):
         return orjson.dumps(obj, default=self.default, option=self.OPTIONS).decode()
 
 
-def register(server: Flask, db: Database, flink: FlinkClient, lag: LagReader | None = None) -> None:
+def register(server: Flask, db: Database, monitor: HealthMonitor) -> None:
     server.json = FastJSON(server)
-    server.register_blueprint(create_blueprint(db, flink, lag))
+    server.register_blueprint(create_blueprint(db, monitor))

@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     app.server.config["MARKETPULSE_DEPS"] = deps
     app.server.add_url_rule("/metrics", "metrics", metrics)
     cache.install(app.server, float(settings.dashboard.cache_seconds))
-    api.register(app.server, deps.db, flink, lag_reader(settings))
+    api.register(app.server, deps.db, deps.monitor)
     alerts_strip.register(app, deps.db, settings)
     shell.register(app, deps, views)
     for view in views:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from prometheus_client import Counter
 
 CALLBACK_PATH = "/_dash-update-component"
-UNCACHED = ("/api/health",)  # an API caller asks for the cluster as it is now
+UNCACHED = ("/api/health",)  # it says how old its snapshot of the cluster is (age_seconds)
 
 
 def callback_key(body: bytes) -> str | None:

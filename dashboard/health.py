@@ -5,10 +5,9 @@ source's own estimate, kept beside it. Flink results are cached for a short time
 refreshing every second do not multiply the REST calls.
 
 The dashboard's callbacks never call Flink themselves: a `HealthMonitor` fetches in a background thread on
-its own interval ([dashboard] health_refresh_seconds) and callbacks read its latest snapshot, so a slow or
-hung REST API (each call may take up to `timeout`) cannot stall a refresh. /api/health asks the client
-directly (`health()`), since an API caller wants an answer that is current, not one interval old (at most
-`cache_seconds`, 1.5 s, old; its Kafka lag too)."""
+its own interval ([dashboard] health_refresh_seconds) and callbacks and /api/health read its latest snapshot,
+so a slow or hung REST API (each call may take up to `timeout`) cannot stall a refresh or an API call.
+/api/health says how old its snapshot is (`age_seconds`)."""
 
 from __future__ import annotations
 
@@ -92,12 +91,9 @@ BACKPRESSURE_RANK = {"ok": 0, "low": 1, "high": 2}
 
 
 class FlinkClient:
-    def __init__(self, rest_url: str, timeout: float = 2.0, cache_seconds: float = 1.5):
+    def __init__(self, rest_url: str, timeout: float = 2.0):
         self.rest_url = rest_url.rstrip("/")
         self.timeout = timeout
-        self.cache_seconds = cache_seconds
-        self._cached: ClusterHealth | None = None
-        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flink-rest")
 
     def get(self, path: str):
@@ -106,14 +102,6 @@ class FlinkClient:
                 return json.loads(response.read() or b"null")
         except (urllib.error.URLError, OSError, ValueError) as err:
             raise FlinkUnavailable(f"{self.rest_url}{path}: {getattr(err, 'reason', err)}") from None
-
-    def health(self) -> ClusterHealth:
-        """The cluster and every job /jobs/overview lists, with details for the running ones (cached)."""
-        with self._lock:
-            if self._cached and time.monotonic() - self._cached.fetched_at < self.cache_seconds:
-                return self._cached
-            self._cached = self.fetch()
-            return self._cached
 
     def fetch(self) -> ClusterHealth:
         """The cluster now (uncached): every REST call it needs, each bounded by `timeout`."""

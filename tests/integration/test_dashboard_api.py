@@ -201,7 +201,7 @@ def test_the_pages_scripts_load_when_they_come_with_the_first_request(scratch_db
 # --- fuzz ----------------------------------------------------------------------------------------------
 
 FUZZ_QUERIES = 10_000
-# /api/health takes no parameter and asks Flink and Kafka each time: a few hundred queries, not thousands.
+# /api/health takes no parameter: a few hundred queries of it, not thousands.
 FUZZ_PATHS = ("/api/symbols", "/api/metrics", "/api/metrics", "/api/anomalies", "/api/anomalies", "/api/nope",
               "/api/metrics/x") * 5 + ("/api/health",)
 FUZZ_NAMES = ("symbol", "from", "to", "window", "engine", "limit", "rule", "x", "", "SYMBOL", "symbol[]")
