@@ -133,16 +133,20 @@ def test_bad_requests_get_4xx_with_a_message(client, url, status, message):
     assert message in response.get_json()["error"]
 
 
-def test_health_lists_exactly_the_jobs_flink_lists(client, stack):
+def test_health_lists_exactly_the_jobs_flink_lists(client, scratch_db, stack):
     for _attempt in range(5):  # other engineers' jobs may start/stop between the two reads
         before = {job["jid"]: job["state"] for job in support.flink_jobs(stack)}
-        body = client.get("/api/health").get_json()
+        # A fresh app each time (the client's data): its first /api/health waits for its monitor's first
+        # fetch, made between the two reads; a later one could answer with an older snapshot.
+        body = create_app(scratch_db).server.test_client().get("/api/health").get_json()
         after = {job["jid"]: job["state"] for job in support.flink_jobs(stack)}
         if before == after:
             break
     assert body["status"] == "ok"
     assert body["database"] == {"ok": True, "error": None}
     assert body["flink"]["ok"] is True and body["flink"]["taskmanagers"] >= 1
+    # The health monitor's snapshot, a fresh app's first: its age is the time since that fetch.
+    assert 0 <= body["flink"]["age_seconds"] < 10 and "fetched_at" not in body["flink"]
     assert {job["id"]: job["state"] for job in body["flink"]["jobs"]} == after
     assert body["pipeline"] == {"late_trades": {"datastream": 1}, "dead_letters": {"datastream": 1, "sql": 1}}
     assert [(d["engine"], d["window_seconds"], d["latest_end"]) for d in body["data"]] == [
