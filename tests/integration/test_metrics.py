@@ -76,7 +76,9 @@ def test_prometheus_scrapes_flink_the_generator_the_alert_service_and_the_dashbo
             consumer.close()
         assert 0 < found["generator"] <= produced
         assert 0 <= found["bad"] <= found["generator"]
-        assert timed >= 5
+        # Five identical requests within dashboard.cache_seconds share one query (dashboard/cache.py); run
+        # alone, this process has counted that one; in the suite, earlier tests' queries too.
+        assert timed >= 1
     finally:
         server.shutdown()
         server.server_close()
