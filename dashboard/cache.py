@@ -93,6 +93,19 @@ class ResponseCache:
                 self._entries.popitem(last=False)
         self.release(key)
 
+    def get(self, key: str, compute: Callable[[], object]):
+        """The fresh value of `key`, or `compute()`'s, stored (single flight); an exception from `compute`
+        stores nothing and reaches the caller."""
+        value = self.claim(key)
+        if value is None:
+            try:
+                value = compute()
+            except BaseException:
+                self.release(key)
+                raise
+            self.put(key, value)
+        return value
+
     def release(self, key: str) -> None:
         """The computing thread is done with `key` (stored or not): the waiting threads go on."""
         with self._lock:

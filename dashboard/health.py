@@ -1,8 +1,7 @@
 """Flink REST client for the pipeline-health view: jobs, their throughput, checkpoints and backpressure; and
 the consumer lag per partition from Kafka's admin API (marketpulse.kafka_lag: log-end minus committed
 offset, for every group on the trades and anomalies topics). The jobs' `pendingRecords` column is the Kafka
-source's own estimate, kept beside it. Flink results are cached for a short time so several browser tabs
-refreshing every second do not multiply the REST calls.
+source's own estimate, kept beside it.
 
 The dashboard's callbacks never call Flink themselves: a `HealthMonitor` fetches in a background thread on
 its own interval ([dashboard] health_refresh_seconds) and callbacks and /api/health read its latest snapshot,

@@ -281,7 +281,7 @@ def summarize(buckets: pd.DataFrame, edges: pd.DataFrame, counts: pd.DataFrame,
                      "notional": notional, "trades": trades,
                      "anomalies": int(anomalies) if anomalies is not None and anomalies == anomalies else 0,
                      "first_open": first_open, "last_start": first_last.get("last_start")})
-    watch = pd.DataFrame(rows, columns=list(_empty_watchlist().columns))
+    watch = pd.DataFrame(rows, columns=list(WATCHLIST_COLUMNS))
     totals = {
         "trades": int(sum(total[2] for total in sums.values())),
         "volume": int(sum(total[0] for total in sums.values())),
@@ -308,9 +308,12 @@ def _empty_totals() -> dict[str, float]:
     return {"trades": 0, "volume": 0, "notional": 0.0, "symbols": 0, "anomalies": 0}
 
 
+WATCHLIST_COLUMNS = ("symbol", "company", "last_close", "change_pct", "vwap", "volume", "notional", "trades",
+                     "anomalies", "first_open", "last_start")
+
+
 def _empty_watchlist() -> pd.DataFrame:
-    return pd.DataFrame(columns=["symbol", "company", "last_close", "change_pct", "vwap", "volume",
-                                 "notional", "trades", "anomalies", "first_open", "last_start"])
+    return pd.DataFrame(columns=list(WATCHLIST_COLUMNS))
 
 
 # --- one symbol ----------------------------------------------------------------------------------

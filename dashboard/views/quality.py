@@ -101,16 +101,7 @@ def register(app, deps) -> None:
             return no_update, no_update
         if not context.db_ok:
             return unreachable()
-        key = (context.window.start, context.window.end)
-        answer = scored.claim(key)
-        if answer is None:
-            try:
-                answer = render(deps.db, context)
-            except DatabaseUnavailable:
-                scored.release(key)
-                return unreachable()
-            except BaseException:
-                scored.release(key)
-                raise
-            scored.put(key, answer)
-        return answer
+        try:
+            return scored.get((context.window.start, context.window.end), lambda: render(deps.db, context))
+        except DatabaseUnavailable:
+            return unreachable()

@@ -174,3 +174,17 @@ def test_response_cache_expires_and_computes_once():
     assert cache.claim("x") is None
     cache.release("x")
     assert cache.claim("x") is None
+    cache.release("x")
+
+    # get(): computes once per fresh value; a failing compute stores nothing and raises to its caller.
+    calls = []
+    assert cache.get("g", lambda: calls.append(1) or "G") == "G"
+    assert cache.get("g", lambda: calls.append(1) or "other") == "G"
+    assert calls == [1]
+
+    def fails():
+        raise RuntimeError("down")
+
+    with pytest.raises(RuntimeError):
+        cache.get("f", fails)
+    assert cache.get("f", lambda: "F") == "F"
