@@ -8,9 +8,14 @@ Topology (uid in brackets; every operator has one, so savepoints map back after 
 
     Kafka table source [trades-source]               Row(value bytes | None, partition, offset), one source
                                                      subtask per partition
-    -> ParseTrades [parse-trades]                    (Row(symbol, trade), event_time) | dead letters
+    -> RecordBatcher (Java) [record-batches]         Row(values, partition, offsets): [flink] batch_max_*
+                                                     records/bytes, held at most batch_max_delay_ms,
+                                                     flushed before each checkpoint barrier
+    -> ParseTrades [parse-trades]                    per symbol in the batch:
+                                                     (Row(symbol, [trade tuple, ...]), event_time)
+                                                     | dead letters
     -> timestamps + watermarks [trade-watermarks]    bounded out-of-orderness + idleness
-    -> drop timestamp field [trade-unwrap]           Row(symbol, trade)
+    -> drop timestamp field [trade-unwrap]           Row(symbol, [trade tuple, ...])
     -> key by symbol -> TradeAnalytics [trade-analytics]
          main output  window rows (both window sizes)
          side outputs anomalies, late trades, window anomalies (the multivariate detector's scored 60 s
@@ -25,6 +30,12 @@ watermark generator then sees exactly one partition, which is what per-partition
 subtasks than partitions, one subtask reading a backlog takes a fetch of one partition after another and
 its watermark would race ahead of the slower partitions, turning their trades into late ones.
 Late semantics, the detector on arrival and the event-time windows: see marketpulse/flink/book.py.
+
+Batches: PyFlink's cost per element (Beam framing, Row objects built in Python, the keyed state backend's key
+switch, output wrapping) is some ten times what parsing and scoring a trade costs, so the Python operators
+get a batch of Kafka records per element and the keyed one a list of one symbol's trades. A batch keeps the
+arrival order, and ParseTrades stamps it so that no watermark can fall between two trades of one batch
+(see ParseTrades). bench/README.md, "The DataStream job's batches": ~10k -> ~40k trades/s drained.
 
 Source: a Kafka table source with 'value.format' = 'raw' (BYTES, null for a tombstone) and the partition and
 offset metadata columns, converted with to_data_stream. SimpleStringSchema cannot read a tombstone (the job
@@ -45,7 +56,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pyflink.common import Configuration, Duration, WatermarkStrategy
+from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
@@ -55,6 +66,7 @@ from marketpulse.flink.book import AnalyticsConfig
 from marketpulse.flink.functions import (
     ANOMALIES,
     DEAD_LETTERS,
+    HEARTBEAT_SYMBOL,
     LATE_TRADES,
     WINDOW_ANOMALIES,
     ParseTrades,
@@ -163,6 +175,24 @@ def watermark_strategy(settings: Settings) -> WatermarkStrategy:
     return strategy
 
 
+@dataclass(frozen=True)
+class Batching:
+    """How Kafka records are batched before the Python operators (io.marketpulse.flink.RecordBatcher)."""
+    max_records: int = 500
+    max_bytes: int = 1 << 20
+    max_delay_ms: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Batching:
+        flink = settings.flink
+        return cls(int(flink.batch_max_records), int(flink.batch_max_bytes), int(flink.batch_max_delay_ms))
+
+
+def batch_symbol(trades: list) -> str:
+    """The key of a batch of one symbol's trades (the public key_by twin's key selector)."""
+    return trades[0][1] if trades else HEARTBEAT_SYMBOL
+
+
 def build_pipeline(
     raw: DataStream,
     *,
@@ -170,19 +200,24 @@ def build_pipeline(
     config: AnalyticsConfig,
     watermarks: WatermarkStrategy,
     source_parallelism: int | None = None,
+    batching: Batching = Batching(),
 ) -> Outputs:
     """The job's topology on a stream of rows.KAFKA_RECORD (Kafka records or a test collection)."""
-    parsed = (raw.process(ParseTrades(topic), rows.TIMESTAMPED_TRADE)
+    batches = compat.batch_records(raw, max_records=batching.max_records, max_bytes=batching.max_bytes,
+                                   max_delay_ms=batching.max_delay_ms, parallelism=source_parallelism,
+                                   uid="record-batches", name="batch records")
+    # Row(values, partition, offsets): up to max_records records of one partition
+    parsed = (batches.process(ParseTrades(topic), rows.TIMESTAMPED_TRADES)
               .name("parse + validate trades").uid("parse-trades"))
     if source_parallelism:
         parsed.set_parallelism(source_parallelism)
-    # (Row(symbol, trade), event_time)
-    trades = compat.assign_event_time(parsed, watermarks, value_type=rows.KEYED_TRADE,
+    # (Row(symbol, [trade tuple, ...]), event_time)
+    trades = compat.assign_event_time(parsed, watermarks, value_type=rows.KEYED_TRADES,
                                       parallelism=source_parallelism,
                                       uids=("trade-watermarks", "trade-unwrap"),
-                                      names=("event time + watermarks", "unwrap trade"))
-    # Row(symbol, Row(trade_id, symbol, price, size, side, event_time)), event-time stamped
-    analytics = (compat.key_by_first_field(trades, rows.TRADE, value_key_field=1)
+                                      names=("event time + watermarks", "unwrap trades"))
+    # Row(symbol, [(trade_id, symbol, price, size, side, event_time), ...]), event-time stamped
+    analytics = (compat.key_by_first_field(trades, Types.PICKLED_BYTE_ARRAY(), batch_symbol)
                  .process(TradeAnalytics(config), rows.WINDOW_METRICS)
                  .name("windows + anomaly detector per symbol").uid("trade-analytics"))
     # window rows | anomalies | late trades | scored windows
@@ -305,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
     raw = kafka_records(t_env, settings, topic, args.group_id, args.start_from, source_parallelism)
     outputs = build_pipeline(raw, topic=topic,
                              config=AnalyticsConfig.from_settings(settings),
-                             watermarks=watermark_strategy(settings), source_parallelism=source_parallelism)
+                             watermarks=watermark_strategy(settings), source_parallelism=source_parallelism,
+                             batching=Batching.from_settings(settings))
     add_sinks(t_env, outputs, settings).attach_as_datastream()
     print(f"market_metrics: topic {topic} ({source_parallelism} source subtasks), parallelism {parallelism}, "
           f"group {args.group_id}, start {args.start_from}, database {settings.postgres.database}",

@@ -50,6 +50,18 @@ def http_stub(answer: Callable[[str], bytes]):
         server.shutdown()
 
 
+def local_flink_jars() -> list[str]:
+    """URIs of the jars a local PyFlink environment needs for the jobs' Java parts: the connectors (Kafka,
+    JDBC) and flink-ext (RecordBatcher, and the marketpulse-jdbc sink, whose factory cannot load without the
+    JDBC connector: once flink-ext is on a JVM's class loader, every table environment's factory discovery
+    needs both)."""
+    from stack import paths
+    from stack.setup import EXT_JAR
+
+    jars = sorted(paths.FLINK_CONNECTOR_JARS.glob("*.jar")) + [EXT_JAR]
+    return [jar.resolve().as_uri() for jar in jars]
+
+
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 

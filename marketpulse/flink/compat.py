@@ -9,6 +9,8 @@ stderr when another version is installed, because these attributes are not a sta
     assign_event_time(stream, strategy, p)      assign_timestamps_and_watermarks with a Python assigner adds
                                                 a Python operator and cannot name/uid the Java ones
     key_by_first_field(stream, type_info)       key_by(lambda row: row[0]) adds a Python key extractor
+    batch_records(stream, ...)                  Java's RecordBatcher (flink-ext/) on a stream of Kafka
+                                                records; PyFlink has no way to apply a Java operator
     set_source_parallelism(stream, p, uid, ...) the Table API's conversion operators get the default
                                                 parallelism and no stable uid otherwise
     reset_planner_node_ids(t_env)               the planner numbers its nodes with a JVM-wide counter that
@@ -102,16 +104,37 @@ def assign_event_time(stream: DataStream, strategy: WatermarkStrategy, *, value_
     return unwrapped
 
 
-def key_by_first_field(stream: DataStream, value_type: TypeInformation, value_key_field: int) -> KeyedStream:
+def key_by_first_field(stream: DataStream, value_type: TypeInformation, value_key) -> KeyedStream:
     """Row(key, value) keyed on field 0 (a STRING) by a Java key selector: the keyed Python operator receives
-    the value and the key, and no Python key-extractor operator runs on the hot path. (value_key_field: where
-    the key is in the value, for the public twin, which keys the values by a Python function.)"""
+    the value and the key, and no Python key-extractor operator runs on the hot path. (value_key: the key of
+    a value, for the public twin, which keys the values by a Python function.)"""
     if public_api("key_by"):
         values = stream.map(lambda row: row[1], output_type=value_type)
-        return values.key_by(lambda value: value[value_key_field], key_type=Types.STRING())
+        return values.key_by(value_key, key_type=Types.STRING())
     key_selector = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.KeyByKeySelector()
     j_keyed = stream._j_data_stream.keyBy(key_selector, Types.ROW([Types.STRING()]).get_java_type_info())
     return KeyedStream(j_keyed, value_type, stream)
+
+
+def batch_records(stream: DataStream, *, max_records: int, max_bytes: int, max_delay_ms: int,
+                  parallelism: int | None, uid: str, name: str) -> DataStream:
+    """rows.KAFKA_RECORD -> rows.KAFKA_RECORD_BATCH through io.marketpulse.flink.RecordBatcher (flink-ext/),
+    chained to the source: batches of at most max_records records of one partition and max_bytes of values
+    (or one larger record), none held longer than max_delay_ms, flushed before every checkpoint barrier.
+    The class is on the cluster's classpath (the flink-ext jar in Flink's lib/); a local environment needs
+    the jar added (tests/local). No public twin: PyFlink applies no Java operator, and one element per
+    record is what this replaces (bench/README.md)."""
+    jvm = get_gateway().jvm
+    batcher = jvm.io.marketpulse.flink.RecordBatcher(max_records, max_bytes, max_delay_ms)
+    j_stream = stream._j_data_stream.transform(name, jvm.io.marketpulse.flink.RecordBatcher.outputType(),
+                                               batcher)
+    j_stream.getTransformation().setChainingStrategy(
+        jvm.org.apache.flink.streaming.api.operators.ChainingStrategy.ALWAYS)
+    batches = DataStream(j_stream)
+    batches.uid(uid)
+    if parallelism:
+        batches.set_parallelism(parallelism)
+    return batches
 
 
 def set_source_parallelism(stream: DataStream, parallelism: int, *, source_uid: str,

@@ -39,15 +39,36 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-# The key of a heartbeat's row between ParseTrades and TradeAnalytics: no trade has it (not a valid symbol).
+# The key of a heartbeat-only batch between ParseTrades and TradeAnalytics: no trade has it (not a valid
+# symbol).
 HEARTBEAT_SYMBOL = ""
 
 
-class ParseTrades(ProcessFunction):
-    """Kafka record -> (Row(symbol, trade), event_time); a bad record -> DEAD_LETTERS, counted, never fatal.
+def unpack_records(values: bytes, offsets: list[int]):
+    """(offset, value or None) of each record of a rows.KAFKA_RECORD_BATCH, in order."""
+    position = 0
+    for offset in offsets:
+        length = int.from_bytes(values[position:position + 4], "big", signed=True)
+        position += 4
+        if length < 0:
+            yield offset, None
+        else:
+            yield offset, values[position:position + length]
+            position += length
 
-    Input: rows.KAFKA_RECORD, Row(value bytes or None, partition, offset). parse_trade raises nothing but
-    InvalidTrade for any value, and its reasons are storable text (marketpulse/trade.py)."""
+
+class ParseTrades(ProcessFunction):
+    """A batch of Kafka records of one partition -> per symbol, its valid trades in arrival order, stamped
+    for the watermark; a bad record -> DEAD_LETTERS, counted, never fatal.
+
+    Input: rows.KAFKA_RECORD_BATCH (io.marketpulse.flink.RecordBatcher). parse_trade raises nothing but
+    InvalidTrade for any value, and its reasons are storable text (marketpulse/trade.py).
+
+    Event time: every element but the batch's last carries the batch's EARLIEST event time (of its trades
+    and heartbeats), the last one its latest. The watermark generator behind this operator only ever takes
+    the maximum, so no watermark made between two elements of a batch can pass a trade of the same batch:
+    each trade is judged against a watermark of the batches before its own, as if the periodic watermark had
+    fired between batches (marketpulse/flink/book.py, late semantics)."""
 
     def __init__(self, topic: str):
         self.topic = topic
@@ -58,26 +79,43 @@ class ParseTrades(ProcessFunction):
         self.bad_records = metrics.counter("badRecords")
         self.heartbeats = metrics.counter("heartbeats")
 
-    def process_element(self, record, ctx):
-        payload, partition, offset = record
-        heartbeat = heartbeat_time(payload)
-        if heartbeat is not None:
-            # Moves this partition's watermark (the next operator assigns it) and nothing else: the keyed
-            # operator drops the HEARTBEAT_SYMBOL row (marketpulse/trade.py, heartbeat_value).
-            self.heartbeats.inc()
-            yield Row(HEARTBEAT_SYMBOL, Row("", HEARTBEAT_SYMBOL, 0.0, 0, "", heartbeat)), heartbeat
-            return
-        try:
-            trade = parse_trade(payload)
-        except InvalidTrade as err:
-            self.bad_records.inc()
-            # Row(topic, partition, offset, payload, payload_sha1, reason, received_at)
-            yield DEAD_LETTERS, Row(self.topic, partition, offset, payload, payload_sha1(payload), str(err),
-                                    now_ms())
-            return
-        # (Row(symbol, Row(trade_id, symbol, price, size, side, event_time)), event_time)
-        yield Row(trade.symbol, Row(trade.trade_id, trade.symbol, trade.price, trade.size, trade.side,
-                                    trade.event_time)), trade.event_time
+    def process_element(self, batch, ctx):
+        values, partition, offsets = batch
+        by_symbol: dict[str, list[tuple]] = {}
+        earliest = latest = None
+        for offset, payload in unpack_records(values, offsets):
+            event_time = heartbeat_time(payload)
+            if event_time is not None:
+                # Moves this partition's watermark (the next operator assigns it) and nothing else.
+                self.heartbeats.inc()
+            else:
+                try:
+                    trade = parse_trade(payload)
+                except InvalidTrade as err:
+                    self.bad_records.inc()
+                    # Row(topic, partition, offset, payload, payload_sha1, reason, received_at)
+                    yield DEAD_LETTERS, Row(self.topic, partition, offset, payload, payload_sha1(payload),
+                                            str(err), now_ms())
+                    continue
+                event_time = trade.event_time
+                trades = by_symbol.get(trade.symbol)
+                if trades is None:
+                    trades = by_symbol[trade.symbol] = []
+                trades.append((trade.trade_id, trade.symbol, trade.price, trade.size, trade.side, event_time))
+            if earliest is None:
+                earliest = latest = event_time
+            elif event_time < earliest:
+                earliest = event_time
+            elif event_time > latest:
+                latest = event_time
+        if latest is None:
+            return  # bad records only
+        if not by_symbol:
+            by_symbol[HEARTBEAT_SYMBOL] = []
+        last = len(by_symbol) - 1
+        # (Row(symbol, [(trade_id, symbol, price, size, side, event_time), ...]), event_time)
+        for index, item in enumerate(by_symbol.items()):
+            yield Row(*item), latest if index == last else earliest
 
 
 class TradeAnalytics(KeyedProcessFunction):
@@ -133,35 +171,42 @@ class TradeAnalytics(KeyedProcessFunction):
                 ctx.timer_service().register_event_time_timer(close_time)
         return book
 
-    def process_element(self, trade, ctx):
-        # trade: Row(trade_id, symbol, price, size, side, event_time)
-        if trade[1] == HEARTBEAT_SYMBOL:
-            return  # its event time has done its work upstream (ParseTrades)
-        trade = Trade(*trade)
+    def process_element(self, trades, ctx):
+        # trades: [(trade_id, symbol, price, size, side, event_time), ...] of this symbol, in arrival order
+        if not trades:
+            return  # a heartbeat: its event time has done its work upstream (ParseTrades)
         config = self.config
         slot = DetectorSlot.from_state(config.detector, self.detector_state.value())
-        found = slot.detector.push(trade)
-        self.detector_state.update(slot)
-        if found:
-            detected_at = now_ms()
-            for anomaly in found:
-                self.anomalies.inc()
-                # Row(trade_id, rule, symbol, event_time, price, size, z_score, mean, stddev, detected_at)
-                yield ANOMALIES, Row(anomaly.trade_id, anomaly.rule, anomaly.symbol, anomaly.event_time,
-                                     anomaly.price, anomaly.size, anomaly.z_score, anomaly.mean,
-                                     anomaly.stddev, detected_at)
-        if self.newest_event_time is None or trade.event_time > self.newest_event_time:
-            self.newest_event_time = trade.event_time
+        detector = slot.detector
         book = self._book(ctx)
-        self.watermark = ctx.timer_service().current_watermark()
+        timer_service = ctx.timer_service()
+        # One watermark for the whole batch: none can arrive between two elements of one input record.
+        self.watermark = timer_service.current_watermark()
         watermark = book.effective_watermark(self.watermark)
-        if is_late(trade.event_time, watermark, config.grace_ms):
-            self.late_trades.inc()
-            yield LATE_TRADES, Row(*trade_row(trade), watermark)
-            return
-        for close_time in book.add(trade, config):
-            ctx.timer_service().register_event_time_timer(close_time)
-        self.book_state.update(book)
+        added = False
+        for fields in trades:
+            trade = Trade(*fields)
+            found = detector.push(trade)
+            if found:
+                detected_at = now_ms()
+                for anomaly in found:
+                    self.anomalies.inc()
+                    # Row(trade_id, rule, symbol, event_time, price, size, z_score, mean, stddev, detected_at)
+                    yield ANOMALIES, Row(anomaly.trade_id, anomaly.rule, anomaly.symbol, anomaly.event_time,
+                                         anomaly.price, anomaly.size, anomaly.z_score, anomaly.mean,
+                                         anomaly.stddev, detected_at)
+            if self.newest_event_time is None or trade.event_time > self.newest_event_time:
+                self.newest_event_time = trade.event_time
+            if is_late(trade.event_time, watermark, config.grace_ms):
+                self.late_trades.inc()
+                yield LATE_TRADES, Row(*fields, watermark)
+                continue
+            for close_time in book.add(trade, config):
+                timer_service.register_event_time_timer(close_time)
+            added = True
+        self.detector_state.update(slot)
+        if added:
+            self.book_state.update(book)
 
     def on_timer(self, timestamp, ctx):
         book = self._book(ctx)
@@ -191,7 +236,3 @@ class TradeAnalytics(KeyedProcessFunction):
 def lag_ms(event_time: int | None) -> int:
     """Wall clock minus an event time (or watermark); 0 while there is none yet."""
     return 0 if event_time is None or event_time < 0 else max(0, now_ms() - event_time)
-
-
-def trade_row(trade: Trade) -> tuple:
-    return trade.trade_id, trade.symbol, trade.price, trade.size, trade.side, trade.event_time

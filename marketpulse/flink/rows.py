@@ -1,7 +1,8 @@
-"""The typed rows on the edges of the DataStream job. Every hot edge carries a ROW of primitive fields
-(Flink's binary row serializer on both sides of the Python boundary), never PICKLED_BYTE_ARRAY. Times are
-epoch-ms BIGINTs; the sink SQL (jobs/market_metrics_sinks.sql) turns them into timestamps for Postgres.
-State is another matter: it stays in the Python worker's cache within a bundle, so it is pickled."""
+"""The typed rows on the edges of the DataStream job. The hot edges carry batches: Kafka records batched in
+Java (KAFKA_RECORD_BATCH), then per symbol a pickled list of trade tuples between the two Python operators
+(KEYED_TRADES). The outputs are ROWs of primitive fields that Java reads. Times are epoch-ms BIGINTs; the
+sink SQL (jobs/market_metrics_sinks.sql) turns them into timestamps for Postgres. State stays in the Python
+worker's cache within a bundle, so it is pickled too."""
 
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ TRADE_FIELDS = tuple(field.name for field in fields(Trade))
 _FLINK_TYPES = {str: Types.STRING(), float: Types.DOUBLE(), int: Types.LONG()}
 TRADE = Types.ROW_NAMED(list(TRADE_FIELDS),
                         [_FLINK_TYPES[get_type_hints(Trade)[name]] for name in TRADE_FIELDS])
-# Row(symbol, trade): field 0 is the key the keyed operator is partitioned on (marketpulse/flink/compat.py,
-# key_by_first_field).
-KEYED_TRADE = Types.ROW([Types.STRING(), TRADE])
-# Tuple2(Row(symbol, trade), event_time): what the Java timestamp assigner reads its timestamp from.
-TIMESTAMPED_TRADE = Types.TUPLE([KEYED_TRADE, Types.LONG()])
+# Row(symbol, trades): one symbol's valid trades of one batch of Kafka records, in arrival order, each a
+# tuple of TRADE_FIELDS. Field 0 is the key the keyed operator is partitioned on (marketpulse/flink/compat.py,
+# key_by_first_field). The list is pickled: it goes from one of our Python operators to the other, Java only
+# routes it by its key, and one pickle of a list costs a fraction of a Row per trade (PyFlink builds Rows in
+# Python).
+KEYED_TRADES = Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
+# Tuple2(Row(symbol, trades), event_time): what the Java timestamp assigner reads its timestamp from.
+TIMESTAMPED_TRADES = Types.TUPLE([KEYED_TRADES, Types.LONG()])
 
 _WINDOW_TYPES = {
     "symbol": Types.STRING(),
@@ -71,6 +75,11 @@ LATE_TRADE = Types.ROW_NAMED(
 KAFKA_RECORD_FIELDS = ("value", "partition", "offset")
 KAFKA_RECORD = Types.ROW_NAMED(
     list(KAFKA_RECORD_FIELDS), [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.INT(), Types.LONG()])
+# A batch of Kafka records of one partition, in arrival order (flink-ext: io.marketpulse.flink.RecordBatcher):
+# Row(values, partition, offsets), values = for each record a 4-byte big-endian signed length (-1: tombstone)
+# and its bytes; offsets[i] is the offset of the i-th value.
+KAFKA_RECORD_BATCH = Types.ROW(
+    [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.INT(), Types.PRIMITIVE_ARRAY(Types.LONG())])
 
 # A record that is not a valid trade: the full raw value (the database keeps the first 64 KiB, its length
 # and this hash; db/schema/005_dead_letters_raw.sql), why it was rejected, and where it came from.

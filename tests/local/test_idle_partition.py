@@ -34,6 +34,7 @@ from marketpulse.flink import rows  # noqa: E402
 from marketpulse.flink.book import AnalyticsConfig  # noqa: E402
 from marketpulse.trade import Trade  # noqa: E402
 from tests.reference import reference_windows  # noqa: E402
+from tests.support import local_flink_jars  # noqa: E402
 
 pytestmark = pytest.mark.flink_local
 
@@ -87,6 +88,7 @@ def run(idleness_ms: int) -> tuple[list[dict], list[tuple]]:
     config.set_string("python.fn-execution.bundle.size", "1")
     config.set_string("python.fn-execution.bundle.time", "1")
     env = StreamExecutionEnvironment.get_execution_environment(config)
+    env.add_jars(*local_flink_jars())  # io.marketpulse.flink.RecordBatcher
     env.set_parallelism(1)
     env.get_config().set_auto_watermark_interval(1)
     first, second = ([(partition, trade) for partition, symbol in zip(PARTITIONS, SYMBOLS, strict=True)

@@ -30,6 +30,7 @@ from marketpulse.flink import rows  # noqa: E402
 from marketpulse.flink.book import AnalyticsConfig  # noqa: E402
 from marketpulse.trade import Trade  # noqa: E402
 from tests.reference import reference_anomalies, reference_window_scores, reference_windows  # noqa: E402
+from tests.support import local_flink_jars  # noqa: E402
 
 pytestmark = pytest.mark.flink_local
 
@@ -109,6 +110,7 @@ def run_pipeline(values: list[str]) -> dict[str, list]:
     config.set_string("python.fn-execution.bundle.size", "1")
     config.set_string("python.fn-execution.bundle.time", "1")
     env = StreamExecutionEnvironment.get_execution_environment(config)
+    env.add_jars(*local_flink_jars())  # io.marketpulse.flink.RecordBatcher
     env.set_parallelism(1)
     env.get_config().set_auto_watermark_interval(1)
     # Kafka records as the job's source gives them: Row(value bytes, partition, offset).

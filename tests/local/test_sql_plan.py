@@ -19,8 +19,8 @@ from jobs.sql_pipeline import parse_set  # noqa: E402
 from marketpulse.config import load_settings  # noqa: E402
 from marketpulse.sqltemplate import compose, render, sql_variables  # noqa: E402
 from stack import paths  # noqa: E402
-from stack.setup import EXT_JAR  # noqa: E402
 from stack.sqlgateway import is_set, statements  # noqa: E402
+from tests.support import local_flink_jars  # noqa: E402
 
 pytestmark = pytest.mark.flink_local
 
@@ -30,8 +30,7 @@ PIPELINE = paths.REPO / "sql" / "pipeline.sql"
 def execution_plan() -> str:
     """The script run as jobs/sql_pipeline.py runs it, its statement set EXPLAINed instead of executed."""
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    jars = sorted(paths.FLINK_CONNECTOR_JARS.glob("*.jar")) + [EXT_JAR]  # kafka, jdbc, marketpulse-jdbc
-    t_env.get_config().set("pipeline.jars", ";".join(jar.resolve().as_uri() for jar in jars))
+    t_env.get_config().set("pipeline.jars", ";".join(local_flink_jars()))  # kafka, jdbc, marketpulse-jdbc
     plan = None
     for statement in statements(render(compose(PIPELINE), sql_variables(load_settings(environ={})))):
         if is_set(statement):
