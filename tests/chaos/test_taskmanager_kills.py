@@ -124,10 +124,11 @@ def test_taskmanager_kills_lose_nothing(chaos_stack, tmp_path):
     jobs = {"sql": submit_sql(settings, settings, topic, "sql/window_metrics.sql"),
             "datastream": submit_datastream(settings, settings, topic, anomalies_topic)}
     try:
-        # Kill moments: random points of the slower engine's progress, each reached after the previous
-        # restore, plus a random delay, so every kill hits jobs that are draining. Both drain at about the
-        # same rate since the SQL job's views are shared (bench/README.md), ~10k trades/s here: the last 40%
-        # of the stream is ~8 s, and a later point plus a delay of up to 3 s once missed the drain entirely.
+        # Kill moments: random points of the FASTER engine's progress, each reached after the previous
+        # restore, plus a short random delay, so that every kill hits both jobs while they drain. Since its
+        # batches (bench/README.md) the DataStream job drains this stream three to four times faster than the
+        # SQL job, in a few seconds: aimed at the slower engine's progress, every kill came after the
+        # DataStream job had finished (fresh43), so its progress is what is polled, and often.
         rng = random.Random(SEED)
         targets = sorted(rng.uniform(0.1, 0.6) for _ in range(KILLS))
         drain_started = time.monotonic()
@@ -138,18 +139,18 @@ def test_taskmanager_kills_lose_nothing(chaos_stack, tmp_path):
             def reached(target=target):
                 harness.assert_no_terminal_state(settings, jobs.values())
                 market.tick()
-                slower = min(len(engine_windows(settings, engine)) for engine in ENGINES)
-                return slower >= target * len(expected)
+                faster = max(len(engine_windows(settings, engine)) for engine in ENGINES)
+                return faster >= target * len(expected)
 
             support.wait_for(reached, DRAIN_TIMEOUT, f"{target:.0%} of the windows before kill {kill}",
-                             interval=0.5)
-            time.sleep(rng.uniform(0, 1))
+                             interval=0.1)
+            time.sleep(rng.uniform(0, 0.3))
             written = {engine: len(engine_windows(settings, engine)) for engine in ENGINES}
             pid = harness.taskmanager_pid(settings)
             os.kill(pid, signal.SIGKILL)
             print(f"kill {kill}: SIGKILL TaskManager pid {pid} at {time.monotonic() - drain_started:.0f}s "
                   f"of the drain; windows written then: {written} of {len(expected)}")
-            assert min(written.values()) < len(expected), "killed after the drain: no chaos"
+            assert max(written.values()) < len(expected), f"kill {kill} after an engine's drain: {written}"
             new_pid = harness.wait_new_taskmanager(settings, pid)
             print(f"        the supervisor started TaskManager pid {new_pid}")
 
