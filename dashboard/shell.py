@@ -115,7 +115,7 @@ def register(app: dash.Dash, deps: Deps, views) -> None:
         State("symbol-select", "options"))
     def update_context(_tick, range_key, anchor, engine, window_seconds, *shown_options):
         now = datetime.now(UTC)
-        health = deps.monitor.latest()
+        deps.monitor.latest()  # a server's first call starts the background check; read again below
         try:
             present = context.present_series(queries.series(db))
             known = context.symbol_options(queries.symbols(db))
@@ -136,6 +136,9 @@ def register(app: dash.Dash, deps: Deps, views) -> None:
         engines, windows, symbols = map(changed, options, shown_options)
         filter_symbols = no_update if symbols is no_update else [
             {"label": o["value"], "value": o["value"]} for o in known]
+        # Read after the queries: on a server's first call the check started above has usually answered by
+        # now (a healthy Flink: tens of ms), so the first page shows Flink's state, not "checking".
+        health = deps.monitor.latest()
         return (resolved.to_store(), banner, banner_class, context.range_text(resolved, now), engines,
                 windows, symbols, filter_symbols, context.pills(resolved.db_ok, health))
 
