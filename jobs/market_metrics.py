@@ -177,10 +177,11 @@ def watermark_strategy(settings: Settings) -> WatermarkStrategy:
 
 @dataclass(frozen=True)
 class Batching:
-    """How Kafka records are batched before the Python operators (io.marketpulse.flink.RecordBatcher)."""
-    max_records: int = 500
-    max_bytes: int = 1 << 20
-    max_delay_ms: int = 5
+    """How Kafka records are batched before the Python operators (io.marketpulse.flink.RecordBatcher); the
+    values are [flink] batch_max_* of conf/pipeline.toml."""
+    max_records: int
+    max_bytes: int
+    max_delay_ms: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Batching:
@@ -199,8 +200,8 @@ def build_pipeline(
     topic: str,
     config: AnalyticsConfig,
     watermarks: WatermarkStrategy,
+    batching: Batching,
     source_parallelism: int | None = None,
-    batching: Batching = Batching(),
 ) -> Outputs:
     """The job's topology on a stream of rows.KAFKA_RECORD (Kafka records or a test collection)."""
     batches = compat.batch_records(raw, max_records=batching.max_records, max_bytes=batching.max_bytes,

@@ -128,7 +128,7 @@ def test_taskmanager_kills_lose_nothing(chaos_stack, tmp_path):
         # restore, plus a short random delay, so that every kill hits both jobs while they drain. Since its
         # batches (bench/README.md) the DataStream job drains this stream three to four times faster than the
         # SQL job, in a few seconds: aimed at the slower engine's progress, every kill came after the
-        # DataStream job had finished (fresh43), so its progress is what is polled, and often.
+        # DataStream job had finished, so its progress is what is polled, and often.
         rng = random.Random(SEED)
         targets = sorted(rng.uniform(0.1, 0.6) for _ in range(KILLS))
         drain_started = time.monotonic()

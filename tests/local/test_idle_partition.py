@@ -28,8 +28,9 @@ pytest.importorskip("pyflink")
 from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrategy  # noqa: E402
 from pyflink.datastream import MapFunction, StreamExecutionEnvironment  # noqa: E402
 
-from jobs.market_metrics import build_pipeline  # noqa: E402
+from jobs.market_metrics import Batching, build_pipeline  # noqa: E402
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS, DetectorConfig  # noqa: E402
+from marketpulse.config import load_settings  # noqa: E402
 from marketpulse.flink import rows  # noqa: E402
 from marketpulse.flink.book import AnalyticsConfig  # noqa: E402
 from marketpulse.trade import Trade  # noqa: E402
@@ -37,6 +38,9 @@ from tests.reference import reference_windows  # noqa: E402
 from tests.support import local_flink_jars  # noqa: E402
 
 pytestmark = pytest.mark.flink_local
+
+# The job's own batching ([flink] batch_max_*): paced records make each a batch of its own.
+BATCHING = Batching.from_settings(load_settings(environ={}))
 
 BASE = 1_700_000_100_000  # a multiple of 60 s
 OUT_OF_ORDERNESS_MS = 2000
@@ -107,7 +111,7 @@ def run(idleness_ms: int) -> tuple[list[dict], list[tuple]]:
     strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(OUT_OF_ORDERNESS_MS))
     if idleness_ms:
         strategy = strategy.with_idleness(Duration.of_millis(idleness_ms))
-    outputs = build_pipeline(raw, topic="trades-test", config=CONFIG, watermarks=strategy,
+    outputs = build_pipeline(raw, topic="trades-test", config=CONFIG, batching=BATCHING, watermarks=strategy,
                              source_parallelism=len(PARTITIONS))
     tagged = [getattr(outputs, name).map(lambda row, name=name: (name, tuple(row)),
                                          Types.PICKLED_BYTE_ARRAY())

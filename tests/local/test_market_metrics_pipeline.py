@@ -23,9 +23,10 @@ pytest.importorskip("pyflink")
 from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrategy  # noqa: E402
 from pyflink.datastream import MapFunction, StreamExecutionEnvironment  # noqa: E402
 
-from jobs.market_metrics import build_pipeline  # noqa: E402
+from jobs.market_metrics import Batching, build_pipeline  # noqa: E402
 from marketpulse.analytics import WINDOW_METRICS_COLUMNS, DetectorConfig  # noqa: E402
 from marketpulse.analytics.multivariate import MultivariateConfig  # noqa: E402
+from marketpulse.config import load_settings  # noqa: E402
 from marketpulse.flink import rows  # noqa: E402
 from marketpulse.flink.book import AnalyticsConfig  # noqa: E402
 from marketpulse.trade import Trade  # noqa: E402
@@ -33,6 +34,9 @@ from tests.reference import reference_anomalies, reference_window_scores, refere
 from tests.support import local_flink_jars  # noqa: E402
 
 pytestmark = pytest.mark.flink_local
+
+# The job's own batching ([flink] batch_max_*): paced records make each a batch of its own.
+BATCHING = Batching.from_settings(load_settings(environ={}))
 
 BASE = 1_700_000_100_000  # a multiple of 60 s
 OUT_OF_ORDERNESS_MS = 2000
@@ -116,7 +120,7 @@ def run_pipeline(values: list[str]) -> dict[str, list]:
     # Kafka records as the job's source gives them: Row(value bytes, partition, offset).
     records = [Row(value.encode(), 0, offset) for offset, value in enumerate(values)]
     raw = env.from_collection(records, rows.KAFKA_RECORD).map(Pace(), rows.KAFKA_RECORD)
-    outputs = build_pipeline(raw, topic="trades-test", config=CONFIG,
+    outputs = build_pipeline(raw, topic="trades-test", config=CONFIG, batching=BATCHING,
                              watermarks=WatermarkStrategy.for_bounded_out_of_orderness(
                                  Duration.of_millis(OUT_OF_ORDERNESS_MS)))
     # One collect for all five outputs: tag each row with its output and union them.

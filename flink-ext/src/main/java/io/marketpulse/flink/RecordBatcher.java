@@ -3,7 +3,6 @@ package io.marketpulse.flink;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
-import org.apache.flink.streaming.api.operators.BoundedOneInput;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
 import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
@@ -32,11 +31,10 @@ import java.util.Arrays;
  * (processing time: the latency it may add), before any watermark is forwarded (none comes from the table
  * source, but the order of records and watermarks is kept anyway), before a checkpoint barrier
  * (prepareSnapshotPreBarrier: the source's offsets in a checkpoint never cover a record still held here, so
- * the operator has no state), and at the end of the input. Nothing is reordered. It runs chained to the
+ * the operator has no state), and in finish() at the end of the input. Nothing is reordered. It runs chained to the
  * source (marketpulse/flink/compat.py, batch_records): no network hop of its own.
  */
-public class RecordBatcher extends AbstractStreamOperator<Row> implements OneInputStreamOperator<Row, Row>,
-        BoundedOneInput {
+public class RecordBatcher extends AbstractStreamOperator<Row> implements OneInputStreamOperator<Row, Row> {
 
     private static final long serialVersionUID = 1L;
 
@@ -135,11 +133,6 @@ public class RecordBatcher extends AbstractStreamOperator<Row> implements OneInp
     public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
         flush();
         super.prepareSnapshotPreBarrier(checkpointId);
-    }
-
-    @Override
-    public void endInput() {
-        flush();
     }
 
     @Override
